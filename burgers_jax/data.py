@@ -1,0 +1,476 @@
+"""Burgers data: sources (HDF5 file or analytic formula), the reference split, stateless
+training batches, deterministic validation batches and a background prefetcher.
+
+Shapes: B batch, L window frames (17 = temporal_length + 1), T frames of a sample,
+H/W grid (H is y, W is x), C = 6 model channels (u, v, then four zeros).
+
+File layout (SPEC.md section 3), one group per sample "0", "1", ...:
+  nu [] float32, scalar (empty), vector/data [T, H, W, 2],
+  vector/boundary/left|right [T, H, 1, 2], vector/boundary/bottom|top [T, 1, W, 2].
+
+A source has `num_samples`, `num_frames`, `resolution`, `dt`, `name`, `nu(i)` and
+`read_window(i, start, length) -> {data [L,H,W,2], left, right [L,H,1,2],
+bottom, top [L,1,W,2], nu []}` (all float32). A batch is a dict of numpy arrays:
+  frames [B, L, H, W, 6], left/right [B, L, H, 1, 2], bottom/top [B, L, 1, W, 2],
+  nu [B] float32, channel_mask [6] float32, valid [B] bool, sample [B] int64,
+  start [B] int64.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from burgers_jax.analytic import burgers_uv, cell_centres, reference_times
+
+WINDOW = 17  # temporal_length 16 + 1: the model's 16 inputs and one frame beyond
+NUM_CHANNELS = 6
+CHANNEL_MASK = np.array([1, 1, 0, 0, 0, 0], dtype=np.float32)  # (u, v) are real, rest pad
+BOUNDARIES = ("left", "right", "bottom", "top")
+
+
+class DataError(ValueError):
+    """Bad data; the message names the file (or source) and the sample at fault."""
+
+
+# --------------------------------------------------------------------------- reference draws
+
+
+def reference_nus(num_samples: int = 100, seed: int = 42,
+                  nu_range: tuple[float, float] = (0.1, 0.15)) -> np.ndarray:
+    """The reference generator's viscosities: `np.random.seed(seed)`, then
+    `np.random.uniform(lo, hi, n)`, sorted. A local RandomState draws the same numbers
+    without touching numpy's global state."""
+    lo, hi = nu_range
+    return np.sort(np.random.RandomState(seed).uniform(lo, hi, num_samples))
+
+
+def split_indices(num_samples: int, train_ratio: float = 0.9,
+                  seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """The reference split: `np.random.seed(seed); perm = np.random.permutation(n)`,
+    first `int(train_ratio * n)` are train. A local RandomState gives the same
+    permutation without touching numpy's global state."""
+    perm = np.random.RandomState(seed).permutation(num_samples)
+    n_train = int(train_ratio * num_samples)
+    return perm[:n_train], perm[n_train:]
+
+
+def burgers_fields32(nu: float, times, resolution: int,
+                     out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One sample in the file layout, float32, computed in float64 then cast.
+
+    The field depends on (x, y) only through y - x, which on the uniform cell-centred
+    grid takes the 2n - 1 values d / n, d = i - j (row minus column). So the formula
+    (`analytic.burgers_uv`) is evaluated once per diagonal and frame, [T, 2n-1], and
+    spread over the grid: row i is the contiguous run of diagonals i, i-1, ..., i-n+1.
+    That is n/2 times fewer transcendental calls than `analytic.analytic_fields`, with
+    the same float32 values (tests compare the two). `out` ([T, H, W, 2] float32) is
+    filled and returned as `data` when given, so a generator can reuse one buffer.
+    """
+    n = resolution
+    t = np.asarray(times, dtype=np.float64)
+    d = np.arange(n - 1, -n, -1, dtype=np.float64) / n  # d = n-1 .. -(n-1), descending
+    u, v = burgers_uv(0.0, d[None, :], t[:, None], float(nu))
+    diagonals = np.stack([u, v], axis=-1).astype(np.float32)  # [T, 2n-1, 2]
+    if out is None:
+        out = np.empty((t.size, n, n, 2), dtype=np.float32)
+    elif out.shape != (t.size, n, n, 2) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {(t.size, n, n, 2)}, got {out.dtype} {out.shape}")
+    for i in range(n):  # cell (i, j) has d = i - j, at position (n-1-i) + j of `diagonals`
+        out[:, i] = diagonals[:, n - 1 - i:2 * n - 1 - i]
+    fields = {"data": out}
+
+    c = cell_centres(n)[None, :]  # along the edge
+    tt = t[:, None]
+    edges = {  # (x, y) of each edge; the coordinate along the edge is the cell centre
+        "left": (0.0, c), "right": (1.0, c), "bottom": (c, 0.0), "top": (c, 1.0),
+    }
+    for name, (x, y) in edges.items():
+        ue, ve = burgers_uv(x, y, tt, float(nu))
+        field = np.stack([ue, ve], axis=-1).astype(np.float32)  # [T, n, 2]
+        fields[name] = field[:, :, None, :] if name in ("left", "right") else field[:, None, :, :]
+    return fields
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _check_window(source, i: int, start: int, length: int) -> None:
+    if not 0 <= i < source.num_samples:
+        raise DataError(f"{source.name}: sample {i} out of range [0, {source.num_samples})")
+    if length < 1 or start < 0 or start + length > source.num_frames:
+        raise DataError(f"{source.name}: sample {i}: window start={start} length={length} "
+                        f"does not fit in {source.num_frames} frames")
+
+
+def _check_finite(source, i: int, start: int, window: dict) -> None:
+    for key, arr in window.items():
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"{source.name}: sample {i} (group '{i}'): non-finite values in "
+                            f"'{key}' of the window starting at frame {start}")
+
+
+class AnalyticSource:
+    """Samples computed from the formula for any nu; no file. Values equal those that
+    `scripts/generate_burgers_data.py` writes for the same nu (both use
+    `burgers_fields32`, float64 math, float32 output)."""
+
+    def __init__(self, nus: Sequence[float], num_frames: int = 1000, resolution: int = 128,
+                 t_range: tuple[float, float] = (0.0, 1.0)):
+        self.nus = np.asarray(nus, dtype=np.float64).reshape(-1)
+        if self.nus.size == 0:
+            raise DataError("analytic source: no viscosities given (no samples)")
+        bad = np.flatnonzero(~(np.isfinite(self.nus) & (self.nus > 0)))
+        if bad.size:
+            raise DataError(f"analytic source: sample {bad[0]}: nu={self.nus[bad[0]]} "
+                            f"is not a positive finite viscosity")
+        if num_frames < 2:
+            raise DataError(f"analytic source: num_frames={num_frames}, need at least 2")
+        self.num_frames = int(num_frames)
+        self.resolution = int(resolution)
+        self.t_range = (float(t_range[0]), float(t_range[1]))
+        self.times = reference_times(self.num_frames, *self.t_range)
+        self.dt = (self.t_range[1] - self.t_range[0]) / (self.num_frames - 1)
+        self.name = "analytic source"
+
+    @classmethod
+    def reference(cls, num_samples: int = 100, seed: int = 42,
+                  nu_range: tuple[float, float] = (0.1, 0.15), num_frames: int = 1000,
+                  resolution: int = 128, t_range: tuple[float, float] = (0.0, 1.0)):
+        """The reference sample set (same nus as the generator's defaults)."""
+        return cls(reference_nus(num_samples, seed, nu_range), num_frames, resolution, t_range)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.nus.size)
+
+    def nu(self, i: int) -> float:
+        return float(self.nus[i])
+
+    def read_window(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
+        _check_window(self, i, start, length)
+        window = burgers_fields32(self.nus[i], self.times[start:start + length], self.resolution)
+        _check_finite(self, i, start, window)
+        window["nu"] = np.float32(self.nus[i])  # stored like the file's float32 `nu`
+        return window
+
+
+class HDF5Source:
+    """Reads the reference HDF5 layout. The layout of every sample (names and shapes)
+    is checked at construction without reading any array data; the file is then
+    (re)opened lazily, once per process (a handle inherited through fork is not
+    reused). One handle is shared by the threads of a process: h5py serialises calls
+    with its global lock, so the prefetch thread and the main thread may both read.
+
+    Top-level names that are not decimal integers are ignored; sample groups must be
+    "0" .. "n-1". `dt` comes from the file attributes `t_start`/`t_end` written by the
+    generator, or from `t_range` (the reference: t in [0, 1]).
+    """
+
+    def __init__(self, path, min_frames: int = WINDOW,
+                 t_range: tuple[float, float] | None = None):
+        self.path = Path(path)
+        self.name = str(self.path)
+        self._handle = None
+        self._pid = None
+        self._lock = threading.Lock()
+        self._nus: dict[int, float] = {}
+        if not self.path.is_file():
+            raise DataError(f"{self.name}: no such file")
+        if not h5py.is_hdf5(self.path):
+            raise DataError(f"{self.name}: not an HDF5 file")
+        with h5py.File(self.path, "r") as f:
+            self._validate(f, min_frames)
+            if t_range is None:
+                t_range = (float(f.attrs.get("t_start", 0.0)), float(f.attrs.get("t_end", 1.0)))
+        self.t_range = (float(t_range[0]), float(t_range[1]))
+        self.dt = (self.t_range[1] - self.t_range[0]) / (self.num_frames - 1)
+
+    def _validate(self, f: h5py.File, min_frames: int) -> None:
+        ids = sorted(int(k) for k in f.keys() if k.isdecimal())
+        if not ids:
+            raise DataError(f"{self.name}: empty file, no sample groups '0', '1', ...")
+        for expected, found in zip(range(len(ids)), ids):
+            if expected != found:
+                raise DataError(f"{self.name}: sample {expected}: missing group '{expected}' "
+                                f"(groups go up to '{ids[-1]}')")
+        shape0 = None
+        for i in ids:
+            where = f"{self.name}: sample {i} (group '{i}')"
+            g = f[str(i)]
+            if not isinstance(g, h5py.Group):
+                raise DataError(f"{where}: '{i}' is not a group")
+            shapes = {}
+            for key in ["nu", "vector/data"] + [f"vector/boundary/{b}" for b in BOUNDARIES]:
+                obj = g.get(key)
+                if obj is None:
+                    raise DataError(f"{where}: missing dataset '{i}/{key}'")
+                if not isinstance(obj, h5py.Dataset):
+                    raise DataError(f"{where}: '{i}/{key}' is not a dataset")
+                shapes[key] = obj.shape
+            if shapes["nu"] not in ((), (1,)):
+                raise DataError(f"{where}: 'nu' must be a scalar, has shape {shapes['nu']}")
+            data = shapes["vector/data"]
+            if len(data) != 4 or data[-1] != 2:
+                raise DataError(f"{where}: 'vector/data' must be [T, H, W, 2], has shape {data}")
+            t, h, w, _ = data
+            if h != w:
+                raise DataError(f"{where}: 'vector/data' has H={h} != W={w} (square grids only)")
+            if t < min_frames:
+                raise DataError(f"{where}: 'vector/data' has {t} frames, fewer than the "
+                                f"{min_frames} of one window")
+            expected = {"left": (t, h, 1, 2), "right": (t, h, 1, 2),
+                        "bottom": (t, 1, w, 2), "top": (t, 1, w, 2)}
+            for b, want in expected.items():
+                got = shapes[f"vector/boundary/{b}"]
+                if got != want:
+                    raise DataError(f"{where}: 'vector/boundary/{b}' has shape {got}, expected "
+                                    f"{want} to agree with 'vector/data' {data}")
+            if shape0 is None:
+                shape0 = data
+            elif data != shape0:
+                raise DataError(f"{where}: 'vector/data' has shape {data}, sample 0 has "
+                                f"{shape0}; all samples must share frames and grid")
+        self.num_samples = len(ids)
+        self.num_frames, self.resolution = shape0[0], shape0[1]
+
+    def _file(self) -> h5py.File:
+        with self._lock:
+            if self._handle is None or self._pid != os.getpid():
+                self._handle = h5py.File(self.path, "r")
+                self._pid = os.getpid()
+            return self._handle
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None and self._pid == os.getpid():
+                self._handle.close()
+            self._handle = None
+
+    def __getstate__(self):  # picklable for process pools: the handle stays behind
+        state = self.__dict__.copy()
+        state.update(_handle=None, _pid=None, _lock=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def nu(self, i: int) -> float:
+        if i not in self._nus:
+            if not 0 <= i < self.num_samples:
+                raise DataError(f"{self.name}: sample {i} out of range [0, {self.num_samples})")
+            self._nus[i] = float(np.asarray(self._file()[f"{i}/nu"][()]).reshape(()))
+        return self._nus[i]
+
+    def read_window(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
+        _check_window(self, i, start, length)
+        g = self._file()[str(i)]
+        sl = slice(start, start + length)
+        window = {"data": np.asarray(g["vector/data"][sl], dtype=np.float32)}
+        for b in BOUNDARIES:
+            window[b] = np.asarray(g[f"vector/boundary/{b}"][sl], dtype=np.float32)
+        _check_finite(self, i, start, window)
+        nu = self.nu(i)
+        if not np.isfinite(nu):
+            raise DataError(f"{self.name}: sample {i} (group '{i}'): 'nu' is {nu}")
+        window["nu"] = np.float32(nu)
+        return window
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def load_batch(source, samples: Sequence[int], starts: Sequence[int], window: int = WINDOW,
+               valid: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
+    """Reads one window per (sample, start) and pads (u, v) to 6 channels."""
+    samples = np.asarray(samples, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    b, n = len(samples), source.resolution
+    frames = np.zeros((b, window, n, n, NUM_CHANNELS), dtype=np.float32)
+    frames_words = frames.view(np.uint64)  # [B, L, H, W, 3]: channel pairs (0,1) (2,3) (4,5)
+    bounds = {k: np.empty((b, window) + s, dtype=np.float32)
+              for k, s in (("left", (n, 1, 2)), ("right", (n, 1, 2)),
+                           ("bottom", (1, n, 2)), ("top", (1, n, 2)))}
+    nu = np.empty((b,), dtype=np.float32)
+    for k, (i, s) in enumerate(zip(samples, starts)):
+        w = source.read_window(int(i), int(s), window)
+        # (u, v) into channels 0, 1: copied as one 8-byte word per cell, because numpy's
+        # strided copy with an inner length of 2 is several times slower.
+        uv_words = np.ascontiguousarray(w["data"], dtype=np.float32).view(np.uint64)
+        frames_words[k, ..., 0] = uv_words[..., 0]
+        for name in BOUNDARIES:
+            bounds[name][k] = w[name]
+        nu[k] = w["nu"]
+    return {
+        "frames": frames, **bounds, "nu": nu, "channel_mask": CHANNEL_MASK.copy(),
+        "valid": np.ones((b,), dtype=bool) if valid is None else np.asarray(valid, dtype=bool),
+        "sample": samples, "start": starts,
+    }
+
+
+def _require_window(source, window: int) -> None:
+    if source.num_frames < window:
+        raise DataError(f"{source.name}: {source.num_frames} frames, fewer than the "
+                        f"{window} of one window")
+
+
+def train_windows(num_frames: int, train_idx: Sequence[int], batch_size: int, seed: int,
+                  step: int, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """(samples [B], starts [B]) of training step `step`, a pure function of its inputs.
+
+    Samples: item k = step * B + b of an endless stream made of per-epoch permutations
+    of `train_idx` (epoch e = k // n shuffled by `default_rng([seed, 0, e])`), so each
+    training sample is seen once per epoch, like the reference's shuffled loader.
+    Starts: uniform in [0, T - window], drawn by `default_rng([seed, 1, step])`.
+    """
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    n = train_idx.size
+    if n == 0:
+        raise DataError("train_batch: empty train_idx")
+    items = step * batch_size + np.arange(batch_size)
+    epochs, pos = np.divmod(items, n)
+    samples = np.empty(batch_size, dtype=np.int64)
+    for e in np.unique(epochs):  # a batch spans at most two epochs
+        perm = np.random.default_rng([seed, 0, int(e)]).permutation(train_idx)
+        samples[epochs == e] = perm[pos[epochs == e]]
+    starts = np.random.default_rng([seed, 1, step]).integers(
+        0, num_frames - window, size=batch_size, endpoint=True)
+    return samples, starts
+
+
+def train_batch(source, train_idx: Sequence[int], batch_size: int, seed: int, step: int,
+                window: int = WINDOW) -> dict[str, np.ndarray]:
+    """The training batch of step `step`: identical for identical (seed, step), so a
+    resumed run sees exactly the batches it would have seen (see `train_windows`)."""
+    _require_window(source, window)
+    samples, starts = train_windows(source.num_frames, train_idx, batch_size, seed, step, window)
+    return load_batch(source, samples, starts, window)
+
+
+def val_windows(num_frames: int, val_idx: Sequence[int], window: int = WINDOW,
+                windows_per_sample: int = 1) -> list[tuple[int, int]]:
+    """Fixed (sample, start) pairs: every validation sample, `windows_per_sample` starts
+    at the midpoints of equal strata of [0, T - window] (the reference draws its starts
+    uniformly there, afresh each time; one window sits in the middle)."""
+    span = num_frames - window + 1  # number of possible starts
+    starts = [int((j + 0.5) * span / windows_per_sample) for j in range(windows_per_sample)]
+    return [(int(i), s) for i in val_idx for s in starts]
+
+
+def val_batches(source, val_idx: Sequence[int], batch_size: int, window: int = WINDOW,
+                windows_per_sample: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """Deterministic validation batches covering every validation sample. The last
+    batch is padded to `batch_size` by repeating its last item with `valid=False`
+    (weight metrics by `valid`); the reference drops incomplete batches instead."""
+    _require_window(source, window)
+    items = val_windows(source.num_frames, val_idx, window, windows_per_sample)
+    for lo in range(0, len(items), batch_size):
+        chunk = items[lo:lo + batch_size]
+        valid = [True] * len(chunk) + [False] * (batch_size - len(chunk))
+        chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
+        samples, starts = zip(*chunk)
+        yield load_batch(source, samples, starts, window, valid)
+
+
+# --------------------------------------------------------------------------- prefetch
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Iterates `fn(step)` for `step` in `steps`, computed `depth` items ahead on a
+    background thread (numpy and h5py release or serialise around the GIL, so reading
+    overlaps a running device step). An exception in `fn` is re-raised to the consumer
+    at the step where it happened. `close()` (or leaving a `with` block) stops the
+    thread without consuming the rest.
+
+        with Prefetcher(lambda s: train_batch(src, tr, 4, seed, s), range(s0, s1)) as it:
+            for batch in it: ...
+    """
+
+    def __init__(self, fn: Callable[[int], object], steps: Iterable[int], depth: int = 2):
+        if depth < 1:
+            raise ValueError(f"Prefetcher depth must be >= 1, got {depth}")
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._work, args=(fn, iter(steps)),
+                                        name="burgers-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, fn, steps) -> None:
+        try:
+            for step in steps:
+                if self._stop.is_set() or not self._put(fn(step)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(_Failure(exc))
+            return
+        self._put(_DONE)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._finished:
+            raise StopIteration
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+                break
+            except queue.Empty:
+                # The worker always ends with a result, _DONE or a failure; never wait on
+                # a thread that died without one.
+                if not self._thread.is_alive() and self._queue.empty():
+                    self.close()
+                    raise RuntimeError("prefetch thread ended without a result") from None
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self.close()
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        self._finished = True
+        self._stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self):
+        if not self._finished:
+            self._stop.set()

@@ -1,0 +1,226 @@
+"""Building blocks of `PDECausalModel` with PyTorch semantics made explicit.
+
+Every layer here reproduces the torch module it replaces, not the Flax default:
+
+- `gelu`: the exact erf form (`nn.GELU()` in torch); Flax/JAX default to tanh.
+- `GroupNorm`: 8 groups, eps 1e-5 *inside* the square root of the biased variance,
+  as `torch.nn.GroupNorm` (Flax's `nn.GroupNorm` defaults to 32 groups, eps 1e-6).
+  Statistics are computed in float32 and the result cast back to the compute dtype
+  (torch's CPU/GPU kernels accumulate bf16 in float32 too).
+- `Conv2d`: 3x3 convs pad with **replicate** (edge) padding of 1 explicitly and then
+  run a VALID conv, so stride 2 maps 128 -> 64 exactly as torch (`padding="SAME"`
+  would pad asymmetrically and with zeros). 1x1 convs have no padding.
+- `ConvTranspose2d(k=4, s=2, p=1)`: torch's transposed conv is a forward conv over
+  the input dilated by the stride, zero padded by `k - 1 - p = 2` on each side, with
+  the kernel flipped spatially and in/out swapped. The stored Flax kernel is that
+  forward-conv kernel: `[kh, kw, in, out]`, already flipped
+  (`kernel[h, w, i, o] = torch_weight[i, o, k-1-h, k-1-w]`; see porting/mapping.py).
+- `Linear`: kernel `[in, out]` (torch `[out, in]` transposed), optional bias, and an
+  optional LoRA adapter with PEFT semantics (below).
+- `RMSNorm`: as HF Llama: float32 `x * rsqrt(mean(x^2) + eps)`, cast back to the
+  input dtype, times `weight`.
+
+Dtype policy: parameters are stored in whatever dtype the tree holds (bf16 for a
+converted checkpoint, float32 for fresh init) and cast at use to the module's
+`dtype` (the compute dtype), so the same tree runs under every precision policy.
+
+Shapes: N = B*T images, H/W grid, C channels, S tokens, D hidden, r LoRA rank.
+Images are channels-last (NHWC) throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Dtype = Any
+
+GROUPS = 8
+GROUP_NORM_EPS = 1e-5
+_CONV_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, torch's `nn.GELU()` default."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def torch_default_kernel_init(fan_in_axes: tuple[int, ...]):
+    """torch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in = math.prod(shape[a] for a in fan_in_axes)
+        bound = 1.0 / math.sqrt(fan_in)
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def uniform_init(bound: float):
+    """U(-bound, bound), torch's default bias init with bound = 1/sqrt(fan_in)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def peft_lora_a_init(key, shape, dtype=jnp.float32):
+    """PEFT's `kaiming_uniform_(A, a=sqrt(5))` on torch's `[r, in]` weight, stored `[in, r]`.
+
+    gain = sqrt(2 / (1 + a^2)) = sqrt(1/3); bound = gain * sqrt(3 / fan_in) = 1/sqrt(in).
+    """
+    fan_in = shape[0]
+    bound = math.sqrt(2.0 / (1.0 + 5.0)) * math.sqrt(3.0 / fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class Conv2d(nn.Module):
+    """torch Conv2d with replicate padding (3x3, pad 1) or none (1x1). NHWC in/out."""
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        cin = x.shape[-1]
+        kernel = self.param("kernel", torch_default_kernel_init((0, 1, 2)), (k, k, cin, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", uniform_init(1.0 / math.sqrt(k * k * cin)), (self.features,), self.param_dtype)
+        x = x.astype(self.dtype)
+        pad = (k - 1) // 2
+        if pad:
+            # replicate == numpy "edge"; explicit so the conv below is VALID (never SAME).
+            x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+        y = lax.conv_general_dilated(x, kernel.astype(self.dtype), window_strides=(self.stride, self.stride),
+                                     padding="VALID", dimension_numbers=_CONV_DIMS)
+        return y + bias.astype(self.dtype)
+
+
+class ConvTranspose2d(nn.Module):
+    """torch ConvTranspose2d(kernel 4, stride 2, padding 1, zero padding): H -> 2H. NHWC.
+
+    Runs as a forward conv on the stride-dilated input padded by k-1-p; the kernel is
+    stored flipped, `[kh, kw, in, out]` (module docstring).
+    """
+
+    features: int
+    kernel_size: int = 4
+    stride: int = 2
+    padding: int = 1
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        cin = x.shape[-1]
+        # torch's fan_in for ConvTranspose2d weight [in, out, kh, kw] is out*kh*kw.
+        kernel = self.param("kernel", torch_default_kernel_init((0, 1, 3)), (k, k, cin, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        edge = k - 1 - p
+        y = lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1, 1),
+                                     padding=((edge, edge), (edge, edge)), lhs_dilation=(s, s),
+                                     dimension_numbers=_CONV_DIMS)
+        return y + bias.astype(self.dtype)
+
+
+class GroupNorm(nn.Module):
+    """torch GroupNorm(8, C, eps=1e-5, affine): biased variance over (C/G, H, W)."""
+
+    groups: int = GROUPS
+    eps: float = GROUP_NORM_EPS
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n, h, w, c = x.shape
+        if c % self.groups:
+            raise ValueError(f"GroupNorm({self.groups}) needs channels divisible by {self.groups}, got {c}")
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        xf = x.astype(jnp.float32).reshape(n, h, w, self.groups, c // self.groups)
+        mean = xf.mean(axis=(1, 2, 4), keepdims=True)
+        var = jnp.square(xf - mean).mean(axis=(1, 2, 4), keepdims=True)
+        y = ((xf - mean) * lax.rsqrt(var + self.eps)).reshape(n, h, w, c)
+        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+class ResBlock(nn.Module):
+    """`x + conv_5(gelu(conv_3(conv_2(gelu(conv_0(x))))))`; names follow torch `conv.{0,2,3,5}`."""
+
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = gelu(GroupNorm(name="conv_0", **kw)(x))
+        h = Conv2d(c, 3, 1, name="conv_2", **kw)(h)
+        h = gelu(GroupNorm(name="conv_3", **kw)(h))
+        h = Conv2d(c, 3, 1, name="conv_5", **kw)(h)
+        return x.astype(self.dtype) + h
+
+
+class RMSNorm(nn.Module):
+    """HF LlamaRMSNorm: float32 statistics, cast back to the input dtype, times weight."""
+
+    eps: float = 1e-5
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        weight = self.param("weight", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+        xf = x.astype(jnp.float32)
+        xf = xf * lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + self.eps)
+        return weight.astype(x.dtype) * xf.astype(x.dtype)
+
+
+class Linear(nn.Module):
+    """torch Linear (kernel `[in, out]`) with an optional PEFT-style LoRA adapter.
+
+    Adapter (when `lora_rank > 0`): leaves `lora_A` `[in, r]` and `lora_B` `[r, out]`
+    beside `kernel`. As PEFT's `lora.Linear.forward`: the base output `y` is computed
+    in the compute dtype; x is cast to the adapter's dtype (float32), dropout applied
+    (training only, rng stream 'dropout'), `delta = (x A) B * alpha / r`;
+    `y = (y + delta)` in float32, cast back to the compute dtype.
+    """
+
+    features: int
+    use_bias: bool = False
+    lora_rank: int = 0
+    lora_alpha: float = 0.0
+    lora_dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        cin = x.shape[-1]
+        kernel = self.param("kernel", torch_default_kernel_init((0,)), (cin, self.features), self.param_dtype)
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param("bias", uniform_init(1.0 / math.sqrt(cin)), (self.features,), self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        if self.lora_rank > 0:
+            # Adapters are float32 whatever the base dtype (PEFT keeps them float32 on bf16).
+            a = self.param("lora_A", peft_lora_a_init, (cin, self.lora_rank), jnp.float32)
+            b = self.param("lora_B", nn.initializers.zeros, (self.lora_rank, self.features), jnp.float32)
+            xa = x.astype(a.dtype)
+            xa = nn.Dropout(rate=self.lora_dropout, deterministic=not train)(xa)
+            delta = jnp.dot(jnp.dot(xa, a), b) * (self.lora_alpha / self.lora_rank)
+            y = (y.astype(delta.dtype) + delta).astype(self.dtype)
+        return y

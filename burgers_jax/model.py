@@ -1,0 +1,401 @@
+"""Flax port of the PyTorch `PDECausalModel` (SPEC.md section 1), LoRA included.
+
+    x [B, T, 128, 128, 6] -> normalize per (sample, frame, channel) over (H, W)
+      -> (+ noise, training only) -> encoder_2d -> tokens [B, S = T*256, D]
+      -> transformer (Llama: GQA, half-split RoPE on flat positions, block-causal
+         by frame) -> decoder_2d -> [B, T, 128, 128, 6] -> denormalize with the
+         statistics of the same input frame.
+
+Shapes: B batch, T frames, H/W grid (128), C channels (6), S = T*256 tokens,
+D hidden, N = B*T images, Hq query heads, K key/value heads, G = Hq/K, hd head dim.
+
+The param tree mirrors torch module names (DESIGN.md), e.g.
+`encoder_2d/vector_conv/2/conv_0/scale` <-> `encoder_2d.vector_conv.2.conv.0.weight`,
+`transformer/layers_3/self_attn/q_proj/kernel` <-> `transformer.layers.3.self_attn.q_proj.weight`;
+porting/mapping.py holds the full table. LoRA leaves `lora_A`/`lora_B` sit beside the
+kernel they adapt.
+
+Precision policies (`model_config.PRECISIONS`):
+  float32      every op in float32 (parity runs).
+  reference    bf16 weights and activations like the PyTorch model; GroupNorm,
+               RMSNorm and softmax statistics in float32, cast back (as torch/HF).
+  fp32_output  bf16 trunk; normalization statistics from the float32 input, the last
+               ConvTranspose of each decoder branch and the denormalization in
+               float32; float32 output.
+Parameters are cast at use, so one tree serves every policy; adapters always compute
+in float32 (PEFT).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from burgers_jax.layers import (
+    Conv2d,
+    ConvTranspose2d,
+    Linear,
+    ResBlock,
+    RMSNorm,
+    gelu,
+)
+from burgers_jax.lora import add_lora, cast_params, merge_lora  # noqa: F401  (public API of this module)
+from burgers_jax.model_config import PRECISIONS, ModelConfig
+
+Dtype = Any
+RESOLUTION = 128
+STD_EPS = 1e-6  # added to the (unbiased) std, not the variance (SPEC 1, step 1)
+# chunked (default): HF-eager numerics one query frame at a time under jax.checkpoint, so
+#   forward and backward hold [B, Hq, 256, S] scores instead of [B, Hq, S, S] (S = 4096 at
+#   T = 16). Measured on the shared 2-core CPU, one attention layer, B=1, T=16, 12/4 heads,
+#   float32 (forward; forward+backward; XLA temporaries): chunked 4.1 s / 11.0 s, 136 / 257 MiB;
+#   einsum 7.1 s / 15.6 s, 1540 / 2348 MiB; dot_product_attention 4.7 s / 13.3 s, 1540 / 3100 MiB.
+# einsum: the same numerics on the whole [B, Hq, S, S] score tensor at once.
+# dot_product_attention: jax.nn.dot_product_attention (logits in float32; may pick a fused
+#   kernel on GPU).
+ATTENTION_IMPLS = ("einsum", "chunked", "dot_product_attention")
+
+
+def compute_dtype(precision: str) -> Dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+    return jnp.float32 if precision == "float32" else jnp.bfloat16
+
+
+# ----------------------------------------------------------------------------- encoder / decoder
+
+
+class EncoderBranch(nn.Module):
+    """`vector_conv`/`scalar_conv`: [Conv3x3 s2, GELU, (ResBlock)] x 3; 128 -> 16. NHWC."""
+
+    channels: tuple[int, int, int]
+    use_resblock: bool
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        idx = 0  # torch Sequential index: conv, GELU, ResBlock (or conv, GELU without resblocks)
+        for c in self.channels:
+            x = gelu(Conv2d(c, 3, 2, dtype=self.dtype, name=str(idx))(x))
+            idx += 2
+            if self.use_resblock:
+                x = ResBlock(dtype=self.dtype, name=str(idx))(x)
+                idx += 1
+        return x
+
+
+class MixBlock(nn.Module):
+    """`fusion` (encoder) / `split` (decoder): Conv1x1 `0`, GELU, ResBlock `2`."""
+
+    use_resblock: bool
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = gelu(Conv2d(x.shape[-1], 1, 1, dtype=self.dtype, name="0")(x))
+        if self.use_resblock:
+            x = ResBlock(dtype=self.dtype, name="2")(x)
+        return x
+
+
+class Encoder2d(nn.Module):
+    """`encoder_2d`: images [N, 128, 128, 6] -> tokens [B, T*256, D]."""
+
+    config: ModelConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, xn, batch: int):
+        enc = self.config.encoder
+        vec = EncoderBranch(enc.channels, enc.use_resblock, self.dtype, name="vector_conv")(xn[..., :3])
+        sca = EncoderBranch(enc.channels, enc.use_resblock, self.dtype, name="scalar_conv")(xn[..., 3:])
+        h = MixBlock(enc.use_resblock, self.dtype, name="fusion")(jnp.concatenate([vec, sca], axis=-1))
+        n, hh, ww, mid = h.shape
+        tokens = h.reshape(batch, (n // batch) * hh * ww, mid)  # token = t*256 + row*16 + col
+        return Linear(self.config.transformer.hidden_size, use_bias=True, dtype=self.dtype, name="proj")(tokens)
+
+
+class DecoderBranch(nn.Module):
+    """[(ResBlock), ConvT(4,2,1), GELU] x 3 without the last GELU; 16 -> 128, 3 channels out."""
+
+    channels: tuple[int, int, int]
+    use_resblock: bool
+    dtype: Dtype = jnp.float32
+    last_dtype: Dtype = jnp.float32  # the final ConvTranspose (float32 under fp32_output)
+
+    @nn.compact
+    def __call__(self, x):
+        c1, c2, _ = self.channels
+        idx = 0
+        for j, c in enumerate((c2, c1, 3)):
+            if self.use_resblock:
+                x = ResBlock(dtype=self.dtype, name=str(idx))(x)
+                idx += 1
+            last = j == 2
+            x = ConvTranspose2d(c, dtype=self.last_dtype if last else self.dtype, name=str(idx))(x)
+            idx += 1
+            if not last:
+                x = gelu(x)
+                idx += 1
+        return x
+
+
+class Decoder2d(nn.Module):
+    """`decoder_2d`: tokens [B, S, D] -> [B, T, 128, 128, 6] (normalized units)."""
+
+    config: ModelConfig
+    dtype: Dtype = jnp.float32
+    last_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens):
+        enc = self.config.encoder
+        c3 = enc.channels[2]
+        mid = 2 * c3
+        b, s, _ = tokens.shape
+        side = int(round(np.sqrt(self.config.tokens_per_frame)))
+        t = s // self.config.tokens_per_frame
+        h = Linear(mid, use_bias=True, dtype=self.dtype, name="proj")(tokens)
+        h = h.reshape(b * t, side, side, mid)
+        h = MixBlock(enc.use_resblock, self.dtype, name="split")(h)
+        kw = dict(channels=enc.channels, use_resblock=enc.use_resblock, dtype=self.dtype, last_dtype=self.last_dtype)
+        vec = DecoderBranch(**kw, name="vector_conv")(h[..., :c3])
+        sca = DecoderBranch(**kw, name="scalar_conv")(h[..., c3:])
+        out = jnp.concatenate([vec, sca], axis=-1)
+        return out.reshape(b, t, *out.shape[1:])
+
+
+# ----------------------------------------------------------------------------- transformer
+
+
+def rope_cos_sin(seq_len: int, head_dim: int, theta: float, dtype) -> tuple[jax.Array, jax.Array]:
+    """HF Llama default RoPE on positions 0..S-1: cos/sin [S, hd] in float32, cast to dtype.
+
+    inv_freq = 1 / theta**(arange(0, hd, 2) / hd), computed in float32 like HF.
+    """
+    exponent = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+    inv_freq = 1.0 / (jnp.float32(theta) ** exponent)
+    freqs = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)  # [angles, angles]: half-split layout
+    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+
+
+def rotate_half(x):
+    """[-x2, x1] on the two halves of the last axis (HF layout, not interleaved)."""
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def block_causal_mask(seq_len: int, tokens_per_frame: int) -> jax.Array:
+    """[S, S] bool, True where query token q may see key token k: frame(k) <= frame(q)."""
+    frame = jnp.arange(seq_len) // tokens_per_frame
+    return frame[None, :] <= frame[:, None]
+
+
+def _eager_attention(q, k, v, allowed, scale, dtype):
+    """As HF eager: scores in the compute dtype, scaled, masked, softmax in float32, cast back.
+
+    q [B, Sq, K, G, hd], k/v [B, S, K, hd], allowed [Sq, S] -> [B, Sq, K, G, hd].
+    """
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k) * jnp.asarray(scale, dtype)
+    scores = jnp.where(allowed, scores.astype(jnp.float32), -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    return jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
+
+
+class LlamaAttention(nn.Module):
+    config: ModelConfig
+    train: bool = False
+    dtype: Dtype = jnp.float32
+    attention_impl: str = "chunked"
+
+    def _proj(self, name: str, features: int):
+        lora = self.config.lora
+        r = lora.r if name in lora.target_modules else 0
+        return Linear(features, use_bias=False, lora_rank=r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      dtype=self.dtype, name=name)
+
+    @nn.compact
+    def __call__(self, x, cos, sin):
+        tc = self.config.transformer
+        b, s, _ = x.shape
+        nh, nkv, hd = tc.num_attention_heads, tc.num_key_value_heads, tc.head_dim
+        g = nh // nkv
+        q = self._proj("q_proj", nh * hd)(x, train=self.train).reshape(b, s, nh, hd)
+        k = self._proj("k_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
+        v = self._proj("v_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
+        cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        allowed = block_causal_mask(s, self.config.tokens_per_frame)
+        scale = hd ** -0.5
+        if self.attention_impl == "einsum":
+            # Query head kv*G + g uses KV head kv (HF repeat_kv order); no K/V copies are made.
+            out = _eager_attention(q.reshape(b, s, nkv, g, hd), k, v, allowed, scale, self.dtype)
+            out = out.reshape(b, s, nh * hd)
+        elif self.attention_impl == "chunked":
+            tpf = self.config.tokens_per_frame
+            t = s // tpf
+            q_frames = jnp.moveaxis(q.reshape(b, t, tpf, nkv, g, hd), 1, 0)  # [T, B, 256, K, G, hd]
+            mask_frames = allowed.reshape(t, tpf, s)  # [T, 256, S]
+
+            @jax.checkpoint  # backward recomputes one frame's scores instead of storing all of them
+            def one_frame(args):
+                q_t, m_t = args
+                return _eager_attention(q_t, k, v, m_t, scale, self.dtype)
+
+            out = jax.lax.map(one_frame, (q_frames, mask_frames))  # [T, B, 256, K, G, hd]
+            out = jnp.moveaxis(out, 0, 1).reshape(b, s, nh * hd)
+        elif self.attention_impl == "dot_product_attention":
+            # Lets XLA pick a fused kernel (cuDNN on GPU); logits accumulate in float32.
+            out = jax.nn.dot_product_attention(q, k, v, mask=allowed[None, None], scale=scale)
+            out = out.reshape(b, s, nh * hd)
+        else:
+            raise ValueError(f"attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+        return self._proj("o_proj", tc.hidden_size)(out, train=self.train)
+
+
+class LlamaMLP(nn.Module):
+    config: ModelConfig
+    train: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        tc, lora = self.config.transformer, self.config.lora
+
+        def proj(name, features):
+            r = lora.r if name in lora.target_modules else 0
+            return Linear(features, lora_rank=r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          dtype=self.dtype, name=name)
+
+        gate = proj("gate_proj", tc.intermediate_size)(x, train=self.train)
+        up = proj("up_proj", tc.intermediate_size)(x, train=self.train)
+        return proj("down_proj", tc.hidden_size)(jax.nn.silu(gate) * up, train=self.train)
+
+
+class LlamaDecoderLayer(nn.Module):
+    config: ModelConfig
+    train: bool = False
+    dtype: Dtype = jnp.float32
+    attention_impl: str = "chunked"
+
+    @nn.compact
+    def __call__(self, h, cos, sin):
+        eps = self.config.transformer.rms_norm_eps
+        attn = LlamaAttention(self.config, self.train, self.dtype, self.attention_impl, name="self_attn")
+        h = h + attn(RMSNorm(eps, name="input_layernorm")(h), cos, sin)
+        mlp = LlamaMLP(self.config, self.train, self.dtype, name="mlp")
+        return h + mlp(RMSNorm(eps, name="post_attention_layernorm")(h))
+
+
+class Transformer(nn.Module):
+    """HF `LlamaModel` fed `inputs_embeds`, with the frame block-causal mask. [B, S, D] -> [B, S, D]."""
+
+    config: ModelConfig
+    train: bool = False
+    dtype: Dtype = jnp.float32
+    attention_impl: str = "chunked"
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, h):
+        tc = self.config.transformer
+        if tc.hidden_act != "silu":
+            raise ValueError(f"transformer.hidden_act={tc.hidden_act!r}: only 'silu' is supported")
+        cos, sin = rope_cos_sin(h.shape[1], tc.head_dim, tc.rope_theta, h.dtype)
+        layer_cls = nn.remat(LlamaDecoderLayer) if self.remat else LlamaDecoderLayer
+        for i in range(tc.num_hidden_layers):
+            h = layer_cls(self.config, self.train, self.dtype, self.attention_impl, name=f"layers_{i}")(h, cos, sin)
+        return RMSNorm(tc.rms_norm_eps, name="norm")(h)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class PDECausalModel(nn.Module):
+    """x [B, T, 128, 128, C] -> prediction [B, T, 128, 128, C] (frame k: one step after input frame k).
+
+    `__call__(x, *, train=False, return_intermediates=False)`; with intermediates it
+    returns `(out, {"encoder_tokens": [B, S, D], "transformer_output": [B, S, D],
+    "decoder_output": [B, T, 128, 128, C] before denormalization})`.
+    RNG streams when `train`: 'noise' (if `config.noise_level > 0`) and 'dropout'
+    (LoRA dropout, if `config.lora.dropout > 0`).
+    """
+
+    config: ModelConfig
+    precision: str = "float32"
+    attention_impl: str = "chunked"
+    remat: bool = False  # rematerialize each transformer layer in the backward pass
+
+    def check_input(self, x) -> None:
+        c = self.config
+        if x.ndim != 5:
+            raise ValueError(f"PDECausalModel: input must be [B, T, H, W, C] (rank 5), got shape {tuple(x.shape)}")
+        _, t, h, w, ch = x.shape
+        if (h, w, ch) != (RESOLUTION, RESOLUTION, c.in_channels):
+            raise ValueError(f"PDECausalModel: input frames must be [{RESOLUTION}, {RESOLUTION}, {c.in_channels}] "
+                             f"(H, W, C), got shape {tuple(x.shape)}")
+        if c.in_channels != 6:
+            raise ValueError(f"model.in_channels={c.in_channels}: the v2 encoder splits exactly 6 channels")
+        s = t * c.tokens_per_frame
+        if t < 1 or s > c.transformer.max_position_embeddings:
+            raise ValueError(f"PDECausalModel: T={t} frames give {s} tokens; need 1 <= T and "
+                             f"T*{c.tokens_per_frame} <= max_position_embeddings="
+                             f"{c.transformer.max_position_embeddings}")
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False, return_intermediates: bool = False):
+        self.check_input(x)
+        dt = compute_dtype(self.precision)
+        fp32_out = self.precision == "fp32_output"
+        stats_dtype = jnp.float32 if fp32_out else dt
+        b, t = x.shape[:2]
+
+        # 1. Normalize over (H, W) per sample/frame/channel; unbiased std + 1e-6.
+        #    Statistics accumulate in float32 and are rounded to the stats dtype (torch
+        #    reduces bf16 with a float32 accumulator and returns bf16).
+        xs = x.astype(stats_dtype)
+        xf = xs.astype(jnp.float32)
+        mean = xf.mean(axis=(2, 3), keepdims=True).astype(stats_dtype)
+        std = (xf.std(axis=(2, 3), ddof=1, keepdims=True).astype(stats_dtype) + STD_EPS).astype(stats_dtype)
+        xn = ((xs - mean) / std).astype(dt)
+
+        # 2. Noise injection, training only.
+        if train and self.config.noise_level > 0:
+            noise = jax.random.normal(self.make_rng("noise"), xn.shape, jnp.float32)
+            xn = (xn + self.config.noise_level * noise).astype(dt)
+
+        # 3-5. Encoder -> transformer -> decoder.
+        tokens = Encoder2d(self.config, dt, name="encoder_2d")(xn.reshape(b * t, *xn.shape[2:]), b)
+        hidden = Transformer(self.config, train, dt, self.attention_impl, self.remat, name="transformer")(tokens)
+        last_dtype = jnp.float32 if fp32_out else dt
+        dec = Decoder2d(self.config, dt, last_dtype, name="decoder_2d")(hidden)
+
+        # 6. Denormalize with the statistics of the same input frame.
+        out = dec.astype(stats_dtype) * std + mean
+        if return_intermediates:
+            return out, {"encoder_tokens": tokens, "transformer_output": hidden, "decoder_output": dec}
+        return out
+
+
+def init_params(config: ModelConfig, rng: jax.Array, precision: str = "float32") -> dict:
+    """Fresh params (plain nested dict) for `config`; adapters (PEFT init) when `config.lora.r > 0`.
+
+    Base weights use torch's default inits (norm weights 1, biases as torch); the tree
+    is then cast with `cast_params(params, precision)`.
+    """
+    model = PDECausalModel(config, precision="float32")
+    x = jnp.zeros((1, 1, RESOLUTION, RESOLUTION, config.in_channels), jnp.float32)
+    variables = jax.jit(model.init)({"params": rng}, x)
+    return cast_params(_to_dict(variables["params"]), precision)  # plain dicts, not FrozenDict
+
+
+def _to_dict(tree):
+    if hasattr(tree, "items"):
+        return {k: _to_dict(v) for k, v in tree.items()}
+    return tree

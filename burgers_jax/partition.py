@@ -1,0 +1,86 @@
+"""Partition of the param tree into LoRA adapters and frozen weights.
+
+Every leaf must match exactly one named rule (big_vision style); an unmatched or
+doubly-matched path is an error, so a new parameter cannot silently become trainable
+or silently stay frozen. Paths are '/'-joined tree keys, e.g.
+`transformer/layers_0/self_attn/q_proj/lora_A`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+import numpy as np
+
+ADAPTER = "adapter"
+FROZEN = "frozen"
+
+# (label, regex over the full path). Adapters are the lora_A/lora_B leaves that sit
+# beside the kernel they adapt; everything else in the three model parts is frozen.
+RULES: tuple[tuple[str, str], ...] = (
+    (ADAPTER, r"^transformer/layers_\d+/(self_attn|mlp)/\w+_proj/lora_[AB]$"),
+    (FROZEN, r"^(encoder_2d|transformer|decoder_2d)/.*(?<!lora_A)(?<!lora_B)$"),
+)
+
+
+class PartitionError(ValueError):
+    pass
+
+
+def path_str(path) -> str:
+    parts = []
+    for k in path:
+        key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
+        parts.append(str(key))
+    return "/".join(parts)
+
+
+def label_of(path: str) -> str:
+    hits = [label for label, pattern in RULES if re.search(pattern, path)]
+    if len(hits) != 1:
+        what = "no rule" if not hits else f"several rules {hits}"
+        raise PartitionError(f"param {path!r} matches {what}; see burgers_jax.partition.RULES")
+    return hits[0]
+
+
+def labels(params) -> Any:
+    """A tree of ADAPTER/FROZEN strings with the structure of `params`."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: label_of(path_str(p)), params)
+
+
+def adapter_mask(params) -> Any:
+    """Boolean tree for `optax.masked`: True on adapter leaves."""
+    return jax.tree.map(lambda lab: lab == ADAPTER, labels(params))
+
+
+def split(params) -> tuple[dict, dict]:
+    """(adapters, frozen) as two nested dicts that together hold every leaf once."""
+    flat = {path_str(p): (p, x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    adapters, frozen = {}, {}
+    for path, (_, leaf) in flat.items():
+        target = adapters if label_of(path) == ADAPTER else frozen
+        node = target
+        keys = path.split("/")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = leaf
+    return adapters, frozen
+
+
+def merge(a: dict, b: dict) -> dict:
+    """Union of two nested dicts with disjoint leaves (inverse of `split`)."""
+    out = dict(a)
+    for k, v in b.items():
+        if k in out:
+            if not (isinstance(out[k], dict) and isinstance(v, dict)):
+                raise PartitionError(f"leaf {k!r} present in both trees")
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def count(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
