@@ -141,7 +141,8 @@ class Trainer:
         self.init_adapters = adapters
         self.train_step = jax.jit(steps.make_train_step(self.model, mask, self.tx, cfg), donate_argnums=(0,))
         self.eval_step = jax.jit(steps.make_eval_step(self.model, cfg))
-        self.val_batches = data_lib.val_batches(
+        # A fresh iterator per evaluation: the windows are fixed, and are read lazily.
+        self.val_batches = lambda: data_lib.val_batches(
             self.source, self.val_idx, cfg.dataloader.val_batch_size, window=cfg.dataset.temporal_length + 1)
 
     def _model_kwargs(self):
@@ -169,7 +170,7 @@ class Trainer:
     def evaluate(self, adapters, step: int, plot: bool):
         sums, count, worst = {}, 0.0, 0.0
         shown = None
-        for batch in self.val_batches:
+        for batch in self.val_batches():
             per_sample, pred = self.eval_step(adapters, self.frozen, self.shard_batch(batch))
             per_sample = jax.device_get(per_sample)
             w = np.asarray(batch["valid"], np.float64)
@@ -326,6 +327,9 @@ def main(argv=None) -> None:
     config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 
     def run(_):
+        from absl import logging
+
+        logging.set_verbosity(logging.ERROR)  # orbax logs every save
         cfg = flags.FLAGS.config
         if cfg is None:
             raise app.UsageError("--config is required, e.g. --config configs/burgers.py")
