@@ -30,14 +30,15 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from burgers_jax.lora import ADAPTER_LEAVES
 from burgers_jax.model_config import LoraConfig, ModelConfig
+from burgers_jax.partition import flatten, unflatten  # noqa: F401  (re-exported for callers)
 
 PARAMS_DIR = "params"
 ADAPTERS_DIR = "adapters"
 MODEL_CONFIG_FILE = "model_config.json"
 LORA_CONFIG_FILE = "lora_config.json"
 METADATA_FILE = "metadata.json"
-ADAPTER_LEAVES = ("lora_A", "lora_B")
 
 
 class CheckpointError(ValueError):
@@ -49,28 +50,6 @@ class CheckpointError(ValueError):
 
 def _path_str(path: tuple[str, ...]) -> str:
     return "/".join(path)
-
-
-def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """Nested dict -> {path tuple: leaf}."""
-    out: dict[tuple[str, ...], Any] = {}
-    for key, value in tree.items():
-        path = prefix + (str(key),)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
-
-
-def unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
 
 
 def is_adapter_path(path: tuple[str, ...]) -> bool:

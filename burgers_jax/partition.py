@@ -9,7 +9,7 @@ or silently stay frozen. Paths are '/'-joined tree keys, e.g.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -55,18 +55,34 @@ def adapter_mask(params) -> Any:
     return jax.tree.map(lambda lab: lab == ADAPTER, labels(params))
 
 
+def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Nested dict -> {path tuple: leaf}."""
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        path = prefix + (str(key),)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
 def split(params) -> tuple[dict, dict]:
     """(adapters, frozen) as two nested dicts that together hold every leaf once."""
-    flat = {path_str(p): (p, x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
-    adapters, frozen = {}, {}
-    for path, (_, leaf) in flat.items():
-        target = adapters if label_of(path) == ADAPTER else frozen
-        node = target
-        keys = path.split("/")
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = leaf
-    return adapters, frozen
+    flat = flatten(params)
+    labs = {path: label_of("/".join(path)) for path in flat}
+    return (unflatten({p: v for p, v in flat.items() if labs[p] == ADAPTER}),
+            unflatten({p: v for p, v in flat.items() if labs[p] == FROZEN}))
 
 
 def merge(a: dict, b: dict) -> dict:

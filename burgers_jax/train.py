@@ -220,8 +220,10 @@ def _restore_state(manager, template_state):
 
 def train_and_evaluate(cfg) -> dict:
     """Runs (or resumes) a fine-tuning run; returns a summary dict."""
+    from absl import logging as absl_logging
     from tqdm import tqdm
 
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs every save at INFO/WARNING
     if cfg.training.get("distributed", False):
         jax.distributed.initialize()
     t_start = time.time()
@@ -327,9 +329,6 @@ def main(argv=None) -> None:
     config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 
     def run(_):
-        from absl import logging
-
-        logging.set_verbosity(logging.ERROR)  # orbax logs every save
         cfg = flags.FLAGS.config
         if cfg is None:
             raise app.UsageError("--config is required, e.g. --config configs/burgers.py")

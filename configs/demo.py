@@ -20,10 +20,10 @@ def get_config():
     c.dataset.source = "analytic"
     c.dataset.temporal_length = 4
     c.dataset.num_samples = 20
-    c.training.max_steps = 60
+    c.training.max_steps = 150
     c.training.warmup_steps = 10
     c.training.learning_rate = 1e-3
-    c.training.eval_every_steps = 20
+    c.training.eval_every_steps = 25
     c.logging.save_dir = "demo_run/train"
     c.logging.log_interval = 5
     return c

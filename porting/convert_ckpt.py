@@ -563,7 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from absl import logging as absl_logging
+
     from burgers_jax.checkpoint import CheckpointError
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process save
 
     try:
         from porting.mapping import MappingError

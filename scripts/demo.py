@@ -59,10 +59,10 @@ def main(argv=None) -> int:
     from porting import torch_reference
 
     torch.manual_seed(0)
-    model_cfg = torch_reference.small_model_config_dict()
-    model = torch_reference.build_model(model_cfg)
+    config = torch_reference.small_model_config_dict()  # {'model': {...}}, YAML-shaped
+    model = torch_reference.build_model(config)
     best_pt = out / "best.pt"
-    torch_reference.write_best_pt(best_pt, model, {"model": model_cfg})
+    torch_reference.write_best_pt(best_pt, model, config)
     print(f"wrote {best_pt} ({best_pt.stat().st_size / 1e6:.1f} MB)")
 
     banner("3. Convert to Flax and verify against PyTorch")
