@@ -79,12 +79,12 @@ def forward(model, params, batch, *, temporal_length: int, precision: str, train
     return pred[..., :2].astype(jnp.float32)
 
 
-def pde_terms(pred_uv, batch, dt):
+def residual_loss(pred_uv, batch, dt):
     return physics.burgers_pde_loss(
         pred_uv, batch["left"], batch["right"], batch["bottom"], batch["top"], batch["nu"], dt)
 
 
-def make_train_step(model, frozen_mask_tree, tx, cfg) -> Callable:
+def make_train_step(model, tx, cfg) -> Callable:
     """Returns `train_step(state, frozen, batch) -> (state, metrics)`."""
     T = cfg.dataset.temporal_length
     precision = cfg.model.precision
@@ -95,7 +95,7 @@ def make_train_step(model, frozen_mask_tree, tx, cfg) -> Callable:
     def loss_fn(adapters, frozen, batch, rng):
         params = partition.merge(adapters, frozen)
         pred = forward(model, params, batch, temporal_length=T, precision=precision, train=True, rng=rng)
-        total, loss_u, loss_v, _, _ = pde_terms(pred, batch, dt)
+        total, loss_u, loss_v, _, _ = residual_loss(pred, batch, dt)
         data = jnp.mean(nrmse(pred[:, 1:], batch["frames"][:, 1:T + 1, ..., :2]))
         loss = tc.lambda_pde * total
         if tc.lambda_data:
@@ -139,7 +139,7 @@ def make_full_finetune_step(model, tx_full, cfg) -> Callable:
     def step(params, opt_state, batch, rng):
         def loss_fn(p):
             pred = forward(model, p, batch, temporal_length=T, precision=precision, train=True, rng=rng)
-            return pde_terms(pred, batch, cfg.physics.dt)[0]
+            return residual_loss(pred, batch, cfg.physics.dt)[0]
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx_full.update(grads, opt_state, params)
@@ -158,7 +158,7 @@ def make_eval_step(model, cfg) -> Callable:
     def eval_step(adapters, frozen, batch):
         params = partition.merge(adapters, frozen)
         pred = forward(model, params, batch, temporal_length=T, precision=precision, train=False)
-        _, _, _, res_u, res_v = pde_terms(pred, batch, dt)
+        _, _, _, res_u, res_v = residual_loss(pred, batch, dt)
         true = batch["frames"][:, :T + 1, ..., :2]
         per_sample = lambda r: jnp.mean(r ** 2, axis=(1, 2, 3))
         dev = jnp.abs(pred[:, 1:].sum(-1) - CONSTRAINT_SUM)

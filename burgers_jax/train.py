@@ -14,7 +14,6 @@ stateless batches, as in the single-host case.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -133,21 +132,17 @@ class Trainer:
         k_lora, self.k_train = jax.random.split(root)
         params, self.model_cfg = load_params(cfg, k_lora)
         self.model = model_lib.PDECausalModel(
-            config=self.model_cfg, precision=cfg.model.precision, **self._model_kwargs())
+            config=self.model_cfg, precision=cfg.model.precision, remat=bool(cfg.model.remat))
         adapters, frozen = partition.split(params)
         self.frozen = jax.device_put(frozen, self.replicated)
         mask = partition.adapter_mask(params)
         self.tx = steps.make_optimizer(cfg.training, mask)
         self.init_adapters = adapters
-        self.train_step = jax.jit(steps.make_train_step(self.model, mask, self.tx, cfg), donate_argnums=(0,))
+        self.train_step = jax.jit(steps.make_train_step(self.model, self.tx, cfg), donate_argnums=(0,))
         self.eval_step = jax.jit(steps.make_eval_step(self.model, cfg))
         # A fresh iterator per evaluation: the windows are fixed, and are read lazily.
         self.val_batches = lambda: data_lib.val_batches(
             self.source, self.val_idx, cfg.dataloader.val_batch_size, window=cfg.dataset.temporal_length + 1)
-
-    def _model_kwargs(self):
-        fields = {f.name for f in dataclasses.fields(model_lib.PDECausalModel)}
-        return {"remat": bool(self.cfg.model.remat)} if "remat" in fields else {}
 
     def initial_state(self) -> steps.TrainState:
         full = partition.merge(self.init_adapters, self.frozen)
@@ -162,6 +157,8 @@ class Trainer:
         return {k: jax.device_put(batch[k], self.batch_sharding) for k in STEP_KEYS}
 
     def train_batch(self, step: int):
+        # dataset.seed fixes the split (as the reference); training.seed varies the
+        # batch order, so two seeds of one split see different stateless streams.
         dc = self.cfg.dataset
         return data_lib.train_batch(self.source, self.train_idx, self.cfg.dataloader.batch_size,
                                     dc.seed + 1000003 * self.cfg.training.seed, step,
@@ -256,6 +253,7 @@ def train_and_evaluate(cfg) -> dict:
     writer = reporting.MetricsWriter(save_dir, tensorboard=cfg.logging.tensorboard)
     tc = cfg.training
     first_val = last_val = None
+    prefetch = None
     try:
         if not resumed:
             val = trainer.evaluate(state.adapters, 0, cfg.logging.plots)
@@ -300,8 +298,9 @@ def train_and_evaluate(cfg) -> dict:
                 last_val = val
                 bar.write(f"step {step}: " + _fmt(val) + ("  (best, adapters saved)" if improved else ""))
         bar.close()
-        prefetch.close()
     finally:
+        if prefetch is not None:
+            prefetch.close()
         writer.close()
         manager.close()
 
