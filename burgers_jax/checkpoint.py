@@ -1,5 +1,6 @@
-"""Converted-checkpoint and adapter I/O (orbax), shared by the converter, predict and
-the trainer.
+"""Checkpoint formats on disk (orbax), shared by the converter, predict, export and the
+trainer: converted models, adapters, the training state, and `load_model`, the one
+loader of "base weights + optional adapters".
 
 Layouts on disk:
 
@@ -19,7 +20,6 @@ crash never leaves a half-written checkpoint under the final name.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -29,10 +29,20 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
-from burgers_jax.lora import ADAPTER_LEAVES
-from burgers_jax.model_config import LoraConfig, ModelConfig
-from burgers_jax.partition import flatten, unflatten  # noqa: F401  (re-exported for callers)
+from burgers_jax.model import cast_params, param_shapes
+from burgers_jax.model_config import ConfigError, LoraConfig, ModelConfig, Policy
+from burgers_jax.partition import (
+    PartitionError,
+    extract_adapters,
+    flatten,
+    is_adapter,
+    merge_adapters,
+    path_str,
+    strip_adapters,
+    unflatten,
+)
 
 PARAMS_DIR = "params"
 ADAPTERS_DIR = "adapters"
@@ -45,67 +55,7 @@ class CheckpointError(ValueError):
     """A checkpoint directory that is missing, incomplete or does not fit the model."""
 
 
-# ----------------------------------------------------------------------------- trees
-
-
-def _path_str(path: tuple[str, ...]) -> str:
-    return "/".join(path)
-
-
-def is_adapter_path(path: tuple[str, ...]) -> bool:
-    return bool(path) and path[-1] in ADAPTER_LEAVES
-
-
-def extract_adapters(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The nested dict of only the lora_A/lora_B leaves of a full param tree."""
-    return unflatten({p: v for p, v in flatten(params).items() if is_adapter_path(p)})
-
-
-def strip_adapters(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A full param tree without its lora_A/lora_B leaves (the frozen base)."""
-    return unflatten({p: v for p, v in flatten(params).items() if not is_adapter_path(p)})
-
-
-def merge_tree(base: Mapping[str, Any], adapters: Mapping[str, Any]) -> dict[str, Any]:
-    """Inserts adapter leaves beside the kernels they adapt; returns a new tree.
-
-    Fails naming the path when an adapter has no kernel to sit beside, when its
-    shapes do not fit that kernel (`lora_A` `[in, r]`, `lora_B` `[r, out]` for a
-    kernel `[in, out]`), when A and B disagree on the rank, or when one of the pair
-    is missing. Adapters already present in `base` are replaced.
-    """
-    flat_base = flatten(base)
-    flat_ad = flatten(adapters)
-    errors = []
-    modules: dict[tuple[str, ...], dict[str, Any]] = {}
-    for path, value in flat_ad.items():
-        if not is_adapter_path(path):
-            errors.append(f"{_path_str(path)}: not an adapter leaf (expected a name in {ADAPTER_LEAVES})")
-            continue
-        modules.setdefault(path[:-1], {})[path[-1]] = value
-    for module, leaves in sorted(modules.items()):
-        name = _path_str(module)
-        kernel = flat_base.get(module + ("kernel",))
-        if kernel is None:
-            errors.append(f"{name}: adapter has no kernel to sit beside (no {name}/kernel in the model)")
-            continue
-        missing = [k for k in ADAPTER_LEAVES if k not in leaves]
-        if missing:
-            errors.append(f"{name}: adapter lacks {missing}")
-            continue
-        a_shape, b_shape = tuple(np.shape(leaves["lora_A"])), tuple(np.shape(leaves["lora_B"]))
-        k_in, k_out = tuple(np.shape(kernel))
-        if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[1] != b_shape[0]:
-            errors.append(f"{name}: lora_A {a_shape} and lora_B {b_shape} are not [in, r] and [r, out]")
-        elif a_shape[0] != k_in or b_shape[1] != k_out:
-            errors.append(
-                f"{name}: adapter shapes lora_A {a_shape}, lora_B {b_shape} do not fit the kernel "
-                f"{(k_in, k_out)} (need lora_A [{k_in}, r], lora_B [r, {k_out}])")
-    if errors:
-        raise CheckpointError("adapters do not fit the model:\n  " + "\n  ".join(errors))
-    merged = dict(flat_base)
-    merged.update(flat_ad)
-    return unflatten(merged)
+# ----------------------------------------------------------------------------- helpers
 
 
 def _to_numpy(tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,8 +73,6 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _atomic_dir_write(directory: str | os.PathLike, fill) -> Path:
     """Calls `fill(tmp_dir)` and then renames tmp_dir to `directory` (replacing it)."""
-    import orbax.checkpoint  # noqa: F401  (import cost paid once, before the tmp dir exists)
-
     final = Path(directory).expanduser().resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -144,8 +92,6 @@ def _atomic_dir_write(directory: str | os.PathLike, fill) -> Path:
 
 
 def _save_tree(path: Path, tree: Mapping[str, Any]) -> None:
-    import orbax.checkpoint as ocp
-
     # Synchronous Checkpointer: the async StandardCheckpointer first copies every array
     # for its background writer. Plain zarr (no OCDBT): tensorstore's OCDBT writer
     # buffers more. Measured on the full-size model (211 MB of bf16 params): save peak
@@ -156,8 +102,6 @@ def _save_tree(path: Path, tree: Mapping[str, Any]) -> None:
 
 
 def _restore_tree(path: Path) -> dict[str, Any]:
-    import orbax.checkpoint as ocp
-
     if not path.is_dir():
         raise CheckpointError(f"{path}: orbax tree directory is missing")
     ckptr = ocp.StandardCheckpointer()
@@ -202,28 +146,14 @@ def save_converted(directory: str | os.PathLike, params: Mapping[str, Any], mode
     return _atomic_dir_write(directory, fill)
 
 
-def expected_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Leaf path -> shape of the base (adapter-free) model, via jax.eval_shape."""
-    return dict(_expected_shapes(config.with_lora(r=0)))
-
-
-@functools.lru_cache(maxsize=8)
-def _expected_shapes(base: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    # Tracing the 128x128 init takes seconds; configs are frozen (hashable) dataclasses.
-    from burgers_jax.model import init_params
-
-    tree = jax.eval_shape(lambda: init_params(base, jax.random.key(0)))
-    return {p: tuple(v.shape) for p, v in flatten(tree).items() if not is_adapter_path(p)}
-
-
 def check_params_fit(params: Mapping[str, Any], config: ModelConfig, source: str = "params") -> None:
     """Raises CheckpointError listing missing / unexpected / mismatched leaves."""
-    want = expected_shapes(config)
+    want = param_shapes(config)
     flat = flatten(params)
-    have = {p: tuple(np.shape(v)) for p, v in flat.items() if not is_adapter_path(p)}
-    missing = sorted(_path_str(p) for p in want.keys() - have.keys())
-    unexpected = sorted(_path_str(p) for p in have.keys() - want.keys())
-    mismatched = sorted(f"{_path_str(p)}: stored {have[p]}, model wants {want[p]}"
+    have = {p: tuple(np.shape(v)) for p, v in flat.items() if not is_adapter(p)}
+    missing = sorted(path_str(p) for p in want.keys() - have.keys())
+    unexpected = sorted(path_str(p) for p in have.keys() - want.keys())
+    mismatched = sorted(f"{path_str(p)}: stored {have[p]}, model wants {want[p]}"
                         for p in want.keys() & have.keys() if have[p] != want[p])
     if missing or unexpected or mismatched:
         lines = [f"{source} does not fit the model config"]
@@ -234,28 +164,33 @@ def check_params_fit(params: Mapping[str, Any], config: ModelConfig, source: str
         raise CheckpointError("\n  ".join(lines))
     adapters = extract_adapters(params)
     if adapters:
-        merge_tree(strip_adapters(params), adapters)  # validates adapter shapes
+        try:
+            merge_adapters(strip_adapters(params), adapters)  # validates adapter shapes
+        except PartitionError as e:
+            raise CheckpointError(f"{source}: {e}") from None
 
 
 def load_model_config(directory: str | os.PathLike) -> ModelConfig:
     d = _require_dir(directory, "converted checkpoint")
-    return ModelConfig.from_dict(_read_json(d / MODEL_CONFIG_FILE, "model_config.json (is this a converted checkpoint?)"))
+    raw = _read_json(d / MODEL_CONFIG_FILE, "model_config.json (is this a converted checkpoint?)")
+    try:
+        return ModelConfig.from_dict(raw)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{d / MODEL_CONFIG_FILE}: {e}") from None
 
 
-def load_converted(directory: str | os.PathLike, precision: str | None = None):
+def load_converted(directory: str | os.PathLike, policy: Policy | None = None):
     """Returns `(params, ModelConfig)`.
 
-    precision None keeps the stored dtypes (host numpy arrays); otherwise the tree is
-    cast with `burgers_jax.model.cast_params(params, precision)`.
+    policy None keeps the stored dtypes (host numpy arrays); otherwise the tree is
+    cast with `burgers_jax.model.cast_params(params, policy)`.
     """
     d = _require_dir(directory, "converted checkpoint")
     config = load_model_config(d)
     params = _restore_tree(d / PARAMS_DIR)
     check_params_fit(params, config, source=str(d / PARAMS_DIR))
-    if precision is not None:
-        from burgers_jax.model import cast_params
-
-        params = cast_params(params, precision)
+    if policy is not None:
+        params = cast_params(params, policy)
     return params, config
 
 
@@ -268,24 +203,11 @@ def load_metadata(directory: str | os.PathLike) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- adapters
 
 
-def lora_config_to_dict(lora: LoraConfig) -> dict[str, Any]:
-    return {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
-            "target_modules": list(lora.target_modules)}
-
-
-def lora_config_from_dict(d: Mapping[str, Any], source: str = "lora config") -> LoraConfig:
-    try:
-        return LoraConfig(r=int(d["r"]), alpha=float(d["alpha"]), dropout=float(d.get("dropout", 0.0)),
-                          target_modules=tuple(d.get("target_modules", LoraConfig().target_modules)))
-    except KeyError as e:
-        raise CheckpointError(f"{source}: lacks field {e}") from None
-
-
 def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any], lora_config: LoraConfig,
                   metadata: Mapping[str, Any] | None = None) -> Path:
     """Writes only the lora_A/lora_B leaves (float32) plus lora_config.json."""
     flat = flatten(adapter_params)
-    bad = [_path_str(p) for p in flat if not is_adapter_path(p)]
+    bad = [path_str(p) for p in flat if not is_adapter(p)]
     if bad:
         raise CheckpointError(f"save_adapters: non-adapter leaves given: {bad[:5]}")
     if not flat:
@@ -294,7 +216,7 @@ def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any
 
     def fill(tmp: Path) -> None:
         _save_tree(tmp / ADAPTERS_DIR, tree)
-        _write_json(tmp / LORA_CONFIG_FILE, lora_config_to_dict(lora_config))
+        _write_json(tmp / LORA_CONFIG_FILE, lora_config.to_dict())
         _write_json(tmp / METADATA_FILE, dict(metadata or {}))
 
     return _atomic_dir_write(directory, fill)
@@ -303,14 +225,63 @@ def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any
 def load_adapters(directory: str | os.PathLike):
     """Returns `(adapter_params, LoraConfig)`; adapter leaves are float32 numpy arrays."""
     d = _require_dir(directory, "adapters")
-    lora = lora_config_from_dict(_read_json(d / LORA_CONFIG_FILE, "lora_config.json (is this an adapters directory?)"),
-                                 source=str(d / LORA_CONFIG_FILE))
+    raw = _read_json(d / LORA_CONFIG_FILE, "lora_config.json (is this an adapters directory?)")
+    try:
+        lora = LoraConfig.from_dict(raw, source=str(d / LORA_CONFIG_FILE))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
     tree = _restore_tree(d / ADAPTERS_DIR)
     flat = flatten(tree)
-    bad = [_path_str(p) for p in flat if not is_adapter_path(p)]
+    bad = [path_str(p) for p in flat if not is_adapter(p)]
     if bad:
         raise CheckpointError(f"{d}: adapter tree holds non-adapter leaves: {bad[:5]}")
     ranks = {np.shape(v)[1] for p, v in flat.items() if p[-1] == "lora_A"}
     if ranks != {lora.r}:
         raise CheckpointError(f"{d}: lora_config.json says r={lora.r} but lora_A leaves have rank(s) {sorted(ranks)}")
     return unflatten({p: np.asarray(v, dtype=np.float32) for p, v in flat.items()}), lora
+
+
+# ----------------------------------------------------------------------------- base + adapters
+
+
+def load_model(base_dir: str | os.PathLike, adapters_dir: str | os.PathLike | None = None,
+               policy: Policy | None = None) -> tuple[dict[str, Any], ModelConfig]:
+    """Converted base weights plus, when given, an adapters directory merged beside the
+    kernels they adapt: `(params, ModelConfig)`, the config's `lora` read from the
+    adapters. `policy` casts the tree (None keeps the stored dtypes). Adapters that do
+    not fit the base model are a CheckpointError naming both directories."""
+    params, config = load_converted(base_dir)
+    if adapters_dir is not None:
+        adapters, lora = load_adapters(adapters_dir)
+        try:
+            params = merge_adapters(strip_adapters(params), adapters)
+        except PartitionError as e:
+            raise CheckpointError(f"{adapters_dir}: {e} (base model: {base_dir})") from None
+        config = config.with_lora(lora)
+    if policy is not None:
+        params = cast_params(params, policy)
+    return params, config
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def state_manager(directory: str | os.PathLike, keep: int = 2) -> ocp.CheckpointManager:
+    """Orbax manager of a run's training states (the latest `keep` steps), synchronous."""
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=True,
+        enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def save_state(manager: ocp.CheckpointManager, step: int, state: Any, best_val: float) -> None:
+    payload = {"state": jax.device_get(state), "best_val": np.asarray(best_val, np.float64)}
+    manager.save(int(step), args=ocp.args.StandardSave(payload), force=True)
+    manager.wait_until_finished()
+
+
+def restore_state(manager: ocp.CheckpointManager, template_state: Any) -> tuple[Any, float]:
+    """The latest saved `(state, best_val)`, with the structure of `template_state`."""
+    target = {"state": jax.device_get(template_state), "best_val": np.asarray(0.0, np.float64)}
+    restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(target))
+    return restored["state"], float(restored["best_val"])

@@ -12,7 +12,7 @@ A source has `num_samples`, `num_frames`, `resolution`, `dt`, `name`, `nu(i)` an
 `read_window(i, start, length) -> {data [L,H,W,2], left, right [L,H,1,2],
 bottom, top [L,1,W,2], nu []}` (all float32). A batch is a dict of numpy arrays:
   frames [B, L, H, W, 6], left/right [B, L, H, 1, 2], bottom/top [B, L, 1, W, 2],
-  nu [B] float32, channel_mask [6] float32, valid [B] bool, sample [B] int64,
+  nu [B] float32, valid [B] bool, sample [B] int64,
   start [B] int64.
 """
 
@@ -27,11 +27,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import h5py
 import numpy as np
 
-from burgers_jax.analytic import burgers_uv, cell_centres, reference_times
+from burgers_jax.analytic import burgers_fields32, reference_times
 
 WINDOW = 17  # temporal_length 16 + 1: the model's 16 inputs and one frame beyond
 NUM_CHANNELS = 6
-CHANNEL_MASK = np.array([1, 1, 0, 0, 0, 0], dtype=np.float32)  # (u, v) are real, rest pad
 BOUNDARIES = ("left", "right", "bottom", "top")
 
 
@@ -59,43 +58,6 @@ def split_indices(num_samples: int, train_ratio: float = 0.9,
     perm = np.random.RandomState(seed).permutation(num_samples)
     n_train = int(train_ratio * num_samples)
     return perm[:n_train], perm[n_train:]
-
-
-def burgers_fields32(nu: float, times, resolution: int,
-                     out: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """One sample in the file layout, float32, computed in float64 then cast.
-
-    The field depends on (x, y) only through y - x, which on the uniform cell-centred
-    grid takes the 2n - 1 values d / n, d = i - j (row minus column). So the formula
-    (`analytic.burgers_uv`) is evaluated once per diagonal and frame, [T, 2n-1], and
-    spread over the grid: row i is the contiguous run of diagonals i, i-1, ..., i-n+1.
-    That is n/2 times fewer transcendental calls than `analytic.analytic_fields`, with
-    the same float32 values (tests compare the two). `out` ([T, H, W, 2] float32) is
-    filled and returned as `data` when given, so a generator can reuse one buffer.
-    """
-    n = resolution
-    t = np.asarray(times, dtype=np.float64)
-    d = np.arange(n - 1, -n, -1, dtype=np.float64) / n  # d = n-1 .. -(n-1), descending
-    u, v = burgers_uv(0.0, d[None, :], t[:, None], float(nu))
-    diagonals = np.stack([u, v], axis=-1).astype(np.float32)  # [T, 2n-1, 2]
-    if out is None:
-        out = np.empty((t.size, n, n, 2), dtype=np.float32)
-    elif out.shape != (t.size, n, n, 2) or out.dtype != np.float32:
-        raise ValueError(f"out must be float32 {(t.size, n, n, 2)}, got {out.dtype} {out.shape}")
-    for i in range(n):  # cell (i, j) has d = i - j, at position (n-1-i) + j of `diagonals`
-        out[:, i] = diagonals[:, n - 1 - i:2 * n - 1 - i]
-    fields = {"data": out}
-
-    c = cell_centres(n)[None, :]  # along the edge
-    tt = t[:, None]
-    edges = {  # (x, y) of each edge; the coordinate along the edge is the cell centre
-        "left": (0.0, c), "right": (1.0, c), "bottom": (c, 0.0), "top": (c, 1.0),
-    }
-    for name, (x, y) in edges.items():
-        ue, ve = burgers_uv(x, y, tt, float(nu))
-        field = np.stack([ue, ve], axis=-1).astype(np.float32)  # [T, n, 2]
-        fields[name] = field[:, :, None, :] if name in ("left", "right") else field[:, None, :, :]
-    return fields
 
 
 # --------------------------------------------------------------------------- sources
@@ -309,7 +271,7 @@ def load_batch(source, samples: Sequence[int], starts: Sequence[int], window: in
             bounds[name][k] = w[name]
         nu[k] = w["nu"]
     return {
-        "frames": frames, **bounds, "nu": nu, "channel_mask": CHANNEL_MASK.copy(),
+        "frames": frames, **bounds, "nu": nu,
         "valid": np.ones((b,), dtype=bool) if valid is None else np.asarray(valid, dtype=bool),
         "sample": samples, "start": starts,
     }

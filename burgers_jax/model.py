@@ -15,21 +15,19 @@ The param tree mirrors torch module names (DESIGN.md), e.g.
 porting/mapping.py holds the full table. LoRA leaves `lora_A`/`lora_B` sit beside the
 kernel they adapt.
 
-Precision policies (`model_config.PRECISIONS`):
-  float32      every op in float32 (parity runs).
-  reference    bf16 weights and activations like the PyTorch model; GroupNorm,
-               RMSNorm and softmax statistics in float32, cast back (as torch/HF).
-  fp32_output  bf16 trunk; normalization statistics from the float32 input, the last
-               ConvTranspose of each decoder branch and the denormalization in
-               float32; float32 output.
+Precision: a `model_config.Policy` says which dtype each part computes in (trunk,
+input statistics, last decoder stage and denormalization); GroupNorm, RMSNorm and
+softmax statistics are float32 under every policy, cast back (as torch/HF).
 Parameters are cast at use, so one tree serves every policy; adapters always compute
 in float32 (PEFT).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -44,7 +42,8 @@ from burgers_jax.layers import (
     gelu,
 )
 from burgers_jax.lora import add_lora, cast_params, merge_lora  # noqa: F401  (public API of this module)
-from burgers_jax.model_config import PRECISIONS, ModelConfig
+from burgers_jax.model_config import FLOAT32, ModelConfig, Policy
+from burgers_jax.partition import flatten, is_adapter
 
 Dtype = Any
 RESOLUTION = 128
@@ -58,12 +57,6 @@ STD_EPS = 1e-6  # added to the (unbiased) std, not the variance (SPEC 1, step 1)
 # dot_product_attention: jax.nn.dot_product_attention (logits in float32; may pick a fused
 #   kernel on GPU).
 ATTENTION_IMPLS = ("einsum", "chunked", "dot_product_attention")
-
-
-def compute_dtype(precision: str) -> Dtype:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
-    return jnp.float32 if precision == "float32" else jnp.bfloat16
 
 
 # ----------------------------------------------------------------------------- encoder / decoder
@@ -221,9 +214,9 @@ class LlamaAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x, cos, sin):
-        tc = self.config.transformer
+        tr = self.config.transformer
         b, s, _ = x.shape
-        nh, nkv, hd = tc.num_attention_heads, tc.num_key_value_heads, tc.head_dim
+        nh, nkv, hd = tr.num_attention_heads, tr.num_key_value_heads, tr.head_dim
         g = nh // nkv
         q = self._proj("q_proj", nh * hd)(x, train=self.train).reshape(b, s, nh, hd)
         k = self._proj("k_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
@@ -256,7 +249,7 @@ class LlamaAttention(nn.Module):
             out = out.reshape(b, s, nh * hd)
         else:
             raise ValueError(f"attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
-        return self._proj("o_proj", tc.hidden_size)(out, train=self.train)
+        return self._proj("o_proj", tr.hidden_size)(out, train=self.train)
 
 
 class LlamaMLP(nn.Module):
@@ -266,16 +259,16 @@ class LlamaMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        tc, lora = self.config.transformer, self.config.lora
+        tr, lora = self.config.transformer, self.config.lora
 
         def proj(name, features):
             r = lora.r if name in lora.target_modules else 0
             return Linear(features, lora_rank=r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                           dtype=self.dtype, name=name)
 
-        gate = proj("gate_proj", tc.intermediate_size)(x, train=self.train)
-        up = proj("up_proj", tc.intermediate_size)(x, train=self.train)
-        return proj("down_proj", tc.hidden_size)(jax.nn.silu(gate) * up, train=self.train)
+        gate = proj("gate_proj", tr.intermediate_size)(x, train=self.train)
+        up = proj("up_proj", tr.intermediate_size)(x, train=self.train)
+        return proj("down_proj", tr.hidden_size)(jax.nn.silu(gate) * up, train=self.train)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -304,14 +297,14 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, h):
-        tc = self.config.transformer
-        if tc.hidden_act != "silu":
-            raise ValueError(f"transformer.hidden_act={tc.hidden_act!r}: only 'silu' is supported")
-        cos, sin = rope_cos_sin(h.shape[1], tc.head_dim, tc.rope_theta, h.dtype)
+        tr = self.config.transformer
+        if tr.hidden_act != "silu":
+            raise ValueError(f"transformer.hidden_act={tr.hidden_act!r}: only 'silu' is supported")
+        cos, sin = rope_cos_sin(h.shape[1], tr.head_dim, tr.rope_theta, h.dtype)
         layer_cls = nn.remat(LlamaDecoderLayer) if self.remat else LlamaDecoderLayer
-        for i in range(tc.num_hidden_layers):
+        for i in range(tr.num_hidden_layers):
             h = layer_cls(self.config, self.train, self.dtype, self.attention_impl, name=f"layers_{i}")(h, cos, sin)
-        return RMSNorm(tc.rms_norm_eps, name="norm")(h)
+        return RMSNorm(tr.rms_norm_eps, name="norm")(h)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -328,7 +321,7 @@ class PDECausalModel(nn.Module):
     """
 
     config: ModelConfig
-    precision: str = "float32"
+    policy: Policy = FLOAT32
     attention_impl: str = "chunked"
     remat: bool = False  # rematerialize each transformer layer in the backward pass
 
@@ -351,9 +344,7 @@ class PDECausalModel(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_intermediates: bool = False):
         self.check_input(x)
-        dt = compute_dtype(self.precision)
-        fp32_out = self.precision == "fp32_output"
-        stats_dtype = jnp.float32 if fp32_out else dt
+        dt, stats_dtype = self.policy.compute_dtype, self.policy.stats_dtype
         b, t = x.shape[:2]
 
         # 1. Normalize over (H, W) per sample/frame/channel; unbiased std + 1e-6.
@@ -373,23 +364,23 @@ class PDECausalModel(nn.Module):
         # 3-5. Encoder -> transformer -> decoder.
         tokens = Encoder2d(self.config, dt, name="encoder_2d")(xn.reshape(b * t, *xn.shape[2:]), b)
         hidden = Transformer(self.config, train, dt, self.attention_impl, self.remat, name="transformer")(tokens)
-        last_dtype = jnp.float32 if fp32_out else dt
-        dec = Decoder2d(self.config, dt, last_dtype, name="decoder_2d")(hidden)
+        dec = Decoder2d(self.config, dt, self.policy.output_dtype, name="decoder_2d")(hidden)
 
         # 6. Denormalize with the statistics of the same input frame.
-        out = dec.astype(stats_dtype) * std + mean
+        out_dtype = self.policy.output_dtype
+        out = dec.astype(out_dtype) * std.astype(out_dtype) + mean.astype(out_dtype)
         if return_intermediates:
             return out, {"encoder_tokens": tokens, "transformer_output": hidden, "decoder_output": dec}
         return out
 
 
-def init_params(config: ModelConfig, rng: jax.Array, precision: str = "float32") -> dict:
+def init_params(config: ModelConfig, rng: jax.Array, policy: Policy = FLOAT32) -> dict:
     """Fresh params (plain nested dict) for `config`; adapters (PEFT init) when `config.lora.r > 0`.
 
     Base weights use torch's default inits (norm weights 1, biases as torch); the tree
-    is then cast with `cast_params(params, precision)`.
+    is then cast with `cast_params(params, policy)`.
     """
-    model = PDECausalModel(config, precision="float32")
+    model = PDECausalModel(config)
     x = jnp.zeros((1, 1, RESOLUTION, RESOLUTION, config.in_channels), jnp.float32)
     # Threefry-based init compiles for ~35 s on XLA:CPU (one unrolled generator per
     # leaf); a counter-based RngBitGenerator key derived from `rng` compiles in ~5 s.
@@ -397,10 +388,16 @@ def init_params(config: ModelConfig, rng: jax.Array, precision: str = "float32")
         rng = jax.random.key_data(rng)
     init_key = jax.random.wrap_key_data(jnp.tile(jnp.ravel(rng).astype(jnp.uint32), 2)[:4], impl="unsafe_rbg")
     variables = jax.jit(model.init)({"params": init_key}, x)
-    return cast_params(_to_dict(variables["params"]), precision)  # plain dicts, not FrozenDict
+    return cast_params(flax.core.unfreeze(variables["params"]), policy)  # plain dicts, not FrozenDict
 
 
-def _to_dict(tree):
-    if hasattr(tree, "items"):
-        return {k: _to_dict(v) for k, v in tree.items()}
-    return tree
+def param_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Leaf path -> shape of the base (adapter-free) model of `config`, by `jax.eval_shape`
+    of its init (no compute). Cached: tracing the 128x128 init takes seconds."""
+    return dict(_base_param_shapes(config.with_lora(r=0)))
+
+
+@functools.lru_cache(maxsize=16)
+def _base_param_shapes(base: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    tree = jax.eval_shape(lambda: init_params(base, jax.random.key(0)))
+    return {p: tuple(v.shape) for p, v in flatten(tree).items() if not is_adapter(p)}

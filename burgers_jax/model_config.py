@@ -10,18 +10,75 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import jax.numpy as jnp
+
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-# Precision policies (DESIGN.md "Numerics policy"):
-#   float32     everything float32 (parity runs)
-#   reference   bf16 weights and activations, as the PyTorch recipe
-#   fp32_output bf16 trunk; the decoder's last stage and denormalization in float32
-PRECISIONS = ("float32", "reference", "fp32_output")
 
 
 class ConfigError(ValueError):
     """A model config that is incomplete or disagrees with the weights."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """Which dtype each part of the model computes in: the one home of the precision names.
+
+    param_dtype       frozen weights (adapters and optimizer state are always float32)
+    compute_dtype     the trunk: convs, matmuls, activations
+    input_dtype       the model input (and the prepended frame 0 of a training window)
+    output_dtype      the last ConvTranspose of each decoder branch and the denormalization
+    stats_dtype       the per-frame normalization statistics (mean, std)
+    matmul_precision  `jax.default_matmul_precision` for inference ("highest": no TF32)
+
+    GroupNorm, RMSNorm and softmax statistics are float32 under every policy (as torch/HF).
+    """
+
+    name: str
+    param_dtype: Any
+    compute_dtype: Any
+    input_dtype: Any
+    output_dtype: Any
+    stats_dtype: Any
+    matmul_precision: str = "default"
+
+    @classmethod
+    def named(cls, name: str) -> "Policy":
+        """`float32` (parity runs), `reference` (all bf16, as the PyTorch recipe) or
+        `fp32_output` (bf16 trunk; input statistics, last decoder stage and output float32)."""
+        policies = _policies()
+        if name not in policies:
+            raise ConfigError(f"unknown precision policy {name!r}; valid: {', '.join(policies)}")
+        return policies[name]
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(_policies())
+
+    @classmethod
+    def for_dtype(cls, dtype: str) -> "Policy":
+        """The policy a user means by an inference dtype (`predict --dtype`, INFERENCE_DTYPES)."""
+        if dtype not in INFERENCE_DTYPES:
+            raise ConfigError(f"unknown dtype {dtype!r}; valid: {', '.join(INFERENCE_DTYPES)}")
+        return cls.named(INFERENCE_DTYPES[dtype])
+
+
+# An inference dtype names the policy that runs in it: exact float32 for parity, or the
+# PyTorch recipe's all-bf16 model.
+INFERENCE_DTYPES = {"float32": "float32", "bfloat16": "reference"}
+
+
+def _policies() -> dict[str, Policy]:
+    f32, bf16 = jnp.float32, jnp.bfloat16
+    return {
+        "float32": Policy("float32", f32, f32, f32, f32, f32, matmul_precision="highest"),
+        "reference": Policy("reference", bf16, bf16, bf16, bf16, bf16),
+        "fp32_output": Policy("fp32_output", bf16, bf16, f32, f32, f32),
+    }
+
+
+FLOAT32 = Policy.named("float32")  # the parity policy, the default of the model and of predict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +117,32 @@ class LoraConfig:
     def scale(self) -> float:
         return self.alpha / self.r if self.r else 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout,
+                "target_modules": list(self.target_modules)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, source: str = "lora config",
+                  partial: bool = False) -> "LoraConfig":
+        """From our `lora_config.json`, the YAML's `model.lora` or PEFT's names
+        (`lora_alpha`, `lora_dropout`); unknown keys are ignored. A missing r or alpha is
+        an error naming `source`, unless `partial` (then missing fields keep defaults)."""
+        d = dict(d or {})
+        for peft_name, ours in (("lora_alpha", "alpha"), ("lora_dropout", "dropout")):
+            if peft_name in d and ours not in d:
+                d[ours] = d[peft_name]
+        if partial:
+            d = {**cls().to_dict(), **d}
+        missing = [k for k in ("r", "alpha") if k not in d]
+        if missing:
+            raise ConfigError(f"{source}: lacks field {', '.join(map(repr, missing))}")
+        targets = d.get("target_modules")
+        try:
+            return cls(r=int(d["r"]), alpha=float(d["alpha"]), dropout=float(d.get("dropout", 0.0)),
+                       target_modules=tuple(targets) if targets is not None else DEFAULT_LORA_TARGETS)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{source}: {e}") from None
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -88,10 +171,9 @@ class ModelConfig:
         if encoder.version != "v2":
             raise ConfigError(f"model.encoder.version={encoder.version!r}: only 'v2' is supported")
         transformer = TransformerConfig(**{k: v for k, v in dict(tr).items() if k in tr_fields})
-        lora_d = dict(lora if lora is not None else d.get("lora", {}) or {})
-        lora_fields = {f.name for f in dataclasses.fields(LoraConfig)}
-        lora_cfg = LoraConfig(**{k: v for k, v in lora_d.items() if k in lora_fields})
-        lora_cfg = dataclasses.replace(lora_cfg, target_modules=tuple(lora_cfg.target_modules))
+        # The base model's section may carry a partial lora block: missing fields keep
+        # their defaults here (adapters themselves are read strictly, with their files).
+        lora_cfg = LoraConfig.from_dict(lora if lora is not None else d.get("lora"), "model.lora", partial=True)
         return cls(
             in_channels=int(d.get("in_channels", 6)),
             encoder=encoder,
@@ -103,11 +185,12 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["encoder"]["channels"] = list(self.encoder.channels)
-        out["lora"]["target_modules"] = list(self.lora.target_modules)
+        out["lora"] = self.lora.to_dict()
         return out
 
-    def with_lora(self, **kwargs) -> "ModelConfig":
-        return dataclasses.replace(self, lora=dataclasses.replace(self.lora, **kwargs))
+    def with_lora(self, lora: LoraConfig | None = None, **kwargs) -> "ModelConfig":
+        """A copy whose `lora` is `lora` (when given), with `kwargs` fields replaced."""
+        return dataclasses.replace(self, lora=dataclasses.replace(lora or self.lora, **kwargs))
 
 
 def tiny_config(**transformer_overrides) -> ModelConfig:

@@ -1,9 +1,16 @@
-"""Partition of the param tree into LoRA adapters and frozen weights.
+"""Param trees: the one home of path helpers, the adapter predicate and the partition
+of a tree into trainable and frozen leaves.
+
+Trees are plain nested dicts whose keys mirror the PyTorch module names. A path is a
+tuple of keys (`("transformer", "layers_0", "self_attn", "q_proj", "lora_A")`), or the
+same keys '/'-joined in messages and rules.
+
+Adapters are the leaves named `lora_A` `[in, r]` / `lora_B` `[r, out]` beside the kernel
+`[in, out]` they adapt; `is_adapter(path)` is the only test for one.
 
 Every leaf must match exactly one named rule (big_vision style); an unmatched or
 doubly-matched path is an error, so a new parameter cannot silently become trainable
-or silently stay frozen. Paths are '/'-joined tree keys, e.g.
-`transformer/layers_0/self_attn/q_proj/lora_A`.
+or silently stay frozen.
 """
 
 from __future__ import annotations
@@ -11,13 +18,15 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+import flax
 import jax
 import numpy as np
 
 ADAPTER = "adapter"
 FROZEN = "frozen"
+ADAPTER_LEAVES = ("lora_A", "lora_B")
 
-# (label, regex over the full path). Adapters are the lora_A/lora_B leaves that sit
+# (label, regex over the '/'-joined path). Adapters are the lora_A/lora_B leaves that sit
 # beside the kernel they adapt; everything else in the three model parts is frozen.
 RULES: tuple[tuple[str, str], ...] = (
     (ADAPTER, r"^transformer/layers_\d+/(self_attn|mlp)/\w+_proj/lora_[AB]$"),
@@ -26,18 +35,43 @@ RULES: tuple[tuple[str, str], ...] = (
 
 
 class PartitionError(ValueError):
-    pass
+    """A param tree that does not fit the rules or the tree it is merged into."""
+
+
+# ----------------------------------------------------------------------------- paths
 
 
 def path_str(path) -> str:
-    parts = []
-    for k in path:
-        key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
-        parts.append(str(key))
-    return "/".join(parts)
+    """'/'-joined keys of a tuple path or a `jax.tree_util` key path."""
+    if isinstance(path, str):
+        return path
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def label_of(path: str) -> str:
+def is_adapter(path) -> bool:
+    """True for a LoRA adapter leaf (`.../lora_A`, `.../lora_B`); any path form."""
+    return path_str(path).rsplit("/", 1)[-1] in ADAPTER_LEAVES
+
+
+def flatten(tree: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+    """Nested dict -> {path tuple: leaf}."""
+    return flax.traverse_util.flatten_dict(dict(tree))
+
+
+def unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+    """{path tuple: leaf} -> nested dict (plain dicts)."""
+    return flax.traverse_util.unflatten_dict(dict(flat))
+
+
+def count(params) -> int:
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def label_of(path) -> str:
+    path = path_str(path)
     hits = [label for label, pattern in RULES if re.search(pattern, path)]
     if len(hits) != 1:
         what = "no rule" if not hits else f"several rules {hits}"
@@ -47,7 +81,7 @@ def label_of(path: str) -> str:
 
 def labels(params) -> Any:
     """A tree of ADAPTER/FROZEN strings with the structure of `params`."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: label_of(path_str(p)), params)
+    return jax.tree_util.tree_map_with_path(lambda p, _: label_of(p), params)
 
 
 def adapter_mask(params) -> Any:
@@ -55,48 +89,71 @@ def adapter_mask(params) -> Any:
     return jax.tree.map(lambda lab: lab == ADAPTER, labels(params))
 
 
-def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """Nested dict -> {path tuple: leaf}."""
-    out: dict[tuple[str, ...], Any] = {}
-    for key, value in tree.items():
-        path = prefix + (str(key),)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
-
-
-def unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
-
-
 def split(params) -> tuple[dict, dict]:
     """(adapters, frozen) as two nested dicts that together hold every leaf once."""
     flat = flatten(params)
-    labs = {path: label_of("/".join(path)) for path in flat}
+    labs = {path: label_of(path) for path in flat}
     return (unflatten({p: v for p, v in flat.items() if labs[p] == ADAPTER}),
             unflatten({p: v for p, v in flat.items() if labs[p] == FROZEN}))
 
 
-def merge(a: dict, b: dict) -> dict:
+def merge(a: Mapping, b: Mapping) -> dict:
     """Union of two nested dicts with disjoint leaves (inverse of `split`)."""
-    out = dict(a)
-    for k, v in b.items():
-        if k in out:
-            if not (isinstance(out[k], dict) and isinstance(v, dict)):
-                raise PartitionError(f"leaf {k!r} present in both trees")
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    flat_a, flat_b = flatten(a), flatten(b)
+    both = flat_a.keys() & flat_b.keys()
+    if both:
+        raise PartitionError(f"leaf {path_str(min(both))!r} present in both trees")
+    return unflatten({**flat_a, **flat_b})
 
 
-def count(params) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+# ----------------------------------------------------------------------------- adapters
+
+
+def extract_adapters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested dict of only the lora_A/lora_B leaves of a full param tree."""
+    return unflatten({p: v for p, v in flatten(params).items() if is_adapter(p)})
+
+
+def strip_adapters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A full param tree without its lora_A/lora_B leaves (the frozen base)."""
+    return unflatten({p: v for p, v in flatten(params).items() if not is_adapter(p)})
+
+
+def merge_adapters(base: Mapping[str, Any], adapters: Mapping[str, Any]) -> dict[str, Any]:
+    """Inserts adapter leaves beside the kernels they adapt; returns a new tree.
+
+    Fails naming the path when an adapter has no kernel to sit beside, when its
+    shapes do not fit that kernel (`lora_A` `[in, r]`, `lora_B` `[r, out]` for a
+    kernel `[in, out]`), when A and B disagree on the rank, or when one of the pair
+    is missing. Adapters already present in `base` are replaced.
+    """
+    flat_base = flatten(base)
+    flat_ad = flatten(adapters)
+    errors = []
+    modules: dict[tuple[str, ...], dict[str, Any]] = {}
+    for path, value in flat_ad.items():
+        if not is_adapter(path):
+            errors.append(f"{path_str(path)}: not an adapter leaf (expected a name in {ADAPTER_LEAVES})")
+            continue
+        modules.setdefault(path[:-1], {})[path[-1]] = value
+    for module, leaves in sorted(modules.items()):
+        name = path_str(module)
+        kernel = flat_base.get(module + ("kernel",))
+        if kernel is None:
+            errors.append(f"{name}: adapter has no kernel to sit beside (no {name}/kernel in the model)")
+            continue
+        missing = [k for k in ADAPTER_LEAVES if k not in leaves]
+        if missing:
+            errors.append(f"{name}: adapter lacks {missing}")
+            continue
+        a_shape, b_shape = tuple(np.shape(leaves["lora_A"])), tuple(np.shape(leaves["lora_B"]))
+        k_in, k_out = tuple(np.shape(kernel))
+        if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[1] != b_shape[0]:
+            errors.append(f"{name}: lora_A {a_shape} and lora_B {b_shape} are not [in, r] and [r, out]")
+        elif a_shape[0] != k_in or b_shape[1] != k_out:
+            errors.append(
+                f"{name}: adapter shapes lora_A {a_shape}, lora_B {b_shape} do not fit the kernel "
+                f"{(k_in, k_out)} (need lora_A [{k_in}, r], lora_B [r, {k_out}])")
+    if errors:
+        raise PartitionError("adapters do not fit the model:\n  " + "\n  ".join(errors))
+    return unflatten({**flat_base, **flat_ad})

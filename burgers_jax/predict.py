@@ -20,11 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
-from burgers_jax.model_config import ConfigError, ModelConfig
+from burgers_jax.checkpoint import CheckpointError, load_model
+from burgers_jax.model import PDECausalModel, cast_params
+from burgers_jax.model_config import FLOAT32, INFERENCE_DTYPES, ConfigError, ModelConfig, Policy
 
-DTYPE_TO_PRECISION = {"float32": "float32", "bfloat16": "reference"}
 GRID = 128
 
 
@@ -43,36 +47,29 @@ def check_input(x: np.ndarray, config: ModelConfig, source: str = "input") -> No
         raise PredictError(f"{source}: dtype {x.dtype} is not floating point")
 
 
-def predict(params: Mapping[str, Any], config: ModelConfig, x: np.ndarray, precision: str = "float32",
+def predict(params: Mapping[str, Any], config: ModelConfig, x: np.ndarray, policy: Policy | None = None,
             batch_size: int = 4, progress: bool = True) -> np.ndarray:
     """Model output for `x` `[B, T, 128, 128, 6]` as a float32 numpy array, in mini-batches.
 
     The last mini-batch is padded to `batch_size` (and the padding dropped) so the
-    forward pass is compiled once.
+    forward pass is compiled once. `policy` defaults to float32.
     """
-    import jax
-    import jax.numpy as jnp
-    from tqdm import tqdm
-
-    from burgers_jax.model import PDECausalModel, cast_params
-
     x = np.asarray(x)
     check_input(x, config)
     if batch_size < 1:
         raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
-    model = PDECausalModel(config, precision=precision)
-    params = cast_params(params, precision)
-    in_dtype = jnp.float32 if precision == "float32" else jnp.bfloat16
-    matmul = "highest" if precision == "float32" else "default"
+    policy = policy or FLOAT32
+    model = PDECausalModel(config, policy=policy)
+    params = cast_params(params, policy)
 
     @jax.jit
     def forward(p, xb):
-        return model.apply({"params": p}, xb.astype(in_dtype), train=False).astype(jnp.float32)
+        return model.apply({"params": p}, xb.astype(policy.input_dtype), train=False).astype(jnp.float32)
 
     n = x.shape[0]
     bs = min(batch_size, n)
     out = np.empty(x.shape, np.float32)
-    with jax.default_matmul_precision(matmul):
+    with jax.default_matmul_precision(policy.matmul_precision):
         for start in tqdm(range(0, n, bs), desc="predict", unit="batch", disable=not progress,
                           total=-(-n // bs)):
             xb = x[start:start + bs]
@@ -83,28 +80,13 @@ def predict(params: Mapping[str, Any], config: ModelConfig, x: np.ndarray, preci
     return out
 
 
-def load_model(checkpoint: str | Path, lora: str | Path | None = None):
-    """-> (params, ModelConfig), the adapters (if any) merged into the tree."""
-    from burgers_jax.checkpoint import load_adapters, load_converted, merge_tree
-
-    params, config = load_converted(checkpoint)
-    if lora is not None:
-        adapters, lora_cfg = load_adapters(lora)
-        try:
-            params = merge_tree(params, adapters)
-        except ValueError as e:
-            raise PredictError(f"{lora}: {e}") from None
-        config = config.with_lora(r=lora_cfg.r, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
-                                  target_modules=lora_cfg.target_modules)
-    return params, config
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m burgers_jax.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path, help="converted checkpoint directory")
     p.add_argument("--input", required=True, type=Path, help=".npy array [B, T, 128, 128, 6]")
     p.add_argument("--output", required=True, type=Path, help=".npy path for the float32 prediction")
-    p.add_argument("--dtype", choices=sorted(DTYPE_TO_PRECISION), default="float32")
+    p.add_argument("--dtype", choices=list(INFERENCE_DTYPES), default="float32",
+                   help="float32: the parity policy with exact float32 matmuls; bfloat16: the PyTorch recipe's")
     p.add_argument("--lora", type=Path, default=None, help="adapters directory (convert_ckpt or training)")
     p.add_argument("--batch-size", type=int, default=4)
     return p
@@ -112,8 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from burgers_jax.checkpoint import CheckpointError
-
     try:
         if not args.input.is_file():
             raise PredictError(f"{args.input}: input file not found")
@@ -123,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             raise PredictError(f"{args.input}: not a .npy array ({e})") from None
         params, config = load_model(args.checkpoint, args.lora)
         check_input(x, config, source=str(args.input))
-        y = predict(params, config, x, DTYPE_TO_PRECISION[args.dtype], args.batch_size)
+        y = predict(params, config, x, Policy.for_dtype(args.dtype), args.batch_size)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         np.save(args.output, y)
         print(f"wrote {args.output}: {y.shape} float32")

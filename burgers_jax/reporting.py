@@ -49,10 +49,6 @@ def truncate_metrics(path: Path, last_step: int) -> int:
     return len(lines) - len(keep)
 
 
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-
-
 def plot_validation_window(pred: np.ndarray, true: np.ndarray, path: Path, title: str = "") -> None:
     """Predicted u and v, the truth and the error at the last frame of one window.
 

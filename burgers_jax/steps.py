@@ -22,6 +22,7 @@ import optax
 
 from burgers_jax import partition, physics
 from burgers_jax.analytic import CONSTRAINT_SUM
+from burgers_jax.model_config import Policy
 
 
 @flax.struct.dataclass
@@ -34,19 +35,19 @@ class TrainState:
     nonfinite_total: jax.Array
 
 
-def lr_schedule(tc) -> optax.Schedule:
+def lr_schedule(training) -> optax.Schedule:
     """Linear warmup from 0 over `warmup_steps`, then cosine to `min_lr` at `max_steps`
-    (the PyTorch recipe's LambdaLR: step 0 runs at lr 0)."""
+    (the PyTorch recipe's LambdaLR: step 0 runs at lr 0). `training`: the config section."""
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=tc.learning_rate, warmup_steps=tc.warmup_steps,
-        decay_steps=tc.max_steps, end_value=tc.min_lr)
+        init_value=0.0, peak_value=training.learning_rate, warmup_steps=training.warmup_steps,
+        decay_steps=training.max_steps, end_value=training.min_lr)
 
 
-def make_optimizer(tc, mask) -> optax.GradientTransformation:
-    b1, b2 = tc.betas
+def make_optimizer(training, mask) -> optax.GradientTransformation:
+    b1, b2 = training.betas
     inner = optax.chain(
-        optax.clip_by_global_norm(tc.grad_clip),
-        optax.adamw(lr_schedule(tc), b1=b1, b2=b2, eps=1e-8, weight_decay=tc.weight_decay),
+        optax.clip_by_global_norm(training.grad_clip),
+        optax.adamw(lr_schedule(training), b1=b1, b2=b2, eps=1e-8, weight_decay=training.weight_decay),
     )
     return optax.masked(inner, mask)
 
@@ -58,17 +59,15 @@ def nrmse(pred, true):
     return err / (jnp.sqrt(jnp.mean(true ** 2, axis=axes)) + 1e-12)
 
 
-def forward(model, params, batch, *, temporal_length: int, precision: str, train: bool, rng=None):
-    """Runs the model on frames[:T] and returns the 17-frame (u, v) prediction in float32.
+def forward(model, params, batch, *, temporal_length: int, policy: Policy, train: bool, rng=None):
+    """Runs the model on frames[:T] and returns the T+1-frame (u, v) prediction in float32.
 
     Output frame k predicts frame k + 1, so the prediction is the input frame 0
-    followed by the T outputs. Under `reference` the input (and frame 0) is bf16 as in
-    the PyTorch recipe; otherwise frame 0 comes from the float32 data.
+    followed by the T outputs. The input (and so frame 0) is cast to
+    `policy.input_dtype`: bf16 under `reference`, as in the PyTorch recipe.
     """
     frames = batch["frames"]
-    x = frames[:, :temporal_length]
-    if precision == "reference":
-        x = x.astype(jnp.bfloat16)
+    x = frames[:, :temporal_length].astype(policy.input_dtype)
     rngs = None
     if train:
         k_drop, k_noise = jax.random.split(rng)
@@ -87,19 +86,19 @@ def residual_loss(pred_uv, batch, dt):
 def make_train_step(model, tx, cfg) -> Callable:
     """Returns `train_step(state, frozen, batch) -> (state, metrics)`."""
     T = cfg.dataset.temporal_length
-    precision = cfg.model.precision
-    tc = cfg.training
+    policy = Policy.named(cfg.model.precision)
+    training = cfg.training
     dt = cfg.physics.dt
-    schedule = lr_schedule(tc)
+    schedule = lr_schedule(training)
 
     def loss_fn(adapters, frozen, batch, rng):
         params = partition.merge(adapters, frozen)
-        pred = forward(model, params, batch, temporal_length=T, precision=precision, train=True, rng=rng)
+        pred = forward(model, params, batch, temporal_length=T, policy=policy, train=True, rng=rng)
         total, loss_u, loss_v, _, _ = residual_loss(pred, batch, dt)
         data = jnp.mean(nrmse(pred[:, 1:], batch["frames"][:, 1:T + 1, ..., :2]))
-        loss = tc.lambda_pde * total
-        if tc.lambda_data:
-            loss = loss + tc.lambda_data * data
+        loss = training.lambda_pde * total
+        if training.lambda_data:
+            loss = loss + training.lambda_data * data
         return loss, {"pde_loss": total, "loss_u": loss_u, "loss_v": loss_v, "data_nrmse": data}
 
     def train_step(state: TrainState, frozen, batch):
@@ -130,34 +129,17 @@ def make_train_step(model, tx, cfg) -> Callable:
     return train_step
 
 
-def make_full_finetune_step(model, tx_full, cfg) -> Callable:
-    """A full fine-tuning step of the same model (every weight differentiated and
-    updated). Used only to show, by compiled FLOP count, what the LoRA step avoids."""
-    T = cfg.dataset.temporal_length
-    precision = cfg.model.precision
-
-    def step(params, opt_state, batch, rng):
-        def loss_fn(p):
-            pred = forward(model, p, batch, temporal_length=T, precision=precision, train=True, rng=rng)
-            return residual_loss(pred, batch, cfg.physics.dt)[0]
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx_full.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return step
-
-
 def make_eval_step(model, cfg) -> Callable:
-    """Returns `eval_step(adapters, frozen, batch) -> dict of per-sample [B] metrics`
-    (the host weights them by `batch['valid']`, so padded items never count)."""
+    """Returns `eval_step(adapters, frozen, batch) -> (metrics, pred)`: a dict of
+    per-sample [B] metrics (the host weights them by `batch['valid']`, so padded items
+    never count) and the (u, v) prediction [B, T+1, H, W, 2] in float32."""
     T = cfg.dataset.temporal_length
-    precision = cfg.model.precision
+    policy = Policy.named(cfg.model.precision)
     dt = cfg.physics.dt
 
     def eval_step(adapters, frozen, batch):
         params = partition.merge(adapters, frozen)
-        pred = forward(model, params, batch, temporal_length=T, precision=precision, train=False)
+        pred = forward(model, params, batch, temporal_length=T, policy=policy, train=False)
         _, _, _, res_u, res_v = residual_loss(pred, batch, dt)
         true = batch["frames"][:, :T + 1, ..., :2]
         per_sample = lambda r: jnp.mean(r ** 2, axis=(1, 2, 3))

@@ -2,8 +2,8 @@
 
     python -m burgers_jax.train --config configs/burgers.py [--config.a.b=value ...]
 
-The entry point only parses flags; `train_and_evaluate(config)` does the work and is
-what tests call on tiny configs. See configs/burgers.py for the runbook.
+The entry point only parses flags; `train_and_evaluate(config, workdir)` does the work
+and is what tests call on tiny configs. See configs/burgers.py for the runbook.
 
 Data parallelism: the global batch is split over a 1-D `data` mesh of all devices
 (jit with a sharded batch; params replicated), so gradients are averaged by the
@@ -29,7 +29,7 @@ from burgers_jax import checkpoint as ckpt_io
 from burgers_jax import data as data_lib
 from burgers_jax import model as model_lib
 from burgers_jax import partition, reporting, steps
-from burgers_jax.model_config import PRECISIONS
+from burgers_jax.model_config import ConfigError, LoraConfig, Policy
 
 
 class TrainConfigError(ValueError):
@@ -43,8 +43,10 @@ STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
 def check_config(cfg, num_devices: int) -> None:
     tc, dc = cfg.training, cfg.dataset
     problems = []
-    if cfg.model.precision not in PRECISIONS:
-        problems.append(f"model.precision={cfg.model.precision!r} is not one of {PRECISIONS}")
+    try:
+        Policy.named(cfg.model.precision)
+    except ConfigError as e:
+        problems.append(f"model.precision: {e}")
     if not cfg.model.pretrained_path or not Path(cfg.model.pretrained_path).is_dir():
         problems.append(f"model.pretrained_path={cfg.model.pretrained_path!r} is not a directory "
                         "(convert best.pt with porting/convert_ckpt.py first)")
@@ -91,30 +93,32 @@ def build_data(cfg):
 
 
 def load_params(cfg, rng):
-    """Converted base weights + LoRA adapters (fresh, or from `model.lora.init_path`)."""
-    params, model_cfg = ckpt_io.load_converted(cfg.model.pretrained_path)
+    """Converted base weights + LoRA adapters (from `model.lora.init_path`, or fresh)."""
     lc = cfg.model.lora
-    model_cfg = model_cfg.with_lora(r=int(lc.r), alpha=float(lc.alpha), dropout=float(lc.dropout),
-                                    target_modules=tuple(lc.target_modules))
-    tokens = (cfg.dataset.temporal_length) * model_cfg.tokens_per_frame
+    want = LoraConfig(r=int(lc.r), alpha=float(lc.alpha), dropout=float(lc.dropout),
+                      target_modules=tuple(lc.target_modules))
+    init_path = lc.get("init_path", None)
+    params, model_cfg = ckpt_io.load_model(cfg.model.pretrained_path, init_path or None)
+    tokens = cfg.dataset.temporal_length * model_cfg.tokens_per_frame
     if tokens > model_cfg.transformer.max_position_embeddings:
         raise TrainConfigError(f"dataset.temporal_length={cfg.dataset.temporal_length} gives {tokens} "
                                f"tokens > max_position_embeddings={model_cfg.transformer.max_position_embeddings}")
-    _, params = partition.split(params)  # drop adapters a base checkpoint might carry
-    params = model_lib.add_lora(params, model_cfg, rng)
-    init_path = lc.get("init_path", None)
     if init_path:
-        adapters, lora_cfg = ckpt_io.load_adapters(init_path)
-        if (lora_cfg.r, lora_cfg.alpha) != (model_cfg.lora.r, model_cfg.lora.alpha):
-            raise TrainConfigError(f"model.lora.init_path={init_path}: adapters have r={lora_cfg.r}, "
-                                   f"alpha={lora_cfg.alpha}; config has r={lc.r}, alpha={lc.alpha}")
-        params = ckpt_io.merge_tree(partition.split(params)[1], adapters)
-    params = model_lib.cast_params(params, cfg.model.precision)
-    return params, model_cfg
+        got = model_cfg.lora
+        if (got.r, got.alpha, sorted(got.target_modules)) != (want.r, want.alpha, sorted(want.target_modules)):
+            raise TrainConfigError(f"model.lora.init_path={init_path}: adapters have r={got.r}, alpha={got.alpha}, "
+                                   f"targets {sorted(got.target_modules)}; config has r={lc.r}, alpha={lc.alpha}, "
+                                   f"targets {sorted(want.target_modules)}")
+        model_cfg = model_cfg.with_lora(want)
+    else:
+        # A base checkpoint might carry adapters of its own: start from fresh ones.
+        model_cfg = model_cfg.with_lora(want)
+        params = model_lib.add_lora(partition.strip_adapters(params), model_cfg, rng)
+    return model_lib.cast_params(params, Policy.named(cfg.model.precision)), model_cfg
 
 
 class Trainer:
-    """Holds the compiled steps, the mesh and the run directory of one training run."""
+    """The compiled steps, the mesh, the data and the frozen weights of one training run."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -125,14 +129,13 @@ class Trainer:
         self.mesh = Mesh(np.asarray(devices), ("data",))
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         self.replicated = NamedSharding(self.mesh, P())
-        self.save_dir = Path(cfg.logging.save_dir)
 
         self.source, self.train_idx, self.val_idx = build_data(cfg)
         root = jax.random.PRNGKey(cfg.training.seed)
         k_lora, self.k_train = jax.random.split(root)
         params, self.model_cfg = load_params(cfg, k_lora)
         self.model = model_lib.PDECausalModel(
-            config=self.model_cfg, precision=cfg.model.precision, remat=bool(cfg.model.remat))
+            config=self.model_cfg, policy=Policy.named(cfg.model.precision), remat=bool(cfg.model.remat))
         adapters, frozen = partition.split(params)
         self.frozen = jax.device_put(frozen, self.replicated)
         mask = partition.adapter_mask(params)
@@ -164,7 +167,9 @@ class Trainer:
                                     dc.seed + 1000003 * self.cfg.training.seed, step,
                                     window=dc.temporal_length + 1)
 
-    def evaluate(self, adapters, step: int, plot: bool):
+    def evaluate(self, adapters) -> tuple[dict, tuple | None]:
+        """Validation metrics (`val/...`, means over every window) and, for a plot, the
+        first window's `(pred, true, sample)`."""
         sums, count, worst = {}, 0.0, 0.0
         shown = None
         for batch in self.val_batches():
@@ -179,44 +184,69 @@ class Trainer:
                 shown = (np.asarray(pred[0]), np.asarray(batch["frames"][0, ..., :2]), int(batch["sample"][0]))
         metrics = {f"val/{k}": v / count for k, v in sums.items() if k != "constraint_error_max"}
         metrics["val/constraint_error_max"] = worst
-        if plot and shown is not None:
-            pred, true, sample = shown
-            reporting.plot_validation_window(
-                pred, true, self.save_dir / "plots" / f"val_step{step:06d}.png",
-                title=f"step {step}, validation sample {sample}, last frame; "
-                      f"val PDE loss {metrics['val/pde_loss']:.3e}")
-        return metrics
+        return metrics, shown
 
 
-def _checkpoint_manager(directory: Path):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=ocp.checkpoint_managers.LatestN(2), create=True,
-        enable_async_checkpointing=False)
-    return ocp.CheckpointManager(directory.absolute(), options=options)
+def every(step: int, n: int, last: int) -> bool:
+    """True at every n-th step and at the last one (the log and eval cadence)."""
+    return step % n == 0 or step == last
 
 
-def _save_state(manager, state, best_val: float) -> None:
-    import orbax.checkpoint as ocp
-
-    step = int(state.step)
-    payload = {"state": jax.device_get(state), "best_val": np.asarray(best_val, np.float64)}
-    manager.save(step, args=ocp.args.StandardSave(payload), force=True)
-    manager.wait_until_finished()
-
-
-def _restore_state(manager, template_state):
-    import orbax.checkpoint as ocp
-
-    step = manager.latest_step()
-    target = {"state": jax.device_get(template_state), "best_val": np.asarray(0.0, np.float64)}
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    return restored["state"], float(restored["best_val"])
+def open_run_dir(workdir: Path, cfg, model_cfg) -> Path:
+    """Creates the run directory and writes its configs; refuses one that already holds a
+    run unless `training.resume`."""
+    ckpt_dir = workdir / "checkpoints"
+    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not cfg.training.resume:
+        raise TrainConfigError(f"logging.save_dir={workdir} already holds a run; pass "
+                               "--config.training.resume=True to continue it or choose another save_dir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    (workdir / "model_config.json").write_text(json.dumps(model_cfg.to_dict(), indent=2))
+    return workdir
 
 
-def train_and_evaluate(cfg) -> dict:
-    """Runs (or resumes) a fine-tuning run; returns a summary dict."""
+def restore_or_init(trainer: Trainer, manager, workdir: Path, resume: bool):
+    """-> (state, best validation loss, resumed?): the latest checkpoint when resuming,
+    else the initial state. A resumed run drops log lines written after its checkpoint."""
+    state = trainer.initial_state()
+    if resume and manager.latest_step() is not None:
+        restored, best_val = ckpt_io.restore_state(manager, state)
+        state = jax.device_put(restored, trainer.replicated)
+        dropped = reporting.truncate_metrics(workdir / "metrics.jsonl", int(state.step))
+        print(f"resumed from {manager.directory} at step {int(state.step)} (dropped {dropped} log lines after it)")
+        return state, best_val, True
+    if resume:
+        print(f"training.resume=True but {manager.directory} has no checkpoint: starting from step 0")
+    return state, math.inf, False
+
+
+def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float, workdir: Path, manager,
+                            writer) -> tuple[dict, float, bool]:
+    """Validation at `step`: metrics logged, a plot, the best adapters saved (after
+    warmup, when the PDE loss improves) and the training state checkpointed.
+    -> (metrics, best validation loss, improved?)."""
+    cfg = trainer.cfg
+    val, shown = trainer.evaluate(state.adapters)
+    if cfg.logging.plots and shown is not None:
+        pred, true, sample = shown
+        reporting.plot_validation_window(
+            pred, true, workdir / "plots" / f"val_step{step:06d}.png",
+            title=f"step {step}, validation sample {sample}, last frame; val PDE loss {val['val/pde_loss']:.3e}")
+    if step == 0:  # the zero-shot baseline: no checkpoint, no best adapters
+        writer.write(0, val)
+        return val, best_val, False
+    improved = step >= cfg.training.warmup_steps and val["val/pde_loss"] < best_val
+    if improved:
+        best_val = val["val/pde_loss"]
+        ckpt_io.save_adapters(workdir / "best_adapters", jax.device_get(state.adapters), trainer.model_cfg.lora,
+                              metadata={"step": step, "val/pde_loss": best_val})
+    writer.write(step, {**val, "val/best_pde_loss": best_val})
+    ckpt_io.save_state(manager, step, state, best_val)
+    return val, best_val, improved
+
+
+def train_and_evaluate(cfg, workdir) -> dict:
+    """Runs (or resumes) a fine-tuning run in `workdir`; returns a summary dict."""
     from absl import logging as absl_logging
     from tqdm import tqdm
 
@@ -225,53 +255,33 @@ def train_and_evaluate(cfg) -> dict:
         jax.distributed.initialize()
     t_start = time.time()
     trainer = Trainer(cfg)
-    save_dir = trainer.save_dir
-    ckpt_dir = save_dir / "checkpoints"
-    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not cfg.training.resume:
-        raise TrainConfigError(f"logging.save_dir={save_dir} already holds a run; pass "
-                               "--config.training.resume=True to continue it or choose another save_dir")
-    save_dir.mkdir(parents=True, exist_ok=True)
-    (save_dir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    (save_dir / "model_config.json").write_text(json.dumps(trainer.model_cfg.to_dict(), indent=2))
-    manager = _checkpoint_manager(ckpt_dir)
-
-    state = trainer.initial_state()
-    best_val = math.inf
-    resumed = False
-    if cfg.training.resume and manager.latest_step() is not None:
-        restored, best_val = _restore_state(manager, state)
-        state = jax.device_put(restored, trainer.replicated)
-        dropped = reporting.truncate_metrics(save_dir / "metrics.jsonl", int(state.step))
-        print(f"resumed from {ckpt_dir} at step {int(state.step)} (dropped {dropped} log lines after it)")
-        resumed = True
-    elif cfg.training.resume:
-        print(f"training.resume=True but {ckpt_dir} has no checkpoint: starting from step 0")
+    training = cfg.training
+    workdir = open_run_dir(Path(workdir), cfg, trainer.model_cfg)
+    manager = ckpt_io.state_manager(workdir / "checkpoints")
+    state, best_val, resumed = restore_or_init(trainer, manager, workdir, training.resume)
 
     n_trainable = partition.count(state.adapters)
     print(f"trainable (LoRA) parameters: {n_trainable:,}; frozen: {partition.count(trainer.frozen):,}; "
           f"devices: {jax.device_count()}; precision: {cfg.model.precision}")
-    writer = reporting.MetricsWriter(save_dir, tensorboard=cfg.logging.tensorboard)
-    tc = cfg.training
+    writer = reporting.MetricsWriter(workdir, tensorboard=cfg.logging.tensorboard)
     first_val = last_val = None
     prefetch = None
     try:
         if not resumed:
-            val = trainer.evaluate(state.adapters, 0, cfg.logging.plots)
-            writer.write(0, val)
-            first_val = val
-            print("step 0: " + _fmt(val))
+            first_val, _, _ = evaluate_and_checkpoint(trainer, state, 0, best_val, workdir, manager, writer)
+            print("step 0: " + _fmt(first_val))
 
         start_step = int(state.step)
-        prefetch = data_lib.Prefetcher(trainer.train_batch, range(start_step, tc.max_steps),
+        prefetch = data_lib.Prefetcher(trainer.train_batch, range(start_step, training.max_steps),
                                        depth=cfg.dataloader.prefetch)
-        bar = tqdm(total=tc.max_steps, initial=start_step, desc="train", dynamic_ncols=True,
+        bar = tqdm(total=training.max_steps, initial=start_step, desc="train", dynamic_ncols=True,
                    disable=None)  # None: shown on a terminal, silent in logs and CI
         t_last, s_last = time.time(), start_step
         for batch in prefetch:
             state, m = trainer.train_step(state, trainer.frozen, trainer.shard_batch(batch))
             step = int(state.step)
             bar.update(1)
-            if step % cfg.logging.log_interval == 0 or step == tc.max_steps:
+            if every(step, cfg.logging.log_interval, training.max_steps):
                 m = jax.device_get(m)
                 rate = (step - s_last) / max(time.time() - t_last, 1e-9)
                 t_last, s_last = time.time(), step
@@ -280,23 +290,15 @@ def train_and_evaluate(cfg) -> dict:
                 record["train/nonfinite_total"] = int(state.nonfinite_total)
                 writer.write(step, record)
                 bar.set_postfix(loss=f"{float(m['loss']):.3e}", lr=f"{float(m['lr']):.2e}", it_s=f"{rate:.2f}")
-            if int(state.nonfinite_in_a_row) > tc.max_consecutive_nonfinite:
+            if int(state.nonfinite_in_a_row) > training.max_consecutive_nonfinite:
                 raise FloatingPointError(
                     f"step {step}: {int(state.nonfinite_in_a_row)} non-finite losses or gradients in a row "
-                    f"(limit training.max_consecutive_nonfinite={tc.max_consecutive_nonfinite}); "
-                    f"last checkpoint kept in {ckpt_dir}")
-            if step % tc.eval_every_steps == 0 or step == tc.max_steps:
-                val = trainer.evaluate(state.adapters, step, cfg.logging.plots)
-                improved = step >= tc.warmup_steps and val["val/pde_loss"] < best_val
-                if improved:
-                    best_val = val["val/pde_loss"]
-                    ckpt_io.save_adapters(save_dir / "best_adapters", jax.device_get(state.adapters),
-                                          trainer.model_cfg.lora,
-                                          metadata={"step": step, "val/pde_loss": best_val})
-                writer.write(step, {**val, "val/best_pde_loss": best_val})
-                _save_state(manager, state, best_val)
-                last_val = val
-                bar.write(f"step {step}: " + _fmt(val) + ("  (best, adapters saved)" if improved else ""))
+                    f"(limit training.max_consecutive_nonfinite={training.max_consecutive_nonfinite}); "
+                    f"last checkpoint kept in {manager.directory}")
+            if every(step, training.eval_every_steps, training.max_steps):
+                last_val, best_val, improved = evaluate_and_checkpoint(
+                    trainer, state, step, best_val, workdir, manager, writer)
+                bar.write(f"step {step}: " + _fmt(last_val) + ("  (best, adapters saved)" if improved else ""))
         bar.close()
     finally:
         if prefetch is not None:
@@ -305,13 +307,13 @@ def train_and_evaluate(cfg) -> dict:
         manager.close()
 
     summary = {
-        "save_dir": str(save_dir), "steps": int(state.step), "trainable_params": n_trainable,
+        "save_dir": str(workdir), "steps": int(state.step), "trainable_params": n_trainable,
         "nonfinite_total": int(state.nonfinite_total), "best_val_pde_loss": best_val,
         "first_val": first_val, "last_val": last_val, "wall_s": time.time() - t_start,
-        "metrics": str(save_dir / "metrics.jsonl"), "plots": str(save_dir / "plots"),
-        "best_adapters": str(save_dir / "best_adapters"),
+        "metrics": str(workdir / "metrics.jsonl"), "plots": str(workdir / "plots"),
+        "best_adapters": str(workdir / "best_adapters"),
     }
-    (save_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
@@ -324,18 +326,15 @@ def main(argv=None) -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
-    flags.DEFINE_string("workdir", None, "Overrides logging.save_dir.")
+    flags.DEFINE_string("workdir", None, "Run directory (default: the config's logging.save_dir).")
     config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 
     def run(_):
         cfg = flags.FLAGS.config
         if cfg is None:
             raise app.UsageError("--config is required, e.g. --config configs/burgers.py")
-        if flags.FLAGS.workdir:
-            cfg.unlock()
-            cfg.logging.save_dir = flags.FLAGS.workdir
         try:
-            summary = train_and_evaluate(cfg)
+            summary = train_and_evaluate(cfg, flags.FLAGS.workdir or cfg.logging.save_dir)
         except (TrainConfigError, data_lib.DataError, ckpt_io.CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.pretrained_path = "checkpoints/pretrained"  # output of porting/convert_ckpt.py
-    # reference | fp32_output | float32 (see burgers_jax.model_config.PRECISIONS);
+    # reference | fp32_output | float32 (see burgers_jax.model_config.Policy);
     # fp32_output keeps the bf16 trunk but computes the last decoder stage, the
     # denormalization and the residual in float32 (chosen from the demo's policy table).
     c.model.precision = "fp32_output"

@@ -14,6 +14,7 @@ pretrained model).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +24,14 @@ if __package__ in (None, ""):  # run as `python porting/export_torch.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+import torch
+from absl import logging as absl_logging
 
+from burgers_jax.checkpoint import CheckpointError, load_metadata, load_model
+from burgers_jax.model import merge_lora
 from burgers_jax.model_config import ConfigError, ModelConfig
+from burgers_jax.partition import flatten, strip_adapters, unflatten
+from porting.mapping import MappingError, flax_to_torch, lora_flax_to_torch
 
 
 class ExportError(RuntimeError):
@@ -33,8 +40,6 @@ class ExportError(RuntimeError):
 
 def _torch_tensor(a: Any, dtype=None):
     """numpy (incl. ml_dtypes bf16) -> torch tensor of `dtype` (default: same dtype)."""
-    import torch
-
     a = np.asarray(a)
     if a.dtype.name == "bfloat16":
         t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
@@ -53,10 +58,6 @@ def torch_config_dict(config: ModelConfig, with_lora: bool) -> dict[str, Any]:
 
 
 def export_lora(params: Mapping[str, Any], config: ModelConfig, out: Path, metadata: Mapping | None = None) -> dict:
-    import torch
-
-    from porting.mapping import lora_flax_to_torch
-
     if config.lora.r <= 0:
         raise ExportError("no adapters to export: pass --lora ADAPTERS (or --merged for a full checkpoint)")
     sd = {k: _torch_tensor(v, torch.float32) for k, v in lora_flax_to_torch(params, config).items()}
@@ -74,10 +75,6 @@ def export_lora(params: Mapping[str, Any], config: ModelConfig, out: Path, metad
 
 
 def export_merged(params: Mapping[str, Any], config: ModelConfig, out: Path, metadata: Mapping | None = None) -> dict:
-    from burgers_jax.checkpoint import flatten, strip_adapters
-    from burgers_jax.model import merge_lora
-    from porting.mapping import flax_to_torch
-
     base_dtypes = {p: np.asarray(v).dtype for p, v in flatten(strip_adapters(params)).items()}
     if config.lora.r > 0:
         merged = strip_adapters(merge_lora(params, config))
@@ -85,8 +82,6 @@ def export_merged(params: Mapping[str, Any], config: ModelConfig, out: Path, met
         merged = params
     # merge_lora may compute in float32; the file keeps each weight in its original dtype.
     flat = {p: np.asarray(v).astype(base_dtypes[p]) for p, v in flatten(merged).items()}
-    from burgers_jax.checkpoint import unflatten
-
     base_config = config.with_lora(r=0)
     sd = {k: _torch_tensor(v) for k, v in flax_to_torch(unflatten(flat), base_config).items()}
     meta = dict(metadata or {})
@@ -106,10 +101,6 @@ def export_merged(params: Mapping[str, Any], config: ModelConfig, out: Path, met
 
 
 def _save(obj: Any, out: Path) -> None:
-    import os
-
-    import torch
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)
@@ -117,19 +108,8 @@ def _save(obj: Any, out: Path) -> None:
 
 
 def load_for_export(checkpoint: Path, lora: Path | None):
-    from burgers_jax.checkpoint import load_adapters, load_converted, load_metadata, merge_tree
-
-    params, config = load_converted(checkpoint)
-    meta: dict[str, Any] = {}
-    if lora is not None:
-        adapters, lora_cfg = load_adapters(lora)
-        params = merge_tree(params, adapters)
-        config = config.with_lora(r=lora_cfg.r, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
-                                  target_modules=lora_cfg.target_modules)
-        meta = load_metadata(lora)
-    else:
-        meta = load_metadata(checkpoint)
-    return params, config, meta
+    params, config = load_model(checkpoint, lora)
+    return params, config, load_metadata(lora if lora is not None else checkpoint)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="output .pt file")
     p.add_argument("--merged", action="store_true", help="write a best.pt with the adapters merged in")
     args = p.parse_args(argv)
-    from burgers_jax.checkpoint import CheckpointError
-
-    try:
-        from porting.mapping import MappingError
-    except ImportError:
-        MappingError = ExportError  # type: ignore[misc,assignment]
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process restore
     try:
         params, config, meta = load_for_export(args.checkpoint, args.lora)
         meta = {**meta, "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -27,14 +27,15 @@ Key forms: torch `a.b.3.conv.2.weight` <-> tree `a/b/3/conv_2/kernel`;
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
 import ml_dtypes
 import numpy as np
 
+from burgers_jax.model import param_shapes
 from burgers_jax.model_config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelConfig
+from burgers_jax.partition import flatten, is_adapter, path_str, unflatten
 
 
 class MappingError(ValueError):
@@ -210,43 +211,6 @@ def _shape(value: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in value.shape)
 
 
-def model_leaf_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Leaf path -> shape of the adapter-free Flax model, by `jax.eval_shape` of its init."""
-    return dict(_model_leaf_shapes(config.with_lora(r=0)))
-
-
-@functools.lru_cache(maxsize=16)
-def _model_leaf_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    import jax
-
-    from burgers_jax.model import init_params
-
-    tree = jax.eval_shape(lambda: init_params(config.with_lora(r=0), jax.random.key(0)))
-    out: dict[tuple[str, ...], tuple[int, ...]] = {}
-
-    def walk(node, path):
-        for k, v in node.items():
-            if isinstance(v, Mapping):
-                walk(v, path + (k,))
-            else:
-                out[path + (k,)] = tuple(v.shape)
-
-    walk(tree, ())
-    return out
-
-
-def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
-    for k in path[:-1]:
-        tree = tree.setdefault(k, {})
-    tree[path[-1]] = value
-
-
-def _get(tree: Mapping, path: tuple[str, ...]) -> Any:
-    for k in path:
-        tree = tree[k]
-    return tree
-
-
 def _raise(what: str, missing=(), unexpected=(), mismatched=()) -> None:
     lines = [what]
     for title, items in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)):
@@ -270,12 +234,12 @@ def _convert(state_dict: Mapping[str, Any], table: list[Entry], want: Mapping[tu
                                   f"model wants {want[e.path]} ({e.transform.name})")
     if missing or unexpected or mismatched:
         _raise(what, missing, unexpected, mismatched)
-    params: dict = {}
+    flat: dict = {}
     for e in table:  # one tensor at a time, so peak memory stays near source + result
         value = state_dict.pop(e.torch_key) if consume else state_dict[e.torch_key]
-        _set(params, e.path, e.transform.forward(to_numpy(value)))
+        flat[e.path] = e.transform.forward(to_numpy(value))
         del value
-    return params
+    return unflatten(flat)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -288,7 +252,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], config: ModelConfig, *, consume
     mutable `state_dict` once converted, so the source memory is released on the way.
     """
     table = mapping_table(config)
-    want = model_leaf_shapes(config)
+    want = param_shapes(config)
     table_paths = {e.path for e in table}
     if table_paths != set(want):  # the table and the Flax model must describe the same tree
         _raise("porting/mapping.py: mapping table and Flax model disagree (a bug in the table or the model)",
@@ -305,23 +269,14 @@ def flax_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, n
     Adapter leaves (lora_A/lora_B) are skipped; every other leaf must be in the table.
     """
     table = mapping_table(config)
-    have: dict[tuple[str, ...], Any] = {}
-
-    def walk(node, path):
-        for k, v in node.items():
-            if isinstance(v, Mapping):
-                walk(v, path + (k,))
-            elif k not in ("lora_A", "lora_B"):
-                have[path + (k,)] = v
-
-    walk(params, ())
+    have = {p: v for p, v in flatten(params).items() if not is_adapter(p)}
     by_path = {e.path: e for e in table}
     missing = [e.path_str for e in table if e.path not in have]
     unexpected = ["/".join(p) for p in have if p not in by_path]
     if missing or unexpected:
         _raise("Flax params do not fit the model config", missing, unexpected)
     out = {e.torch_key: e.transform.inverse(to_numpy(have[e.path])) for e in table}
-    want = model_leaf_shapes(config)
+    want = param_shapes(config)
     mismatched = [f"{e.path_str} {_shape(have[e.path])}: model wants {want[e.path]}" for e in table
                   if _shape(have[e.path]) != want[e.path]]
     if mismatched:
@@ -330,14 +285,14 @@ def flax_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, n
 
 
 def _lora_want(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    tc, r = config.transformer, config.lora.r
-    dims = {"q_proj": (tc.hidden_size, tc.num_attention_heads * tc.head_dim),
-            "k_proj": (tc.hidden_size, tc.num_key_value_heads * tc.head_dim),
-            "v_proj": (tc.hidden_size, tc.num_key_value_heads * tc.head_dim),
-            "o_proj": (tc.num_attention_heads * tc.head_dim, tc.hidden_size),
-            "gate_proj": (tc.hidden_size, tc.intermediate_size),
-            "up_proj": (tc.hidden_size, tc.intermediate_size),
-            "down_proj": (tc.intermediate_size, tc.hidden_size)}
+    tr, r = config.transformer, config.lora.r
+    dims = {"q_proj": (tr.hidden_size, tr.num_attention_heads * tr.head_dim),
+            "k_proj": (tr.hidden_size, tr.num_key_value_heads * tr.head_dim),
+            "v_proj": (tr.hidden_size, tr.num_key_value_heads * tr.head_dim),
+            "o_proj": (tr.num_attention_heads * tr.head_dim, tr.hidden_size),
+            "gate_proj": (tr.hidden_size, tr.intermediate_size),
+            "up_proj": (tr.hidden_size, tr.intermediate_size),
+            "down_proj": (tr.intermediate_size, tr.hidden_size)}
     want = {}
     for e in lora_table(config):
         fan_in, fan_out = dims[e.path[-2]]
@@ -361,27 +316,18 @@ def lora_flax_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[s
     """Adapter leaves of a tree (full or adapters only) -> PEFT keys (`….lora_A.default.weight` `[r, in]`)."""
     table = lora_table(config)
     want = _lora_want(config)
+    flat = flatten(params)
     out, missing, mismatched = {}, [], []
     for e in table:
-        try:
-            leaf = _get(params, e.path)
-        except (KeyError, TypeError):
+        leaf = flat.get(e.path)
+        if leaf is None:
             missing.append(e.path_str)
             continue
         if _shape(leaf) != want[e.path]:
             mismatched.append(f"{e.path_str} {_shape(leaf)}: expected {want[e.path]}")
             continue
         out[e.torch_key] = e.transform.inverse(to_numpy(leaf))
-    extra = []
-
-    def walk(node, path):
-        for k, v in node.items():
-            if isinstance(v, Mapping):
-                walk(v, path + (k,))
-            elif k in ("lora_A", "lora_B") and path + (k,) not in want:
-                extra.append("/".join(path + (k,)))
-
-    walk(params, ())
+    extra = [path_str(p) for p in flat if is_adapter(p) and p not in want]
     if missing or mismatched or extra:
         _raise(f"adapters do not fit r={config.lora.r}, targets {list(config.lora.target_modules)}",
                missing, extra, mismatched)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from burgers_jax import physics
+from burgers_jax import analytic, physics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def main(argv=None) -> None:
 
     torch_pde_loss = _load_torch_reference()
     nus = np.linspace(0.1, 0.15, args.batch)
-    batch = physics.analytic_batch(nus, start=np.arange(args.batch) * 50, frames=args.frames, resolution=args.resolution)
+    batch = analytic.analytic_batch(nus, start=np.arange(args.batch) * 50, frames=args.frames, resolution=args.resolution)
     # a perturbed field, so both upwind branches and realistic magnitudes are exercised
     batch["pred"] = batch["pred"] + 1e-3 * np.random.default_rng(0).standard_normal(batch["pred"].shape)
     names = ("pred", "left", "right", "bottom", "top")

@@ -49,9 +49,9 @@ def main(argv=None) -> int:
 
     if not args.skip_floors:
         banner("1. Physics floors: the PDE loss of reference fields (nu = 0.125, 17 frames, 128^2)")
-        from burgers_jax import physics
+        from burgers_jax import floors
 
-        print(physics.format_floors_report(physics.floors_report(nu=0.125)))
+        print(floors.format_floors_report(floors.floors_report(nu=0.125)))
 
     banner("2. A tiny pretrained model in the PyTorch best.pt format (PyTorch reference)")
     import torch

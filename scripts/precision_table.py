@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         cfg.logging.plots = False
         shutil.rmtree(cfg.logging.save_dir, ignore_errors=True)
         t0 = time.time()
-        s = train.train_and_evaluate(cfg)
+        s = train.train_and_evaluate(cfg, cfg.logging.save_dir)
         rows.append((policy, s["first_val"]["val/pde_loss"], s["last_val"]["val/pde_loss"],
                      s["best_val_pde_loss"], s["last_val"]["val/nrmse"], time.time() - t0, s["steps"]))
 

@@ -18,8 +18,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from burgers_jax.model_config import ConfigError, EncoderConfig, ModelConfig, tiny_config  # noqa: E402
+from burgers_jax.model_config import ConfigError, EncoderConfig, ModelConfig, Policy, tiny_config  # noqa: E402
+from burgers_jax.partition import flatten, unflatten  # noqa: E402
 from porting import convert_ckpt as cc  # noqa: E402
+from porting.architecture import cross_check  # noqa: E402
+from porting.verify import rel_l2  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 T_FRAMES = 2  # short T keeps the tests fast; the model is T-generic
@@ -204,14 +207,14 @@ def test_full_size_head_layouts_are_told_apart():
                                                                           num_attention_heads=16))
     shapes_16 = spec_shapes(cfg_16)
     assert shapes_16["transformer.layers.0.self_attn.k_proj.weight"] == (192, 768)
-    cc.cross_check(cfg_16, shapes_16, "x")  # consistent: no error
+    cross_check(cfg_16, shapes_16, "x")  # consistent: no error
     with pytest.raises(ConfigError) as e:
-        cc.cross_check(cfg_12, shapes_16, "best.pt")
+        cross_check(cfg_12, shapes_16, "best.pt")
     msg = str(e.value)
     assert "model.transformer.num_attention_heads=12" in msg and "num_attention_heads=16" in msg, msg
     assert "192" in msg and "256" in msg, msg
     with pytest.raises(ConfigError, match=r"num_attention_heads=16 .*num_attention_heads=12"):
-        cc.cross_check(cfg_16, spec_shapes(cfg_12), "best.pt")
+        cross_check(cfg_16, spec_shapes(cfg_12), "best.pt")
 
 
 @pytest.mark.parametrize("field,change,expect", [
@@ -232,12 +235,6 @@ def test_config_field_mismatch(tmp_path, cfg, capsys, field, change, expect):
 # ----------------------------------------------------------------------------- against the torch reference
 
 
-def rel_l2(a, b) -> float:
-    """||a - b|| / ||b||, b the torch reference."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
 def flax_forward(params, cfg: ModelConfig, x: np.ndarray) -> dict:
     """Converted Flax model, float32 policy with exact float32 matmuls, plus its seams."""
     import jax
@@ -245,7 +242,7 @@ def flax_forward(params, cfg: ModelConfig, x: np.ndarray) -> dict:
     from burgers_jax.model import PDECausalModel
 
     with jax.default_matmul_precision("highest"):
-        out, inter = PDECausalModel(cfg, precision="float32").apply(
+        out, inter = PDECausalModel(cfg, policy=Policy.named("float32")).apply(
             {"params": params}, x, train=False, return_intermediates=True)
     return {**{k: np.asarray(v) for k, v in inter.items()}, "output": np.asarray(out)}
 
@@ -315,13 +312,11 @@ def test_converted_matches_torch(ref, converted):
 
 
 def jax_leaves(tree):
-    from burgers_jax.checkpoint import flatten
-
     return list(flatten(tree).values())
 
 
 def test_input_variants_convert_to_the_same_params(ref, converted, tmp_path):
-    from burgers_jax.checkpoint import flatten, load_converted
+    from burgers_jax.checkpoint import load_converted
 
     full = torch.load(ref.root / "best.pt", weights_only=True)
     sd = full["model_state_dict"]
@@ -352,12 +347,9 @@ def test_missing_and_extra_tensor(ref, tmp_path, capsys):
 
 
 def _flax_with_adapters(base_dir: Path, adapters_dir: Path):
-    from burgers_jax.checkpoint import load_adapters, load_converted, merge_tree
+    from burgers_jax.checkpoint import load_model
 
-    params, cfg = load_converted(base_dir, precision="float32")
-    adapters, lora = load_adapters(adapters_dir)
-    cfg = cfg.with_lora(r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
-    return merge_tree(params, adapters), cfg
+    return load_model(base_dir, adapters_dir, policy=Policy.named("float32"))
 
 
 def test_lora_checkpoint_reproduces_peft(ref, converted, tmp_path):
@@ -387,11 +379,11 @@ def test_lora_without_alpha_fails(ref, tmp_path, capsys):
 
 def _random_adapters(cfg: ModelConfig, seed: int = 7) -> dict:
     """Random float32 adapters (non-zero B) for every target of cfg.lora, written in Flax."""
-    from burgers_jax.checkpoint import expected_shapes, unflatten
+    from burgers_jax.model import param_shapes
 
     rng = np.random.default_rng(seed)
     r, flat = cfg.lora.r, {}
-    for path, shape in expected_shapes(cfg).items():
+    for path, shape in param_shapes(cfg).items():
         if path[0] == "transformer" and path[-1] == "kernel" and path[-2] in cfg.lora.target_modules:
             flat[path[:-1] + ("lora_A",)] = (rng.standard_normal((shape[0], r)) / np.sqrt(shape[0])).astype(np.float32)
             flat[path[:-1] + ("lora_B",)] = (0.05 * rng.standard_normal((r, shape[1]))).astype(np.float32)

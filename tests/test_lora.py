@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from burgers_jax.model import add_lora, cast_params, merge_lora  # noqa: E402
-from burgers_jax.model_config import ModelConfig  # noqa: E402
+from burgers_jax.model_config import ModelConfig, Policy  # noqa: E402
 from porting import torch_reference as R  # noqa: E402
 from porting.mapping import MappingError, lora_flax_to_torch, lora_torch_to_flax, torch_to_flax  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_add_lora_refuses_trees_with_adapters_and_r0_is_noop(base):
 def test_merge_lora_math(base):
     _, _, config, params = base
     cfg = config.with_lora(r=4, alpha=8.0)
-    tree = add_lora(cast_params(params, "reference"), cfg, jax.random.key(0))
+    tree = add_lora(cast_params(params, Policy.named("reference")), cfg, jax.random.key(0))
     tree = jax.tree_util.tree_map_with_path(
         lambda p, v: v + 0.01 * (1 + jnp.arange(v.size).reshape(v.shape) % 7) if p[-1].key == "lora_B" else v, tree)
     merged = merge_lora(tree, cfg)
@@ -98,12 +98,12 @@ def test_cast_params_policies(base):
     _, _, config, params = base
     tree = add_lora(params, config.with_lora(r=2, alpha=4.0), jax.random.key(0))
     for precision, frozen in (("float32", jnp.float32), ("reference", jnp.bfloat16), ("fp32_output", jnp.bfloat16)):
-        cast = cast_params(tree, precision)
+        cast = cast_params(tree, Policy.named(precision))
         for path, leaf in jax.tree_util.tree_leaves_with_path(cast):
             want = jnp.float32 if path[-1].key in ("lora_A", "lora_B") else frozen
             assert leaf.dtype == want, (precision, path)
     with pytest.raises(ValueError, match="precision"):
-        cast_params(tree, "fp16")
+        cast_params(tree, Policy.named("fp16"))
 
 
 def test_lora_mapping_round_trip_and_best_lora_pt(base, tmp_path):

@@ -26,7 +26,7 @@ torch = pytest.importorskip("torch")
 
 from burgers_jax.layers import Conv2d, ConvTranspose2d, GroupNorm, gelu  # noqa: E402
 from burgers_jax.model import PDECausalModel, Transformer, add_lora, cast_params, merge_lora  # noqa: E402
-from burgers_jax.model_config import ModelConfig  # noqa: E402
+from burgers_jax.model_config import ModelConfig, Policy  # noqa: E402
 from porting import torch_reference as R  # noqa: E402
 from porting.mapping import (  # noqa: E402
     MappingError,
@@ -34,6 +34,7 @@ from porting.mapping import (  # noqa: E402
     lora_torch_to_flax,
     torch_to_flax,
 )
+from porting.verify import rel_l2  # noqa: E402
 
 SEAMS = ("encoder_tokens", "transformer_output", "decoder_output", "output")
 # float32 end to end on both sides; what remains is summation order in convs/matmuls
@@ -43,12 +44,6 @@ F32_TOL = 1e-5
 # bf16 weights+activations on both sides; each side rounds differently (bf16 eps 7.8e-3)
 # and the two agree with float32 to ~1e-2 each (measured 0.6-1.4e-2), hence 2e-2.
 BF16_TOL = 2e-2
-
-
-def rel_l2(a, b) -> float:
-    a = np.asarray(jnp.asarray(a, jnp.float32), np.float64)
-    b = np.asarray(b.float().numpy() if hasattr(b, "numpy") else b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def config_dict(use_resblock: bool, heads: int, kv_heads: int, layers: int) -> dict:
@@ -68,7 +63,7 @@ def make_input(batch: int, frames: int, seed: int = 0) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def jitted_apply(config: ModelConfig, precision: str = "float32", attention_impl: str = "chunked"):
-    model = PDECausalModel(config, precision=precision, attention_impl=attention_impl)
+    model = PDECausalModel(config, policy=Policy.named(precision), attention_impl=attention_impl)
     return jax.jit(lambda p, x: model.apply({"params": p}, x, return_intermediates=True))
 
 
@@ -253,7 +248,7 @@ def test_bf16_policies_against_torch_bf16():
     params = torch_to_flax(mb.state_dict(), pair.config)
     assert all(v.dtype == jnp.bfloat16 for v in jax.tree.leaves(params)), "bf16 source must stay bf16"
     for precision, out_dtype in (("reference", jnp.bfloat16), ("fp32_output", jnp.float32)):
-        got = run_jax(pair.config, cast_params(params, precision), x, precision=precision)
+        got = run_jax(pair.config, cast_params(params, Policy.named(precision)), x, precision=precision)
         assert got["output"].dtype == out_dtype, precision
         assert got["encoder_tokens"].dtype == jnp.bfloat16, precision
         errors = {k: rel_l2(got[k], ref[k]) for k in SEAMS}

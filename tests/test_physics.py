@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from burgers_jax import physics
+from burgers_jax import analytic, floors, physics
+from porting.verify import rel_l2  # relative 2-norm: the residuals change sign, pointwise is meaningless
 
 DT = 1.0 / 999.0
 
@@ -97,13 +98,6 @@ def _torch_args(batch: dict):
     return [torch.from_numpy(np.asarray(batch[k], np.float64)) for k in ("pred", *BOUNDARIES)]
 
 
-def _rel(a, b) -> float:
-    """Relative difference in the 2-norm (the residual fields change sign, so pointwise
-    relative errors are meaningless near their zeros)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
 def _perturbed(batch: dict, std: float, seed: int = 0) -> dict:
     out = dict(batch)
     out["pred"] = batch["pred"] + std * np.random.default_rng(seed).standard_normal(batch["pred"].shape)
@@ -143,7 +137,7 @@ def test_matches_torch_reference(x64, nus, starts, field, nu_mode):
     """float64 JAX vs the independent torch reference on analytic and perturbed fields.
     The analytic u, v are positive (backward branch only); "signed" shifts each channel
     by its mean and adds noise so both velocities change sign and both upwind branches run."""
-    batch = physics.analytic_batch(nus, start=starts, frames=5, resolution=32)
+    batch = analytic.analytic_batch(nus, start=starts, frames=5, resolution=32)
     if field == "perturbed":
         batch = _perturbed(batch, 1e-3)
     if field == "signed":
@@ -158,27 +152,27 @@ def test_matches_torch_reference(x64, nus, starts, field, nu_mode):
     for name, g, w in zip(("total", "loss_u", "loss_v", "res_u", "res_v"), got, want):
         assert g.shape == tuple(w.shape), name
         # float64 and identical stencil algebra: only summation order differs (~1e-14)
-        assert _rel(g, w.numpy()) <= 1e-10, f"{name}: relative difference {_rel(g, w.numpy()):.2e}"
+        assert rel_l2(g, w.numpy()) <= 1e-10, f"{name}: relative difference {rel_l2(g, w.numpy()):.2e}"
 
 
 def test_per_sample_nu_differs_from_batch_mean(x64):
     """Per-sample nu really is used per sample (the reference's batch mean is a known flaw)."""
-    batch = physics.analytic_batch([0.1, 0.15], frames=3, resolution=16)
+    batch = analytic.analytic_batch([0.1, 0.15], frames=3, resolution=16)
     per_sample = physics.burgers_pde_loss(*_args(batch), batch["nu"], batch["dt"])[0]
     mean_nu = physics.burgers_pde_loss(*_args(batch), float(batch["nu"].mean()), batch["dt"])[0]
     want = torch_pde_loss(*_torch_args(batch), [0.1, 0.15], batch["dt"])[0].item()
-    assert _rel(per_sample, want) <= 1e-10
+    assert rel_l2(per_sample, want) <= 1e-10
     assert abs(float(mean_nu) - want) > 1e-3 * want, "batch-mean nu must give a different (wrong) loss"
 
 
 def test_terms_match_torch_reference(x64):
-    batch = _perturbed(physics.analytic_batch([0.11, 0.14], start=[10, 700], frames=4, resolution=16), 1e-3)
+    batch = _perturbed(analytic.analytic_batch([0.11, 0.14], start=[10, 700], frames=4, resolution=16), 1e-3)
     fields = physics.pde_terms(*_args(batch), batch["nu"], batch["dt"])
     rms = physics.residual_terms(*_args(batch), batch["nu"], batch["dt"])
     want = torch_pde_terms(*_torch_args(batch), batch["nu"].tolist(), batch["dt"])
     assert set(fields) == set(physics.TERM_NAMES) | {"res_u", "res_v"} == set(rms)
     for k, w in want.items():
-        assert _rel(fields[k], w.numpy()) <= 1e-10, k  # float64, same algebra
+        assert rel_l2(fields[k], w.numpy()) <= 1e-10, k  # float64, same algebra
         assert abs(float(rms[k]) - w.pow(2).mean().sqrt().item()) <= 1e-10 * w.abs().max().item(), k
 
 
@@ -187,7 +181,7 @@ def test_terms_match_torch_reference(x64):
 
 def test_analytic_floor_and_noise(x64):
     """Exact solution: loss <= 1e-6 across nu in [0.1, 0.15]; 1% noise: >= 1e3 (SPEC: ~1e4)."""
-    batch = physics.analytic_batch([0.1, 0.125, 0.15], start=[0, 400, 983], frames=3, resolution=128)
+    batch = analytic.analytic_batch([0.1, 0.125, 0.15], start=[0, 400, 983], frames=3, resolution=128)
     for i, nu in enumerate(batch["nu"]):
         one = {k: batch[k][i : i + 1] for k in ("pred", *BOUNDARIES)}
         loss = float(physics.burgers_pde_loss(*_args(one), nu, batch["dt"])[0])
@@ -198,7 +192,7 @@ def test_analytic_floor_and_noise(x64):
 
 
 def test_constraint_error(x64):
-    batch = physics.analytic_batch([0.1, 0.15], frames=2, resolution=16)
+    batch = analytic.analytic_batch([0.1, 0.15], frames=2, resolution=16)
     mean, mx = physics.constraint_error(batch["pred"])
     assert float(mx) <= 1e-15  # u + v = 1.5 exactly up to rounding of 0.75 +- a
     field = np.array([[0.8, 0.8], [0.6, 0.6]])  # u + v - 1.5 = +0.1, -0.3
@@ -305,7 +299,7 @@ def test_time_derivative_is_backward_and_spatial_terms_use_current_frame(x64):
 
 def test_float32_agrees_with_float64(x64):
     """The jitted function in float32 vs float64 on the same float32-rounded inputs."""
-    batch = physics.analytic_batch([0.1, 0.15], start=[0, 300], frames=4, resolution=32)
+    batch = analytic.analytic_batch([0.1, 0.15], start=[0, 300], frames=4, resolution=32)
     for field, rtol, atol in ((batch, 1e-3, 1e-8), (_perturbed(batch, 1e-2), 1e-5, 0.0)):
         a32 = _args(field, np.float32)
         l32 = physics.burgers_pde_loss(*a32, field["nu"].astype(np.float32), np.float32(DT))
@@ -319,7 +313,7 @@ def test_float32_agrees_with_float64(x64):
 
 
 def test_default_float32_without_x64():
-    batch = physics.analytic_batch(0.12, frames=3, resolution=16)
+    batch = analytic.analytic_batch(0.12, frames=3, resolution=16)
     out = physics.burgers_pde_loss(*_args(batch, np.float32), 0.12, DT)
     assert out[0].dtype == jnp.float32 and out[3].shape == (1, 2, 16, 16)
     assert float(out[0]) <= 1e-3  # float32 analytic floor is ~1e-6 at 16^2
@@ -327,7 +321,7 @@ def test_default_float32_without_x64():
 
 def test_pmap_over_two_devices_matches_single_device(x64):
     assert jax.device_count() >= 2, "conftest must force 2 host CPU devices"
-    batch = _perturbed(physics.analytic_batch([0.1, 0.12, 0.13, 0.15], start=[0, 5, 50, 900], frames=3, resolution=16), 1e-3)
+    batch = _perturbed(analytic.analytic_batch([0.1, 0.12, 0.13, 0.15], start=[0, 5, 50, 900], frames=3, resolution=16), 1e-3)
     args = _args(batch)
     single = physics.burgers_pde_loss(*args, batch["nu"], DT)
     split = lambda a: a.reshape(2, a.shape[0] // 2, *a.shape[1:])
@@ -336,21 +330,21 @@ def test_pmap_over_two_devices_matches_single_device(x64):
     assert out[0].shape == (2,)
     # equal shards: the mean of per-device means is the global mean, up to rounding
     for i in range(3):
-        assert _rel(jnp.mean(out[i]), single[i]) <= 1e-13
+        assert rel_l2(jnp.mean(out[i]), single[i]) <= 1e-13
     # residual fields: same math per element; XLA may fuse differently per program (~1 ulp)
     for i in (3, 4):
-        assert _rel(np.asarray(out[i]).reshape(single[i].shape), single[i]) <= 1e-13
+        assert rel_l2(np.asarray(out[i]).reshape(single[i].shape), single[i]) <= 1e-13
 
 
 def test_gradient_is_finite(x64):
-    batch = _perturbed(physics.analytic_batch(0.12, frames=3, resolution=16), 1e-3)
+    batch = _perturbed(analytic.analytic_batch(0.12, frames=3, resolution=16), 1e-3)
     args = _args(batch)
     g = jax.grad(lambda p: physics.burgers_pde_loss(p, *args[1:], 0.12, DT)[0])(args[0])
     assert g.shape == args[0].shape and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
 
 
 def test_bad_shapes_give_clear_errors():
-    b = physics.analytic_batch([0.1, 0.12], frames=3, resolution=8)
+    b = analytic.analytic_batch([0.1, 0.12], frames=3, resolution=8)
     p, l, r, bo, t = _args(b, np.float32)
     cases = [
         ((p[0], l, r, bo, t, 0.1), "pred must be \\[B, T, H, W, 2\\]"),
@@ -369,10 +363,10 @@ def test_bad_shapes_give_clear_errors():
 
 def test_floors_report_orders_the_floors():
     """Small report: the orderings the report's explanation relies on."""
-    rep = physics.floors_report(nu=0.125, resolution=32, frames=5, start=10)
+    rep = floors.floors_report(nu=0.125, resolution=32, frames=5, start=10)
     rows = {r["name"]: r for r in rep["rows"]}
     exact = rows["analytic, float64 field"]["loss_f64"]
     assert exact < rows["analytic + N(0, 1e-06^2)"]["loss_f64"] < rows["analytic + N(0, 1e-05^2)"]["loss_f64"]
     assert rows["analytic, bfloat16 field"]["loss_f64"] > rows["frozen field, true boundaries"]["loss_f64"]
-    assert "bfloat16" in physics.format_floors_report(rep)
+    assert "bfloat16" in floors.format_floors_report(rep)
     assert not jax.config.jax_enable_x64, "floors_report must not leave x64 switched on"

@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 from burgers_jax import checkpoint as ck
+from burgers_jax import partition
 from burgers_jax import predict as pr
 from burgers_jax.model import PDECausalModel, init_params
-from burgers_jax.model_config import tiny_config
+from burgers_jax.model_config import Policy, tiny_config
+from porting.verify import rel_l2
 
 REPO = Path(__file__).resolve().parents[1]
 T_FRAMES = 1  # the model is T-generic; one frame keeps the CPU forward passes cheap
@@ -34,7 +36,7 @@ def random_params(cfg, seed=0):
     shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
     rng = np.random.default_rng(seed)
     flat = {}
-    for path, s in ck.flatten(shapes).items():
+    for path, s in partition.flatten(shapes).items():
         z = rng.standard_normal(s.shape)
         if path[-1] in ("kernel", "lora_A", "lora_B"):
             z = z / np.sqrt(np.prod(s.shape[:-1]))
@@ -43,7 +45,7 @@ def random_params(cfg, seed=0):
         else:
             z = 0.1 * z
         flat[path] = z.astype(np.float32)
-    return ck.unflatten(flat)
+    return partition.unflatten(flat)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +55,9 @@ def converted(tmp_path_factory):
     cfg = tiny_config()
     lcfg = cfg.with_lora(r=4, alpha=8.0)
     with_lora = random_params(lcfg)
-    params = ck.strip_adapters(with_lora)
+    params = partition.strip_adapters(with_lora)
     ck.save_converted(root / "model", params, cfg, {"source": "test"})
-    ck.save_adapters(root / "adapters", ck.extract_adapters(with_lora), lcfg.lora)
+    ck.save_adapters(root / "adapters", partition.extract_adapters(with_lora), lcfg.lora)
     x = np.random.default_rng(0).standard_normal((3, T_FRAMES, 128, 128, 6)).astype(np.float32)
     np.save(root / "in.npy", x)
     return root, cfg, params, lcfg, with_lora, x
@@ -65,7 +67,7 @@ def _reference(params, cfg, x):
     """The model's own forward pass: one eager `apply` on the whole batch (no jit, no
     mini-batching, no padding, no file I/O): what predict must reproduce."""
     with jax.default_matmul_precision("highest"):
-        return np.asarray(PDECausalModel(cfg, precision="float32").apply({"params": params}, jnp.asarray(x)))
+        return np.asarray(PDECausalModel(cfg, policy=Policy.named("float32")).apply({"params": params}, jnp.asarray(x)))
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +81,6 @@ def refs(converted):
 # tiny model to ~2e-5 (measured). Plumbing bugs are far above it: adapters not merged
 # give ~1, the bf16 path ~1e-2, a shifted batch slice ~1.
 PLUMBING_TOL = 1e-4
-
-
-def rel_l2(a, b):
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(np.asarray(b, np.float64)))
 
 
 def test_cli_writes_model_output(converted, refs):
@@ -133,7 +131,7 @@ def test_missing_checkpoint(converted, tmp_path, capsys):
 def test_adapters_not_fitting(converted, tmp_path, capsys):
     root = converted[0]
     other = tiny_config(hidden_size=32).with_lora(r=4, alpha=8.0)  # adapters of a narrower model
-    ck.save_adapters(tmp_path / "other", ck.extract_adapters(random_params(other)), other.lora)
+    ck.save_adapters(tmp_path / "other", partition.extract_adapters(random_params(other)), other.lora)
     assert pr.main(["--checkpoint", str(root / "model"), "--input", str(root / "in.npy"), "--output",
                     str(tmp_path / "o.npy"), "--lora", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err

@@ -18,7 +18,7 @@ import pytest
 from burgers_jax import checkpoint as ckpt_io
 from burgers_jax import model as model_lib
 from burgers_jax import partition, steps, train
-from burgers_jax.model_config import tiny_config
+from burgers_jax.model_config import Policy, tiny_config
 from configs import demo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,25 +34,30 @@ def pretrained(tmp_path_factory):
 
 
 def tiny_cfg(pretrained, save_dir, **training):
-    c = demo.get_config()
+    c = demo.get_config("smoke")
     c.model.pretrained_path = str(pretrained)
-    c.model.precision = "float32"
-    c.model.lora.dropout = 0.0
-    c.dataset.temporal_length = 2
-    c.dataset.num_samples = 10
-    c.dataloader.batch_size = 2
-    c.dataloader.val_batch_size = 2
-    c.training.max_steps = 4
-    c.training.warmup_steps = 1
-    c.training.eval_every_steps = 2
-    c.training.learning_rate = 1e-3
-    c.logging.log_interval = 1
     c.logging.save_dir = str(save_dir)
-    c.logging.plots = False
-    c.logging.tensorboard = False
     for k, v in training.items():
         c.training[k] = v
     return c
+
+
+def make_full_finetune_step(model, tx_full, cfg):
+    """A full fine-tuning step of the same model (every weight differentiated and
+    updated): what the LoRA step avoids, by compiled FLOP count."""
+    T = cfg.dataset.temporal_length
+    policy = Policy.named(cfg.model.precision)
+
+    def step(params, opt_state, batch, rng):
+        def loss_fn(p):
+            pred = steps.forward(model, p, batch, temporal_length=T, policy=policy, train=True, rng=rng)
+            return steps.residual_loss(pred, batch, cfg.physics.dt)[0]
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx_full.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
 
 
 def test_every_param_classified_and_unknown_path_rejected(pretrained):
@@ -107,7 +112,7 @@ def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_adapters(pretr
     assert int(state.step) == 3 and int(state.nonfinite_total) == 0
     # frozen: bit-identical to the converted checkpoint (after the float32 cast)
     for (p, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(tr.frozen),
-                              jax.tree_util.tree_leaves_with_path(model_lib.cast_params(base, "float32"))):
+                              jax.tree_util.tree_leaves_with_path(model_lib.cast_params(base, Policy.named("float32")))):
         assert np.array_equal(np.asarray(a), np.asarray(b)), partition.path_str(p)
     # adapters did move (lora_B leaves start at zero and must not stay there)
     moved = [not np.array_equal(np.asarray(x), np.asarray(y))
@@ -126,7 +131,7 @@ def test_lora_step_flops_at_most_three_quarters_of_full_finetuning(pretrained, t
     lora_cost = tr.train_step.lower(state, tr.frozen, batch).compile().cost_analysis()
     params = partition.merge(state.adapters, tr.frozen)
     tx_full = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=1e-4))
-    full_step = jax.jit(steps.make_full_finetune_step(tr.model, tx_full, cfg))
+    full_step = jax.jit(make_full_finetune_step(tr.model, tx_full, cfg))
     full_cost = full_step.lower(params, tx_full.init(params), batch, jax.random.PRNGKey(0)).compile().cost_analysis()
     flops = lambda c: float((c[0] if isinstance(c, (list, tuple)) else c)["flops"])
     ratio = flops(lora_cost) / flops(full_cost)
@@ -189,19 +194,16 @@ def test_bad_configs_fail_before_any_work(pretrained, tmp_path):
             section, name = key.split("__")
             cfg[section][name] = value
         with pytest.raises(train.TrainConfigError, match=expected.replace(".", r"\.")):
-            train.train_and_evaluate(cfg)
+            train.train_and_evaluate(cfg, cfg.logging.save_dir)
         assert not (tmp_path / "bad").exists()
 
 
 def _cli(pretrained, save_dir, *extra):
-    flags = [f"--config.model.pretrained_path={pretrained}", "--config.model.precision=float32",
-             "--config.model.lora.dropout=0.05", "--config.dataset.temporal_length=2",
-             "--config.dataset.num_samples=10", "--config.dataloader.batch_size=2",
-             "--config.dataloader.val_batch_size=2", "--config.training.max_steps=12",
-             "--config.training.warmup_steps=2", "--config.training.eval_every_steps=3",
-             "--config.logging.log_interval=1", f"--config.logging.save_dir={save_dir}",
-             "--config.logging.tensorboard=False"]
-    return [sys.executable, "-m", "burgers_jax.train", "--config", "configs/demo.py", *flags, *extra]
+    flags = [f"--config.model.pretrained_path={pretrained}", "--config.model.lora.dropout=0.05",
+             "--config.training.max_steps=12", "--config.training.warmup_steps=2",
+             "--config.training.eval_every_steps=3", "--config.logging.plots=True",
+             f"--config.logging.save_dir={save_dir}"]
+    return [sys.executable, "-m", "burgers_jax.train", "--config", "configs/demo.py:smoke", *flags, *extra]
 
 
 def _curve(save_dir):
