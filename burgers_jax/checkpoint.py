@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +29,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from burgers_jax import outputs
 from burgers_jax.model import cast_params, param_shapes
 from burgers_jax.model_config import ConfigError, LoraConfig, ModelConfig, Policy
 from burgers_jax.partition import (
@@ -48,11 +47,25 @@ PARAMS_DIR = "params"
 ADAPTERS_DIR = "adapters"
 MODEL_CONFIG_FILE = "model_config.json"
 LORA_CONFIG_FILE = "lora_config.json"
-METADATA_FILE = "metadata.json"
+METADATA_FILE = outputs.METADATA_FILE
+SOURCE_CONFIG_FILE = "source_config.json"  # the PyTorch checkpoint's full training config, verbatim
+CONVERTED, ADAPTERS = "converted_model", "adapters"  # output kinds (outputs.format_marker)
+LEGACY_FILES = {CONVERTED: (PARAMS_DIR, MODEL_CONFIG_FILE, METADATA_FILE),
+                ADAPTERS: (ADAPTERS_DIR, LORA_CONFIG_FILE, METADATA_FILE)}
 
 
 class CheckpointError(ValueError):
     """A checkpoint directory that is missing, incomplete or does not fit the model."""
+
+
+def check_finite(tree: Mapping[str, Any], source: str) -> None:
+    """Raises CheckpointError naming the first leaf holding NaN or Inf."""
+    for path, leaf in flatten(tree).items():
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.floating) or a.dtype.name == "bfloat16":
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a.astype(np.float32))))
+            if bad:
+                raise CheckpointError(f"{source}: leaf {path_str(path)} holds {bad} non-finite value(s) (NaN/Inf)")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -64,31 +77,11 @@ def _to_numpy(tree: Mapping[str, Any]) -> dict[str, Any]:
     return jax.tree.map(np.asarray, dict(tree))
 
 
-# ----------------------------------------------------------------------------- atomic writes
+# ----------------------------------------------------------------------------- files
 
 
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _atomic_dir_write(directory: str | os.PathLike, fill) -> Path:
-    """Calls `fill(tmp_dir)` and then renames tmp_dir to `directory` (replacing it)."""
-    final = Path(directory).expanduser().resolve()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        fill(tmp)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.rename(final, old / "x")
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def _save_tree(path: Path, tree: Mapping[str, Any]) -> None:
@@ -134,16 +127,30 @@ def _require_dir(directory: str | os.PathLike, what: str) -> Path:
 # ----------------------------------------------------------------------------- converted models
 
 
+def check_converted_out(directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Before any work: may a converted model be written at `directory`? (outputs.check_dir)"""
+    return outputs.check_dir(directory, CONVERTED, overwrite, LEGACY_FILES[CONVERTED])
+
+
+def check_adapters_out(directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    return outputs.check_dir(directory, ADAPTERS, overwrite, LEGACY_FILES[ADAPTERS])
+
+
 def save_converted(directory: str | os.PathLike, params: Mapping[str, Any], model_config: ModelConfig,
-                   metadata: Mapping[str, Any] | None = None) -> Path:
-    """Writes params (dtypes kept, bf16 stays bf16), model_config.json, metadata.json."""
+                   metadata: Mapping[str, Any] | None = None, source_config: Mapping[str, Any] | None = None,
+                   overwrite: bool = False) -> Path:
+    """Writes params (dtypes kept, bf16 stays bf16), model_config.json, metadata.json and,
+    when known, the source checkpoint's full training config (source_config.json), which
+    the export to PyTorch writes back verbatim."""
 
     def fill(tmp: Path) -> None:
         _save_tree(tmp / PARAMS_DIR, params)
         _write_json(tmp / MODEL_CONFIG_FILE, model_config.to_dict())
-        _write_json(tmp / METADATA_FILE, dict(metadata or {}))
+        if source_config is not None:
+            _write_json(tmp / SOURCE_CONFIG_FILE, dict(source_config))
+        _write_json(tmp / METADATA_FILE, {**dict(metadata or {}), **outputs.format_marker(CONVERTED)})
 
-    return _atomic_dir_write(directory, fill)
+    return outputs.write_dir(directory, fill, CONVERTED, overwrite, LEGACY_FILES[CONVERTED])
 
 
 def check_params_fit(params: Mapping[str, Any], config: ModelConfig, source: str = "params") -> None:
@@ -189,6 +196,7 @@ def load_converted(directory: str | os.PathLike, policy: Policy | None = None):
     config = load_model_config(d)
     params = _restore_tree(d / PARAMS_DIR)
     check_params_fit(params, config, source=str(d / PARAMS_DIR))
+    check_finite(params, str(d / PARAMS_DIR))
     if policy is not None:
         params = cast_params(params, policy)
     return params, config
@@ -200,12 +208,23 @@ def load_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     return _read_json(path, "metadata.json") if path.is_file() else {}
 
 
+def load_source_config(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The full training config of the PyTorch checkpoint a converted model (or adapters
+    directory) came from, when it carried one."""
+    path = _require_dir(directory, "checkpoint") / SOURCE_CONFIG_FILE
+    return _read_json(path, SOURCE_CONFIG_FILE) if path.is_file() else None
+
+
 # ----------------------------------------------------------------------------- adapters
 
 
 def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any], lora_config: LoraConfig,
-                  metadata: Mapping[str, Any] | None = None) -> Path:
-    """Writes only the lora_A/lora_B leaves (float32) plus lora_config.json."""
+                  metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
+                  source_config: Mapping[str, Any] | None = None) -> Path:
+    """Writes only the lora_A/lora_B leaves (float32) plus lora_config.json.
+
+    `metadata` carries the bookkeeping the PyTorch format keeps (`global_step`,
+    `metrics`), so it survives an export to `best_lora.pt` and back."""
     flat = flatten(adapter_params)
     bad = [path_str(p) for p in flat if not is_adapter(p)]
     if bad:
@@ -217,9 +236,11 @@ def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any
     def fill(tmp: Path) -> None:
         _save_tree(tmp / ADAPTERS_DIR, tree)
         _write_json(tmp / LORA_CONFIG_FILE, lora_config.to_dict())
-        _write_json(tmp / METADATA_FILE, dict(metadata or {}))
+        if source_config is not None:
+            _write_json(tmp / SOURCE_CONFIG_FILE, dict(source_config))
+        _write_json(tmp / METADATA_FILE, {**dict(metadata or {}), **outputs.format_marker(ADAPTERS)})
 
-    return _atomic_dir_write(directory, fill)
+    return outputs.write_dir(directory, fill, ADAPTERS, overwrite, LEGACY_FILES[ADAPTERS])
 
 
 def load_adapters(directory: str | os.PathLike):
@@ -238,6 +259,7 @@ def load_adapters(directory: str | os.PathLike):
     ranks = {np.shape(v)[1] for p, v in flat.items() if p[-1] == "lora_A"}
     if ranks != {lora.r}:
         raise CheckpointError(f"{d}: lora_config.json says r={lora.r} but lora_A leaves have rank(s) {sorted(ranks)}")
+    check_finite(tree, str(d))
     return unflatten({p: np.asarray(v, dtype=np.float32) for p, v in flat.items()}), lora
 
 
@@ -280,8 +302,20 @@ def save_state(manager: ocp.CheckpointManager, step: int, state: Any, best_val: 
     manager.wait_until_finished()
 
 
-def restore_state(manager: ocp.CheckpointManager, template_state: Any) -> tuple[Any, float]:
-    """The latest saved `(state, best_val)`, with the structure of `template_state`."""
+def restore_state(manager: ocp.CheckpointManager, template_state: Any) -> tuple[Any, float, list[str]]:
+    """The latest intact saved `(state, best_val)` with the structure of `template_state`,
+    and a note for each newer step that could not be read (a save cut short, a corrupt
+    file): resuming falls back to the previous step rather than failing."""
     target = {"state": jax.device_get(template_state), "best_val": np.asarray(0.0, np.float64)}
-    restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(target))
-    return restored["state"], float(restored["best_val"])
+    skipped = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a bad file
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            skipped.append(f"checkpoint of step {step} in {manager.directory} is unreadable ({reason}); "
+                           "falling back to the previous one")
+            continue
+        return restored["state"], float(restored["best_val"]), skipped
+    raise CheckpointError(f"{manager.directory}: no intact training checkpoint to resume from"
+                          + ("".join(f"\n  {s}" for s in skipped)))

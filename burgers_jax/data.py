@@ -1,5 +1,5 @@
 """Burgers data: sources (HDF5 file or analytic formula), the reference split, stateless
-training batches, deterministic validation batches and a background prefetcher.
+training batches, deterministic validation batches and background prefetching (grain).
 
 Shapes: B batch, L window frames (17 = temporal_length + 1), T frames of a sample,
 H/W grid (H is y, W is x), C = 6 model channels (u, v, then four zeros).
@@ -19,11 +19,11 @@ bottom, top [L,1,W,2], nu []}` (all float32). A batch is a dict of numpy arrays:
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
+import grain
 import h5py
 import numpy as np
 
@@ -124,19 +124,21 @@ class AnalyticSource:
 
 
 class HDF5Source:
-    """Reads the reference HDF5 layout. The layout of every sample (names and shapes)
-    is checked at construction without reading any array data; the file is then
-    (re)opened lazily, once per process (a handle inherited through fork is not
+    """Reads the reference HDF5 layout. The layout of every sample (names and shapes) and
+    every `nu` are checked at construction without reading any field data; the file is
+    then (re)opened lazily, once per process (a handle inherited through fork is not
     reused). One handle is shared by the threads of a process: h5py serialises calls
     with its global lock, so the prefetch thread and the main thread may both read.
 
     Top-level names that are not decimal integers are ignored; sample groups must be
-    "0" .. "n-1". `dt` comes from the file attributes `t_start`/`t_end` written by the
-    generator, or from `t_range` (the reference: t in [0, 1]).
+    "0" .. "n-1". A file written by our generator records how many samples it should
+    hold (root attribute `num_samples`: a shorter file is refused) and its time axis
+    (root attributes `t0` and `dt`); `dt` is None for a file without one (the PyTorch
+    generator's), whose time step the training config must give: the frame count says
+    nothing about it (a file may hold the first 40 frames of a 1000-frame trajectory).
     """
 
-    def __init__(self, path, min_frames: int = WINDOW,
-                 t_range: tuple[float, float] | None = None):
+    def __init__(self, path, min_frames: int = WINDOW):
         self.path = Path(path)
         self.name = str(self.path)
         self._handle = None
@@ -147,12 +149,20 @@ class HDF5Source:
             raise DataError(f"{self.name}: no such file")
         if not h5py.is_hdf5(self.path):
             raise DataError(f"{self.name}: not an HDF5 file")
-        with h5py.File(self.path, "r") as f:
-            self._validate(f, min_frames)
-            if t_range is None:
-                t_range = (float(f.attrs.get("t_start", 0.0)), float(f.attrs.get("t_end", 1.0)))
-        self.t_range = (float(t_range[0]), float(t_range[1]))
-        self.dt = (self.t_range[1] - self.t_range[0]) / (self.num_frames - 1)
+        try:
+            with h5py.File(self.path, "r") as f:
+                self._validate(f, min_frames)
+                self.dt = _file_dt(f, self.num_frames)
+                expected = f.attrs.get("num_samples")
+                self._nus = {i: float(np.asarray(f[f"{i}/nu"][()]).reshape(())) for i in range(self.num_samples)}
+        except OSError as e:  # truncated or corrupt: h5py raises OSError from the C library
+            raise DataError(f"{self.name}: cannot be read (truncated or corrupt HDF5 file?): {e}") from None
+        if expected is not None and int(expected) != self.num_samples:
+            raise DataError(f"{self.name}: holds {self.num_samples} samples but was written for {int(expected)} "
+                            "(an interrupted generation or copy?)")
+        for i, nu in self._nus.items():
+            if not (np.isfinite(nu) and nu > 0):
+                raise DataError(f"{self.name}: sample {i} (group '{i}'): nu={nu} is not a positive finite viscosity")
 
     def _validate(self, f: h5py.File, min_frames: int) -> None:
         ids = sorted(int(k) for k in f.keys() if k.isdecimal())
@@ -225,25 +235,34 @@ class HDF5Source:
         self._lock = threading.Lock()
 
     def nu(self, i: int) -> float:
-        if i not in self._nus:
-            if not 0 <= i < self.num_samples:
-                raise DataError(f"{self.name}: sample {i} out of range [0, {self.num_samples})")
-            self._nus[i] = float(np.asarray(self._file()[f"{i}/nu"][()]).reshape(()))
+        if not 0 <= i < self.num_samples:
+            raise DataError(f"{self.name}: sample {i} out of range [0, {self.num_samples})")
         return self._nus[i]
 
     def read_window(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
         _check_window(self, i, start, length)
-        g = self._file()[str(i)]
         sl = slice(start, start + length)
-        window = {"data": np.asarray(g["vector/data"][sl], dtype=np.float32)}
-        for b in BOUNDARIES:
-            window[b] = np.asarray(g[f"vector/boundary/{b}"][sl], dtype=np.float32)
+        try:
+            g = self._file()[str(i)]
+            window = {"data": np.asarray(g["vector/data"][sl], dtype=np.float32)}
+            for b in BOUNDARIES:
+                window[b] = np.asarray(g[f"vector/boundary/{b}"][sl], dtype=np.float32)
+        except OSError as e:
+            raise DataError(f"{self.name}: sample {i} (group '{i}'): cannot read frames {start}..{start + length - 1} "
+                            f"(truncated or corrupt file?): {e}") from None
         _check_finite(self, i, start, window)
-        nu = self.nu(i)
-        if not np.isfinite(nu):
-            raise DataError(f"{self.name}: sample {i} (group '{i}'): 'nu' is {nu}")
-        window["nu"] = np.float32(nu)
+        window["nu"] = np.float32(self._nus[i])
         return window
+
+
+def _file_dt(f: h5py.File, num_frames: int) -> float | None:
+    """The frame spacing a file records: attribute `dt`, or (files of earlier versions of
+    our generator) `t_start`/`t_end` spanning its frames; None when it records none."""
+    if "dt" in f.attrs:
+        return float(f.attrs["dt"])
+    if "t_start" in f.attrs and "t_end" in f.attrs and num_frames > 1:
+        return (float(f.attrs["t_end"]) - float(f.attrs["t_start"])) / (num_frames - 1)
+    return None
 
 
 # --------------------------------------------------------------------------- batches
@@ -344,95 +363,14 @@ def val_batches(source, val_idx: Sequence[int], batch_size: int, window: int = W
 # --------------------------------------------------------------------------- prefetch
 
 
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-_DONE = object()
-
-
-class Prefetcher:
-    """Iterates `fn(step)` for `step` in `steps`, computed `depth` items ahead on a
-    background thread (numpy and h5py release or serialise around the GIL, so reading
-    overlaps a running device step). An exception in `fn` is re-raised to the consumer
-    at the step where it happened. `close()` (or leaving a `with` block) stops the
-    thread without consuming the rest.
-
-        with Prefetcher(lambda s: train_batch(src, tr, 4, seed, s), range(s0, s1)) as it:
-            for batch in it: ...
-    """
-
-    def __init__(self, fn: Callable[[int], object], steps: Iterable[int], depth: int = 2):
-        if depth < 1:
-            raise ValueError(f"Prefetcher depth must be >= 1, got {depth}")
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._finished = False
-        self._thread = threading.Thread(target=self._work, args=(fn, iter(steps)),
-                                        name="burgers-prefetch", daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self, fn, steps) -> None:
-        try:
-            for step in steps:
-                if self._stop.is_set() or not self._put(fn(step)):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._put(_Failure(exc))
-            return
-        self._put(_DONE)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._finished:
-            raise StopIteration
-        while True:
-            try:
-                item = self._queue.get(timeout=1.0)
-                break
-            except queue.Empty:
-                # The worker always ends with a result, _DONE or a failure; never wait on
-                # a thread that died without one.
-                if not self._thread.is_alive() and self._queue.empty():
-                    self.close()
-                    raise RuntimeError("prefetch thread ended without a result") from None
-        if item is _DONE:
-            self.close()
-            raise StopIteration
-        if isinstance(item, _Failure):
-            self.close()
-            raise item.exc
-        return item
-
-    def close(self) -> None:
-        self._finished = True
-        self._stop.set()
-        while True:  # unblock a producer waiting on a full queue
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        if self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def __del__(self):
-        if not self._finished:
-            self._stop.set()
+def prefetch(fn: Callable[[int], object], steps: range, depth: int = 2) -> Iterator:
+    """`fn(step)` for each step of `steps`, in order, computed up to `depth` items ahead on
+    background threads (grain), so reading overlaps a running device step (numpy and h5py
+    release or serialise around the GIL). An exception in `fn` reaches the consumer at the
+    step where it happened. The iterator has `close()`."""
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+    if not isinstance(steps, range) or steps.step != 1:
+        raise ValueError(f"prefetch needs a range of consecutive steps, got {steps!r}")
+    dataset = grain.MapDataset.range(steps.start, steps.stop).map(fn)
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=depth, prefetch_buffer_size=depth)))

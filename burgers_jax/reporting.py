@@ -1,28 +1,50 @@
-"""Run outputs a researcher reads: `metrics.jsonl`, TensorBoard events, PNG plots."""
+"""Run outputs a researcher reads: `metrics.jsonl`, TensorBoard events (scalars, the
+validation plots, the config), optional Weights & Biases logging, PNG plots.
+
+In a multi-host run only process 0 writes these (`enabled=False` elsewhere): one log,
+one set of plots, not one per host.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
+
+WANDB_RUN_ID_FILE = "wandb_run_id.txt"
 
 
 class MetricsWriter:
     """Appends one JSON object per log step to `save_dir/metrics.jsonl` (flushed each
-    time, so a crash loses nothing already logged) and mirrors scalars to TensorBoard."""
+    time, so a crash loses nothing already logged) and mirrors scalars and images to
+    TensorBoard and, when asked, to Weights & Biases (`wandb`: a dict with `project`,
+    `entity`, `mode` ("online" or "offline": no network needed), the same run resumed)."""
 
-    def __init__(self, save_dir: Path, tensorboard: bool = True):
-        self.path = Path(save_dir) / "metrics.jsonl"
+    def __init__(self, save_dir: Path, tensorboard: bool = True, wandb: Mapping[str, Any] | None = None,
+                 config: Mapping[str, Any] | None = None, enabled: bool = True):
+        self.enabled = enabled
+        self._file = self._tb = self._wandb = None
+        if not enabled:
+            return
+        save_dir = Path(save_dir)
+        self.path = save_dir / "metrics.jsonl"
         self._file = open(self.path, "a")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(save_dir) / "tensorboard"))
+            self._tb = SummaryWriter(str(save_dir / "tensorboard"))
+            if config is not None:
+                self._tb.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)
+        if wandb:
+            self._wandb = _start_wandb(save_dir, wandb, config)
 
     def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
         record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -31,20 +53,72 @@ class MetricsWriter:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, float(v), int(step))
             self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: float(v) for k, v in metrics.items()}, step=int(step))
+
+    def image(self, step: int, tag: str, png: Path) -> None:
+        """A plot already saved as PNG, to TensorBoard and W&B."""
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            import matplotlib.image
+
+            img = matplotlib.image.imread(str(png))[..., :3]
+            self._tb.add_image(tag, img, int(step), dataformats="HWC")
+            self._tb.flush()
+        if self._wandb is not None:
+            import wandb
+
+            self._wandb.log({tag: wandb.Image(str(png))}, step=int(step))
+
+    def hparams(self, hparams: Mapping[str, Any], results: Mapping[str, float]) -> None:
+        """The run's scalar config against its final results (TensorBoard's HParams tab)."""
+        if self.enabled and self._tb is not None:
+            scalars = {k: v for k, v in hparams.items() if isinstance(v, (int, float, str, bool))}
+            self._tb.add_hparams(scalars, {f"hparams/{k}": float(v) for k, v in results.items()})
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _start_wandb(save_dir: Path, settings: Mapping[str, Any], config: Mapping[str, Any] | None):
+    try:
+        import wandb
+    except ImportError:
+        raise RuntimeError("logging.wandb=True needs the wandb package (pip install wandb)") from None
+    id_file = save_dir / WANDB_RUN_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    id_file.write_text(run_id + "\n")
+    return wandb.init(project=settings.get("project") or None, entity=settings.get("entity") or None,
+                      mode=settings.get("mode", "online"), dir=str(save_dir), config=dict(config or {}),
+                      id=run_id, resume="allow")
 
 
 def truncate_metrics(path: Path, last_step: int) -> int:
-    """Drops records after `last_step` (a resumed run re-logs them); returns how many."""
+    """Drops records after `last_step` (a resumed run re-logs them) and torn lines (a
+    write cut short by a crash), with a warning; returns how many lines were dropped."""
     path = Path(path)
     if not path.exists():
         return 0
     lines = path.read_text().splitlines()
-    keep = [l for l in lines if l.strip() and json.loads(l)["step"] <= last_step]
+    keep, torn = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            torn += 1
+            continue
+        if step <= last_step:
+            keep.append(line)
+    if torn:
+        print(f"warning: {path}: dropped {torn} torn line(s) (a write cut short by a crash)", file=sys.stderr)
     path.write_text("".join(l + "\n" for l in keep))
     return len(lines) - len(keep)
 

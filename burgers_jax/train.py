@@ -1,6 +1,8 @@
 """LoRA fine-tuning of the ported PDECausalModel on the Burgers PDE residual.
 
-    python -m burgers_jax.train --config configs/burgers.py [--config.a.b=value ...]
+    python -m burgers_jax.train --config configs/burgers.py [--config.a.b=value ...] [--workdir DIR]
+    python -m burgers_jax.train --config configs/burgers.py \\
+        --config.logging.save_dir=DIR --config.training.resume=True      # resume DIR's run
 
 The entry point only parses flags; `train_and_evaluate(config, workdir)` does the work
 and is what tests call on tiny configs. See configs/burgers.py for the runbook.
@@ -9,13 +11,18 @@ Data parallelism: the global batch is split over a 1-D `data` mesh of all device
 (jit with a sharded batch; params replicated), so gradients are averaged by the
 compiler. Multi-host: call `jax.distributed.initialize()` on every host first
 (`--config.training.distributed=True` does that); each host then feeds the same
-stateless batches, as in the single-host case.
+stateless batches, as in the single-host case, and only process 0 writes logs, plots,
+configs and the best adapters (every process writes its part of the checkpoints).
+
+Ctrl-C stops at the end of the running step, saves a checkpoint, prints how to resume
+and exits with status 130.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,99 +36,32 @@ from burgers_jax import checkpoint as ckpt_io
 from burgers_jax import data as data_lib
 from burgers_jax import model as model_lib
 from burgers_jax import partition, reporting, steps
-from burgers_jax.model_config import ConfigError, LoraConfig, Policy
-
-
-class TrainConfigError(ValueError):
-    """A configuration that cannot run; raised before any work is done."""
-
+from burgers_jax.model_config import Policy
+from burgers_jax.outputs import OutputError
+from burgers_jax.progress import make_progress
+from burgers_jax.rundir import RunDir, RunDirError, config_dict, merge_saved
+from burgers_jax.train_setup import (
+    TrainConfigError,
+    build_data,
+    check_config,
+    load_params,
+    unknown_override,
+    with_dt,
+)
 
 # Keys of a batch that the compiled steps consume (with their leading batch axis).
 STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
+EXIT_INTERRUPTED = 130  # the shell's status for a run stopped by SIGINT
 
 
-def check_config(cfg, num_devices: int) -> None:
-    tc, dc = cfg.training, cfg.dataset
-    problems = []
-    try:
-        Policy.named(cfg.model.precision)
-    except ConfigError as e:
-        problems.append(f"model.precision: {e}")
-    if not cfg.model.pretrained_path or not Path(cfg.model.pretrained_path).is_dir():
-        problems.append(f"model.pretrained_path={cfg.model.pretrained_path!r} is not a directory "
-                        "(convert best.pt with porting/convert_ckpt.py first)")
-    if cfg.model.lora.r <= 0:
-        problems.append(f"model.lora.r={cfg.model.lora.r}: LoRA fine-tuning needs r > 0")
-    if dc.source not in ("hdf5", "analytic"):
-        problems.append(f"dataset.source={dc.source!r} is not 'hdf5' or 'analytic'")
-    if dc.source == "hdf5" and not Path(dc.path).is_file():
-        problems.append(f"dataset.path={dc.path!r} does not exist")
-    for name in ("batch_size", "val_batch_size"):
-        b = cfg.dataloader[name]
-        if b <= 0 or b % num_devices:
-            problems.append(f"dataloader.{name}={b} is not a positive multiple of the "
-                            f"{num_devices} devices")
-    if tc.max_steps <= tc.warmup_steps:
-        problems.append(f"training.max_steps={tc.max_steps} must exceed "
-                        f"training.warmup_steps={tc.warmup_steps}")
-    if tc.eval_every_steps <= 0 or cfg.logging.log_interval <= 0:
-        problems.append("training.eval_every_steps and logging.log_interval must be positive")
-    if dc.temporal_length < 1:
-        problems.append(f"dataset.temporal_length={dc.temporal_length} must be >= 1")
-    if problems:
-        raise TrainConfigError("bad configuration:\n  " + "\n  ".join(problems))
-
-
-def build_data(cfg):
-    dc = cfg.dataset
-    if dc.source == "hdf5":
-        source = data_lib.HDF5Source(dc.path)
-    else:
-        source = data_lib.AnalyticSource.reference(
-            num_samples=dc.num_samples, seed=dc.seed, nu_range=(dc.nu_min, dc.nu_max),
-            num_frames=dc.num_frames, resolution=dc.resolution)
-    if source.resolution != 128:
-        raise TrainConfigError(f"dataset resolution {source.resolution}: the model needs 128x128")
-    if abs(source.dt - cfg.physics.dt) > 1e-9 * max(1.0, cfg.physics.dt):
-        raise TrainConfigError(f"physics.dt={cfg.physics.dt} disagrees with the data's time step "
-                               f"{source.dt} ({dc.source} source)")
-    train_idx, val_idx = data_lib.split_indices(source.num_samples, dc.train_ratio, dc.seed)
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise TrainConfigError(f"dataset has {source.num_samples} samples: the split with "
-                               f"train_ratio={dc.train_ratio} leaves no train or no validation sample")
-    return source, train_idx, val_idx
-
-
-def load_params(cfg, rng):
-    """Converted base weights + LoRA adapters (from `model.lora.init_path`, or fresh)."""
-    lc = cfg.model.lora
-    want = LoraConfig(r=int(lc.r), alpha=float(lc.alpha), dropout=float(lc.dropout),
-                      target_modules=tuple(lc.target_modules))
-    init_path = lc.get("init_path", None)
-    params, model_cfg = ckpt_io.load_model(cfg.model.pretrained_path, init_path or None)
-    tokens = cfg.dataset.temporal_length * model_cfg.tokens_per_frame
-    if tokens > model_cfg.transformer.max_position_embeddings:
-        raise TrainConfigError(f"dataset.temporal_length={cfg.dataset.temporal_length} gives {tokens} "
-                               f"tokens > max_position_embeddings={model_cfg.transformer.max_position_embeddings}")
-    if init_path:
-        got = model_cfg.lora
-        if (got.r, got.alpha, sorted(got.target_modules)) != (want.r, want.alpha, sorted(want.target_modules)):
-            raise TrainConfigError(f"model.lora.init_path={init_path}: adapters have r={got.r}, alpha={got.alpha}, "
-                                   f"targets {sorted(got.target_modules)}; config has r={lc.r}, alpha={lc.alpha}, "
-                                   f"targets {sorted(want.target_modules)}")
-        model_cfg = model_cfg.with_lora(want)
-    else:
-        # A base checkpoint might carry adapters of its own: start from fresh ones.
-        model_cfg = model_cfg.with_lora(want)
-        params = model_lib.add_lora(partition.strip_adapters(params), model_cfg, rng)
-    return model_lib.cast_params(params, Policy.named(cfg.model.precision)), model_cfg
+class TrainingInterrupted(Exception):
+    """Ctrl-C: the run stopped at a step boundary after saving a checkpoint."""
 
 
 class Trainer:
     """The compiled steps, the mesh, the data and the frozen weights of one training run."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
         devices = jax.devices()
         if cfg.training.get("num_devices", 0):
             devices = devices[: cfg.training.num_devices]
@@ -130,7 +70,8 @@ class Trainer:
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         self.replicated = NamedSharding(self.mesh, P())
 
-        self.source, self.train_idx, self.val_idx = build_data(cfg)
+        self.source, self.train_idx, self.val_idx, dt, self.dt_note = build_data(cfg)
+        self.cfg = cfg = with_dt(cfg, dt)  # the time step in force, saved with the run
         root = jax.random.PRNGKey(cfg.training.seed)
         k_lora, self.k_train = jax.random.split(root)
         params, self.model_cfg = load_params(cfg, k_lora)
@@ -192,27 +133,16 @@ def every(step: int, n: int, last: int) -> bool:
     return step % n == 0 or step == last
 
 
-def open_run_dir(workdir: Path, cfg, model_cfg) -> Path:
-    """Creates the run directory and writes its configs; refuses one that already holds a
-    run unless `training.resume`."""
-    ckpt_dir = workdir / "checkpoints"
-    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not cfg.training.resume:
-        raise TrainConfigError(f"logging.save_dir={workdir} already holds a run; pass "
-                               "--config.training.resume=True to continue it or choose another save_dir")
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    (workdir / "model_config.json").write_text(json.dumps(model_cfg.to_dict(), indent=2))
-    return workdir
-
-
-def restore_or_init(trainer: Trainer, manager, workdir: Path, resume: bool):
-    """-> (state, best validation loss, resumed?): the latest checkpoint when resuming,
-    else the initial state. A resumed run drops log lines written after its checkpoint."""
+def restore_or_init(trainer: Trainer, manager, workdir: Path, resume: bool, primary: bool):
+    """-> (state, best validation loss, resumed?): the latest intact checkpoint when
+    resuming, else the initial state. A resumed run drops log lines after its checkpoint."""
     state = trainer.initial_state()
     if resume and manager.latest_step() is not None:
-        restored, best_val = ckpt_io.restore_state(manager, state)
+        restored, best_val, skipped = ckpt_io.restore_state(manager, state)
+        for note in skipped:
+            print(f"warning: {note}", file=sys.stderr)
         state = jax.device_put(restored, trainer.replicated)
-        dropped = reporting.truncate_metrics(workdir / "metrics.jsonl", int(state.step))
+        dropped = reporting.truncate_metrics(workdir / "metrics.jsonl", int(state.step)) if primary else 0
         print(f"resumed from {manager.directory} at step {int(state.step)} (dropped {dropped} log lines after it)")
         return state, best_val, True
     if resume:
@@ -221,66 +151,114 @@ def restore_or_init(trainer: Trainer, manager, workdir: Path, resume: bool):
 
 
 def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float, workdir: Path, manager,
-                            writer) -> tuple[dict, float, bool]:
+                            writer, primary: bool = True) -> tuple[dict, float, bool]:
     """Validation at `step`: metrics logged, a plot, the best adapters saved (after
     warmup, when the PDE loss improves) and the training state checkpointed.
-    -> (metrics, best validation loss, improved?)."""
+    -> (metrics, best validation loss, improved?). Only the primary process writes files
+    other than the checkpoint."""
     cfg = trainer.cfg
     val, shown = trainer.evaluate(state.adapters)
-    if cfg.logging.plots and shown is not None:
+    if primary and cfg.logging.plots and shown is not None:
         pred, true, sample = shown
+        png = workdir / "plots" / f"val_step{step:06d}.png"
         reporting.plot_validation_window(
-            pred, true, workdir / "plots" / f"val_step{step:06d}.png",
+            pred, true, png,
             title=f"step {step}, validation sample {sample}, last frame; val PDE loss {val['val/pde_loss']:.3e}")
+        writer.image(step, "val/window", png)
     if step == 0:  # the zero-shot baseline: no checkpoint, no best adapters
         writer.write(0, val)
         return val, best_val, False
     improved = step >= cfg.training.warmup_steps and val["val/pde_loss"] < best_val
     if improved:
         best_val = val["val/pde_loss"]
-        ckpt_io.save_adapters(workdir / "best_adapters", jax.device_get(state.adapters), trainer.model_cfg.lora,
-                              metadata={"step": step, "val/pde_loss": best_val})
+        if primary:
+            ckpt_io.save_adapters(workdir / "best_adapters", jax.device_get(state.adapters), trainer.model_cfg.lora,
+                                  metadata={"global_step": step, "metrics": {"val_pde_loss": best_val}},
+                                  overwrite=True)
     writer.write(step, {**val, "val/best_pde_loss": best_val})
     ckpt_io.save_state(manager, step, state, best_val)
     return val, best_val, improved
 
 
+class SigintStop:
+    """While installed, the first Ctrl-C only sets `requested`, so the loop stops at the
+    next step boundary with its state intact; a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    def install(self) -> "SigintStop":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 def train_and_evaluate(cfg, workdir) -> dict:
     """Runs (or resumes) a fine-tuning run in `workdir`; returns a summary dict."""
     from absl import logging as absl_logging
-    from tqdm import tqdm
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs every save at INFO/WARNING
     if cfg.training.get("distributed", False):
         jax.distributed.initialize()
+    primary = jax.process_index() == 0
     t_start = time.time()
-    trainer = Trainer(cfg)
     training = cfg.training
-    workdir = open_run_dir(Path(workdir), cfg, trainer.model_cfg)
-    manager = ckpt_io.state_manager(workdir / "checkpoints")
-    state, best_val, resumed = restore_or_init(trainer, manager, workdir, training.resume)
-
-    n_trainable = partition.count(state.adapters)
-    print(f"trainable (LoRA) parameters: {n_trainable:,}; frozen: {partition.count(trainer.frozen):,}; "
-          f"devices: {jax.device_count()}; precision: {cfg.model.precision}")
-    writer = reporting.MetricsWriter(workdir, tensorboard=cfg.logging.tensorboard)
-    first_val = last_val = None
-    prefetch = None
+    run_dir = RunDir(workdir)
+    run_dir.check_location(training.resume)  # before any work
+    trainer = Trainer(cfg)
+    cfg = trainer.cfg
+    notes = run_dir.check_resume(cfg) if training.resume else []  # before anything is written
+    if trainer.dt_note:
+        notes.append(trainer.dt_note)
+    workdir = run_dir.path
+    if primary:
+        taken = run_dir.lock()
+        notes += [taken] if taken else []
+    for note in notes:
+        print(f"note: {note}")
+    manager = writer = prefetch = None
+    sigint = SigintStop().install()
     try:
+        if primary:
+            (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+            (workdir / "model_config.json").write_text(json.dumps(trainer.model_cfg.to_dict(), indent=2))
+        manager = ckpt_io.state_manager(workdir / "checkpoints")
+        state, best_val, resumed = restore_or_init(trainer, manager, workdir, training.resume, primary)
+        n_trainable = partition.count(state.adapters)
+        print(f"trainable (LoRA) parameters: {n_trainable:,}; frozen: {partition.count(trainer.frozen):,}; "
+              f"devices: {jax.device_count()}; precision: {cfg.model.precision}; dt: {cfg.physics.dt:.9g}")
+        wandb = ({"project": cfg.logging.get("project"), "entity": cfg.logging.get("entity"),
+                  "mode": cfg.logging.get("wandb_mode", "online")} if cfg.logging.get("wandb") else None)
+        writer = reporting.MetricsWriter(workdir, tensorboard=cfg.logging.tensorboard, wandb=wandb,
+                                         config=config_dict(cfg), enabled=primary)
+        first_val = last_val = None
         if not resumed:
-            first_val, _, _ = evaluate_and_checkpoint(trainer, state, 0, best_val, workdir, manager, writer)
+            first_val, _, _ = evaluate_and_checkpoint(trainer, state, 0, best_val, workdir, manager, writer, primary)
             print("step 0: " + _fmt(first_val))
 
-        start_step = int(state.step)
-        prefetch = data_lib.Prefetcher(trainer.train_batch, range(start_step, training.max_steps),
-                                       depth=cfg.dataloader.prefetch)
-        bar = tqdm(total=training.max_steps, initial=start_step, desc="train", dynamic_ncols=True,
-                   disable=None)  # None: shown on a terminal, silent in logs and CI
+        step = start_step = int(state.step)  # the step counter lives on the host: no device sync per step
+        prefetch = data_lib.prefetch(trainer.train_batch, range(start_step, training.max_steps),
+                                     depth=cfg.dataloader.prefetch)
+        bar = make_progress(training.max_steps, "train", unit="step", initial=start_step,
+                            every=cfg.logging.log_interval)
         t_last, s_last = time.time(), start_step
         for batch in prefetch:
             state, m = trainer.train_step(state, trainer.frozen, trainer.shard_batch(batch))
-            step = int(state.step)
-            bar.update(1)
+            step += 1
             if every(step, cfg.logging.log_interval, training.max_steps):
                 m = jax.device_get(m)
                 rate = (step - s_last) / max(time.time() - t_last, 1e-9)
@@ -289,22 +267,29 @@ def train_and_evaluate(cfg, workdir) -> dict:
                 record["train/steps_per_s"] = rate
                 record["train/nonfinite_total"] = int(state.nonfinite_total)
                 writer.write(step, record)
-                bar.set_postfix(loss=f"{float(m['loss']):.3e}", lr=f"{float(m['lr']):.2e}", it_s=f"{rate:.2f}")
-            if int(state.nonfinite_in_a_row) > training.max_consecutive_nonfinite:
-                raise FloatingPointError(
-                    f"step {step}: {int(state.nonfinite_in_a_row)} non-finite losses or gradients in a row "
-                    f"(limit training.max_consecutive_nonfinite={training.max_consecutive_nonfinite}); "
-                    f"last checkpoint kept in {manager.directory}")
+                bar.set_postfix(loss=f"{float(m['loss']):.3e}", lr=f"{float(m['lr']):.2e}")
+                if int(state.nonfinite_in_a_row) > training.max_consecutive_nonfinite:
+                    raise FloatingPointError(
+                        f"step {step}: {int(state.nonfinite_in_a_row)} non-finite losses or gradients in a "
+                        f"row (limit training.max_consecutive_nonfinite={training.max_consecutive_nonfinite}); "
+                        f"last checkpoint kept in {manager.directory}")
+            bar.update(1)
             if every(step, training.eval_every_steps, training.max_steps):
                 last_val, best_val, improved = evaluate_and_checkpoint(
-                    trainer, state, step, best_val, workdir, manager, writer)
+                    trainer, state, step, best_val, workdir, manager, writer, primary)
                 bar.write(f"step {step}: " + _fmt(last_val) + ("  (best, adapters saved)" if improved else ""))
+            elif sigint.requested:
+                ckpt_io.save_state(manager, step, state, best_val)
+            if sigint.requested:
+                raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {manager.directory}")
         bar.close()
+        writer.hparams(_scalars(config_dict(cfg)), {"best_val_pde_loss": best_val})
     finally:
-        if prefetch is not None:
-            prefetch.close()
-        writer.close()
-        manager.close()
+        sigint.restore()
+        for closable in (prefetch, writer, manager):
+            if closable is not None:
+                closable.close()
+        run_dir.unlock()
 
     summary = {
         "save_dir": str(workdir), "steps": int(state.step), "trainable_params": n_trainable,
@@ -313,8 +298,19 @@ def train_and_evaluate(cfg, workdir) -> dict:
         "metrics": str(workdir / "metrics.jsonl"), "plots": str(workdir / "plots"),
         "best_adapters": str(workdir / "best_adapters"),
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    if primary:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def _scalars(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_scalars(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _fmt(val: dict) -> str:
@@ -322,27 +318,89 @@ def _fmt(val: dict) -> str:
     return ", ".join(f"{k.split('/')[1]}={val[k]:.4e}" for k in keys if k in val)
 
 
-def main(argv=None) -> None:
-    from absl import app, flags
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_command_line(argv: list[str]):
+    """-> (config, workdir) from the command line, or raises TrainConfigError.
+
+    Resuming (`--config.training.resume=True`) takes the run's saved config and applies
+    only the fields named on the command line, so a resume needs no repeated overrides."""
+    from absl import flags
     from ml_collections import config_flags
 
-    flags.DEFINE_string("workdir", None, "Run directory (default: the config's logging.save_dir).")
-    config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
-
-    def run(_):
-        cfg = flags.FLAGS.config
-        if cfg is None:
-            raise app.UsageError("--config is required, e.g. --config configs/burgers.py")
+    fv = flags.FlagValues()  # a registry of our own: main() can run twice in one process
+    flags.DEFINE_string("workdir", None, "Run directory (default: the config's logging.save_dir).", flag_values=fv)
+    config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
+                                    flag_values=fv, lock_config=True)
+    try:
+        fv(argv)
+    except Exception as e:  # noqa: BLE001 - absl and ml_collections raise many kinds; one line each
+        message = None
         try:
-            summary = train_and_evaluate(cfg, flags.FLAGS.workdir or cfg.logging.save_dir)
-        except (TrainConfigError, data_lib.DataError, ckpt_io.CheckpointError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        print(json.dumps({k: summary[k] for k in ("save_dir", "steps", "best_val_pde_loss", "metrics",
-                                                    "plots", "best_adapters", "wall_s")}, indent=2, default=float))
+            if fv["config"].value is not None:
+                message = unknown_override(argv, fv["config"].value)
+        except Exception:  # noqa: BLE001
+            pass
+        if message is None:
+            config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+            if config_path is None and "--config" in argv[:-1]:
+                config_path = argv[argv.index("--config") + 1]
+            message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            if config_path:
+                message = _config_error(argv, config_path) or message
+        raise TrainConfigError(message) from None
+    cfg = fv.config
+    if cfg is None:
+        raise TrainConfigError("--config is required, e.g. --config configs/burgers.py")
+    overrides = config_flags.get_override_values(fv["config"])
+    workdir = fv.workdir or cfg.logging.save_dir
+    if cfg.training.resume:
+        saved = RunDir(workdir).saved_config()
+        if saved is not None:
+            cfg = merge_saved(cfg, saved, overrides)
+            cfg.logging.save_dir = str(workdir)
+    return cfg, workdir
 
-    app.run(run, argv=argv)
+
+def _config_error(argv: list[str], config_path: str) -> str | None:
+    """Loads the config file alone to name an unknown override field, if that was the error."""
+    import importlib.util
+
+    path, _, variant = config_path.partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_burgers_user_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cfg = module.get_config(variant) if variant else module.get_config()
+    except Exception as e:  # noqa: BLE001
+        return f"{path}: cannot load the config ({type(e).__name__}: {e})"
+    return unknown_override(argv, cfg)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+        print(__doc__)
+        print("flags: --config FILE[:variant] (required), --config.SECTION.FIELD=VALUE (any config field), "
+              "--workdir DIR (default: logging.save_dir)")
+        return 0
+    try:
+        cfg, workdir = parse_command_line(argv)
+        summary = train_and_evaluate(cfg, workdir)
+    except TrainingInterrupted as e:
+        config_arg = next((a for a in argv if a.startswith("--config=")), None) or (
+            f"--config {argv[argv.index('--config') + 1]}" if "--config" in argv[:-1] else "--config CONFIG")
+        print(f"interrupted: {e}. Resume with:\n  python -m burgers_jax.train {config_arg} "
+              f"--config.logging.save_dir={workdir} --config.training.resume=True", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (TrainConfigError, RunDirError, data_lib.DataError, ckpt_io.CheckpointError, OutputError) as e:
+        print(f"burgers-train: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("save_dir", "steps", "best_val_pde_loss", "metrics",
+                                                "plots", "best_adapters", "wall_s")}, indent=2, default=float))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -70,29 +70,37 @@ def cross_check(config: ModelConfig, shapes: Mapping[str, tuple[int, ...]], sour
         raise ConfigError(f"{source}: " + "; ".join(errors))
 
 
+def consistent_head_splits(hidden: int, k_rows: int) -> list[tuple[int, int]]:
+    """Every (num_attention_heads, num_key_value_heads) that gives k_proj `k_rows` rows on
+    `hidden`: heads divides hidden with an even head_dim (RoPE rotates halves), and
+    kv = k_rows / head_dim divides heads (grouped-query attention)."""
+    pairs = []
+    for heads in range(1, hidden + 1):
+        head_dim, rest = divmod(hidden, heads)
+        if rest or head_dim % 2:
+            continue
+        kv, rest = divmod(k_rows, head_dim)
+        if not rest and kv >= 1 and heads % kv == 0:
+            pairs.append((heads, kv))
+    return pairs
+
+
 def _head_errors(hidden: int, heads: int, kv: int, k_rows: int) -> list[str]:
     """Head counts vs k_proj rows.
 
     Shapes fix only the ratio: k_proj rows = kv * head_dim = kv * hidden / heads (q_proj
     is hidden x hidden whatever the heads). So 16/4 heads on hidden 768 (head_dim 48,
-    192 rows) and 12/4 (head_dim 64, 256 rows) are told apart, but 16/4 and 12/3 are not.
-    We name num_attention_heads as the field at fault when keeping the configured KV
-    heads gives a consistent head count, else num_key_value_heads.
+    192 rows) and 12/4 (head_dim 64, 256 rows) are told apart, but 16/4, 12/3 and 8/2
+    are not: a wrong split that keeps the ratio converts silently. When the declared
+    split disagrees, every split consistent with the shapes is listed, none guessed.
     """
     head_dim = hidden // heads
     if kv * head_dim == k_rows:
         return []
-    head = (f"k_proj has {k_rows} rows but num_key_value_heads({kv}) x head_dim({head_dim} = "
-            f"hidden_size {hidden} / num_attention_heads {heads}) = {kv * head_dim}")
-    implied_heads = kv * hidden / k_rows
-    if implied_heads == int(implied_heads) and hidden % int(implied_heads) == 0:
-        implied_heads = int(implied_heads)
-        return [f"config model.transformer.num_attention_heads={heads} disagrees with the weights: {head}; "
-                f"with num_key_value_heads={kv} the weights imply num_attention_heads={implied_heads} "
-                f"(head_dim {hidden // implied_heads}), config says {heads}"]
-    implied_kv = k_rows / head_dim
-    if implied_kv == int(implied_kv):
-        return [f"config model.transformer.num_key_value_heads={kv} disagrees with the weights: {head}; "
-                f"with num_attention_heads={heads} the weights imply num_key_value_heads={int(implied_kv)}"]
-    return [f"config model.transformer.num_attention_heads={heads} / num_key_value_heads={kv} disagree with "
-            f"the weights: {head}; the weights need num_key_value_heads/num_attention_heads = {k_rows}/{hidden}"]
+    pairs = consistent_head_splits(hidden, k_rows)
+    listed = ", ".join(f"({h}, {k})" for h, k in pairs) or "none"
+    return [f"config model.transformer.num_attention_heads={heads} / num_key_value_heads={kv} disagree with the "
+            f"weights: k_proj has {k_rows} rows but num_key_value_heads({kv}) x head_dim({head_dim} = hidden_size "
+            f"{hidden} / num_attention_heads {heads}) = {kv * head_dim}. (num_attention_heads, "
+            f"num_key_value_heads) consistent with the weights: {listed}. Shapes cannot tell these apart: take "
+            "the split from the training config the checkpoint was trained with (--config FILE)"]

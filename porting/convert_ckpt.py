@@ -37,8 +37,16 @@ import numpy as np
 import psutil
 from absl import logging as absl_logging
 
-from burgers_jax.checkpoint import CheckpointError, load_model_config, save_adapters, save_converted
+from burgers_jax.checkpoint import (
+    CheckpointError,
+    check_adapters_out,
+    check_converted_out,
+    load_model_config,
+    save_adapters,
+    save_converted,
+)
 from burgers_jax.model_config import ConfigError, LoraConfig, ModelConfig
+from burgers_jax.outputs import OutputError
 from burgers_jax.partition import flatten
 from porting.architecture import cross_check
 from porting.mapping import MappingError, lora_torch_to_flax, torch_to_flax
@@ -88,7 +96,8 @@ def default_out(path: Path) -> Path:
 def prepare_model(path: Path, config_file: str | None = None, obj: Any = None, mmapped: bool = False):
     """Load, split, read the config and cross-check it against the shapes.
 
-    -> (state_dict, ModelConfig, config source, info, checkpoint config or None)
+    -> (state_dict, ModelConfig, config source, info, full training config or None):
+    the config is the checkpoint's own or, with `config_file`, that file's.
     """
     if obj is None:
         obj, mmapped = load_torch_file(path)
@@ -97,13 +106,17 @@ def prepare_model(path: Path, config_file: str | None = None, obj: Any = None, m
         raise ConvertError(f"{path}: is a LoRA checkpoint (lora_state_dict), not a full model")
     config, source = resolve_config(ckpt_config, config_file, path)
     cross_check(config, {k: tuple(v.shape) for k, v in sd.items()}, source)
+    if config_file:
+        ckpt_config = read_config_file(config_file)
     return sd, config, source, info, ckpt_config
 
 
 def convert_model(path: Path, out: Path | None, config_file: str | None, obj: Any = None,
-                  mmapped: bool = False) -> dict[str, Any]:
+                  mmapped: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Converts a full/bare model checkpoint; returns a summary dict."""
     t0, rss0 = time.perf_counter(), _rss_mb()
+    out = out or default_out(path)
+    check_converted_out(out, overwrite)
     sd, config, source, info, ckpt_config = prepare_model(path, config_file, obj, mmapped)
     del obj  # the optimizer state (if any) goes with it, never read
     n_torch = len(sd)
@@ -112,7 +125,6 @@ def convert_model(path: Path, out: Path | None, config_file: str | None, obj: An
     if isinstance(sd, PageReleasingDict):
         sd.release_last()
     del sd
-    out = out or default_out(path)
     counts = count_params(params)
     metadata = {
         "source": str(path.resolve()),
@@ -125,7 +137,9 @@ def convert_model(path: Path, out: Path | None, config_file: str | None, obj: An
         "torch_dtypes": torch_dtypes,
         "flax_dtypes": dtype_counts(params),
     }
-    save_converted(out, params, config, metadata)
+    # The full training config goes along verbatim: the export writes it back, so the
+    # PyTorch code finds every key it reads (e.g. model.use_flash_attention).
+    save_converted(out, params, config, metadata, source_config=ckpt_config, overwrite=overwrite)
     seconds = time.perf_counter() - t0
     metadata.update(seconds=round(seconds, 2), out=str(out), rss_start_mb=round(rss0, 1),
                     peak_rss_mb=round(_peak_rss_mb(), 1))
@@ -133,10 +147,12 @@ def convert_model(path: Path, out: Path | None, config_file: str | None, obj: An
 
 
 def convert_lora(path: Path, out: Path | None, lora_for: str | None, config_file: str | None,
-                 obj: Any = None) -> dict[str, Any]:
+                 obj: Any = None, overwrite: bool = False) -> dict[str, Any]:
     """Converts `best_lora.pt` into an adapters directory; strict against the base model's
     shapes (the mapping checks every adapter against the transformer's widths)."""
     t0 = time.perf_counter()
+    out = out or default_out(path)
+    check_adapters_out(out, overwrite)
     obj = load_torch_file(path)[0] if obj is None else obj
     kind, sd, ckpt_config, info = split_checkpoint(obj, path)
     del obj
@@ -155,12 +171,11 @@ def convert_lora(path: Path, out: Path | None, lora_for: str | None, config_file
     lora = lora_config_from_checkpoint(sd, lora_section(file_config) or lora_section(ckpt_config), path)
     config = base.with_lora(lora)
     adapters = lora_torch_to_flax(sd, config)
-    out = out or default_out(path)
     metadata = {"source": str(path.resolve()), "base_config_source": source, **info,
                 "converted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "base_model_config": base.to_dict(),
                 "adapter_params": count_params(adapters)["total"]}
-    save_adapters(out, adapters, config.lora, metadata)
+    save_adapters(out, adapters, config.lora, metadata, overwrite=overwrite, source_config=ckpt_config)
     metadata.update(seconds=round(time.perf_counter() - t0, 2), out=str(out), lora=config.lora)
     return metadata
 
@@ -219,10 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-batch", type=int, default=1, help="batch B of the verification input")
     p.add_argument("--lora-for", default=None, help="converted base directory giving the model config of a "
                    "LoRA checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier output of this tool at --out "
+                   "(anything else there is never replaced)")
     return p
 
 
 def _run_verify(path: Path, args) -> int:
+    config = load_model_config(args.out)
+    max_frames = config.transformer.max_position_embeddings // config.tokens_per_frame
+    if args.verify_frames > max_frames:
+        raise ConvertError(f"--verify-frames {args.verify_frames}: the model takes at most {max_frames} frames "
+                           f"(max_position_embeddings {config.transformer.max_position_embeddings} / "
+                           f"{config.tokens_per_frame} tokens per frame)")
     errors = verify(path, args.out, frames=args.verify_frames, batch=args.verify_batch, config_file=args.config)
     print(f"verify (B={args.verify_batch}, T={args.verify_frames}, float32), relative L2 vs torch:")
     for seam, err in errors.items():
@@ -231,31 +254,34 @@ def _run_verify(path: Path, args) -> int:
     if not max_err <= VERIFY_TOLERANCE:  # NaN fails too
         print(f"convert_ckpt: error: {path}: verification failed: max relative L2 {max_err:.2e} > "
               f"{VERIFY_TOLERANCE:g}", file=sys.stderr)
-        return 1
+        return 2
     print(f"verify ok (max {max_err:.2e} <= {VERIFY_TOLERANCE:g})")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verify_frames < 1 or args.verify_batch < 1:
+        parser.error(f"--verify-frames ({args.verify_frames}) and --verify-batch ({args.verify_batch}) must be >= 1")
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process save
     path: Path = args.checkpoint
     try:
         obj, mmapped = load_torch_file(path)
         if isinstance(obj, Mapping) and "lora_state_dict" in obj:
-            meta = convert_lora(path, args.out, args.lora_for, args.config, obj=obj)
+            meta = convert_lora(path, args.out, args.lora_for, args.config, obj=obj, overwrite=args.overwrite)
             print(f"converted LoRA adapters {meta['source']} -> {meta['out']} ({meta['adapter_params']:,} "
                   f"adapter parameters, r={meta['lora'].r}, alpha={meta['lora'].alpha}, "
                   f"{meta['seconds']:.1f} s)")
             if args.verify:
                 print("note: --verify checks full models; run it on the base checkpoint")
             return 0
-        meta = convert_model(path, args.out, args.config, obj=obj, mmapped=mmapped)
+        meta = convert_model(path, args.out, args.config, obj=obj, mmapped=mmapped, overwrite=args.overwrite)
         del obj
         _print_summary(meta)
         args.out = Path(meta["out"])
         return _run_verify(path, args) if args.verify else 0
-    except (ConvertError, ConfigError, MappingError, CheckpointError) as e:
+    except (ConvertError, ConfigError, MappingError, CheckpointError, OutputError) as e:
         # One headline naming the file; long key listings (strict mapping) are clipped.
         first, *rest = str(e).splitlines() or [type(e).__name__]
         msg = "\n".join([first] + [r if len(r) <= 400 else r[:400] + " ..." for r in rest])

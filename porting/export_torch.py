@@ -1,20 +1,29 @@
-"""Exports Flax results back to the PyTorch trainer's checkpoint formats (SPEC.md §2).
+"""Exports Flax results back to the PyTorch side: the trainer's checkpoint formats
+(`best_lora.pt`, `best.pt`) and a PEFT adapter directory.
 
     python porting/export_torch.py --checkpoint DIR --lora ADAPTERS --out best_lora.pt
     python porting/export_torch.py --checkpoint DIR [--lora ADAPTERS] --merged --out best.pt
+    python porting/export_torch.py --checkpoint DIR --lora ADAPTERS --peft --out adapters_peft/
 
 Without `--merged`: a `best_lora.pt` (`lora_state_dict` with PEFT key names, float32
 adapters, `config` with the model and its lora section) that loads into the
 peft-wrapped PyTorch model. With `--merged`: a `best.pt`-format checkpoint whose
 `model_state_dict` holds the base weights with the adapters merged in
 (`W + B A * alpha / r`), cast back to the base weights' dtype (bf16 for a converted
-pretrained model).
+pretrained model). With `--peft`: `adapter_config.json` + `adapter_model.safetensors`,
+which `peft.PeftModel.from_pretrained(model.transformer, DIR)` loads.
+
+Bookkeeping survives the trip: `global_step` and `metrics` (the best validation PDE
+loss of a training run) go into both `.pt` formats, and `config` is the source
+checkpoint's full training config, verbatim as the converter kept it (with the adapters'
+`model.lora` section in `best_lora.pt`), so the PyTorch code finds every key it reads.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import copy
+import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,9 +36,11 @@ import numpy as np
 import torch
 from absl import logging as absl_logging
 
-from burgers_jax.checkpoint import CheckpointError, load_metadata, load_model
+from burgers_jax import outputs
+from burgers_jax.checkpoint import CheckpointError, load_metadata, load_model, load_source_config
 from burgers_jax.model import merge_lora
 from burgers_jax.model_config import ConfigError, ModelConfig
+from burgers_jax.outputs import OutputError
 from burgers_jax.partition import flatten, strip_adapters, unflatten
 from porting.mapping import MappingError, flax_to_torch, lora_flax_to_torch
 
@@ -48,33 +59,54 @@ def _torch_tensor(a: Any, dtype=None):
     return t if dtype is None else t.to(dtype)
 
 
-def torch_config_dict(config: ModelConfig, with_lora: bool) -> dict[str, Any]:
-    """`config` entry of the checkpoint: the YAML-shaped `{'model': {...}}`."""
-    model = config.to_dict()
-    lora = model.pop("lora")
+def torch_config_dict(config: ModelConfig, source_config: Mapping[str, Any] | None, with_lora: bool) -> dict:
+    """The checkpoint's `config`: the source's full training config verbatim when known,
+    else the YAML-shaped `{'model': {...}}` built from `config` (with
+    `use_flash_attention: false`, which the PyTorch code otherwise defaults to true).
+    `with_lora` sets `model.lora` to the adapters' r, alpha, dropout and targets."""
+    if source_config is not None:
+        out = copy.deepcopy(dict(source_config))
+        out["model"] = dict(out.get("model") or {})
+    else:
+        model = config.to_dict()
+        model.pop("lora")
+        out = {"model": {**model, "use_flash_attention": False}}
     if with_lora:
-        model["lora"] = lora
-    return {"model": model}
+        out["model"]["lora"] = config.lora.to_dict()
+    return out
 
 
-def export_lora(params: Mapping[str, Any], config: ModelConfig, out: Path, metadata: Mapping | None = None) -> dict:
+def _bookkeeping(meta: Mapping[str, Any]) -> tuple[int, dict]:
+    """(global_step, metrics) from adapter or converted-model metadata."""
+    step = meta.get("global_step", meta.get("step", 0))
+    metrics = dict(meta.get("metrics") or {})
+    return int(step or 0), metrics
+
+
+def _lora_tensors(params: Mapping[str, Any], config: ModelConfig) -> dict[str, torch.Tensor]:
     if config.lora.r <= 0:
         raise ExportError("no adapters to export: pass --lora ADAPTERS (or --merged for a full checkpoint)")
-    sd = {k: _torch_tensor(v, torch.float32) for k, v in lora_flax_to_torch(params, config).items()}
-    meta = dict(metadata or {})
+    return {k: _torch_tensor(v, torch.float32) for k, v in lora_flax_to_torch(params, config).items()}
+
+
+def export_lora(params: Mapping[str, Any], config: ModelConfig, out: Path, metadata: Mapping | None = None,
+                source_config: Mapping[str, Any] | None = None, overwrite: bool = False) -> dict:
+    sd = _lora_tensors(params, config)
+    step, metrics = _bookkeeping(metadata or {})
     ckpt = {
-        "global_step": int(meta.get("global_step", 0) or 0),
+        "global_step": step,
         "lora_state_dict": sd,
         "optimizer_state_dict": {},
         "scheduler_state_dict": {},
-        "metrics": dict(meta.get("metrics", {}) or {}),
-        "config": torch_config_dict(config, with_lora=True),
+        "metrics": metrics,
+        "config": torch_config_dict(config, source_config, with_lora=True),
     }
-    _save(ckpt, out)
+    outputs.write_file(out, lambda tmp: torch.save(ckpt, tmp), overwrite, "best_lora.pt")
     return {"tensors": len(sd), "parameters": int(sum(t.numel() for t in sd.values()))}
 
 
-def export_merged(params: Mapping[str, Any], config: ModelConfig, out: Path, metadata: Mapping | None = None) -> dict:
+def export_merged(params: Mapping[str, Any], config: ModelConfig, out: Path, metadata: Mapping | None = None,
+                  source_config: Mapping[str, Any] | None = None, overwrite: bool = False) -> dict:
     base_dtypes = {p: np.asarray(v).dtype for p, v in flatten(strip_adapters(params)).items()}
     if config.lora.r > 0:
         merged = strip_adapters(merge_lora(params, config))
@@ -85,54 +117,89 @@ def export_merged(params: Mapping[str, Any], config: ModelConfig, out: Path, met
     base_config = config.with_lora(r=0)
     sd = {k: _torch_tensor(v) for k, v in flax_to_torch(unflatten(flat), base_config).items()}
     meta = dict(metadata or {})
+    step, metrics = _bookkeeping(meta)
     ckpt = {
-        "global_step": int(meta.get("global_step", 0) or 0),
+        "global_step": step,
         "model_state_dict": sd,
         "optimizer_state_dict": {},
         "scheduler_state_dict": {},
         "val_rmse": meta.get("val_rmse"),
         "val_nrmse": meta.get("val_nrmse"),
         "best_val_nrmse": meta.get("best_val_nrmse"),
-        "config": torch_config_dict(base_config, with_lora=False),
+        "metrics": metrics,
+        "config": torch_config_dict(base_config, source_config, with_lora=False),
     }
-    _save(ckpt, out)
+    outputs.write_file(out, lambda tmp: torch.save(ckpt, tmp), overwrite, "best.pt")
     return {"tensors": len(sd), "parameters": int(sum(t.numel() for t in sd.values())),
             "dtypes": sorted({str(t.dtype).replace("torch.", "") for t in sd.values()})}
 
 
-def _save(obj: Any, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, out)  # atomic: never a half-written best.pt under the final name
+def export_peft(params: Mapping[str, Any], config: ModelConfig, out: Path, metadata: Mapping | None = None,
+                overwrite: bool = False) -> dict:
+    """A PEFT adapter directory for the reference transformer (`PeftModel.from_pretrained`)."""
+    try:
+        from peft import LoraConfig as PeftLoraConfig
+        from safetensors.torch import save_file
+    except ImportError as e:
+        raise ExportError(f"--peft needs the reference extra (pip install '.[reference]'): {e}") from None
+    # PEFT files hold the adapter weights without the adapter name ("default").
+    sd = {k.replace(".default.", "."): v.contiguous() for k, v in _lora_tensors(params, config).items()}
+    lora = config.lora
+    peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=sorted(lora.target_modules), bias="none")
+    step, metrics = _bookkeeping(metadata or {})
+
+    def fill(tmp: Path) -> None:
+        peft_config.save_pretrained(str(tmp))
+        save_file(sd, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / outputs.METADATA_FILE).write_text(json.dumps(
+            {"global_step": step, "metrics": metrics, **outputs.format_marker("peft_adapters")}, indent=2) + "\n")
+
+    outputs.write_dir(out, fill, "peft_adapters", overwrite)
+    return {"tensors": len(sd), "parameters": int(sum(t.numel() for t in sd.values()))}
 
 
 def load_for_export(checkpoint: Path, lora: Path | None):
+    """-> (params, config, metadata, source config): the adapters' bookkeeping and
+    config when exporting adapters, else the converted model's."""
     params, config = load_model(checkpoint, lora)
-    return params, config, load_metadata(lora if lora is not None else checkpoint)
+    meta = load_metadata(lora if lora is not None else checkpoint)
+    source = (load_source_config(lora) if lora is not None else None) or load_source_config(checkpoint)
+    return params, config, meta, source
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path, help="converted base directory (convert_ckpt.py)")
     p.add_argument("--lora", type=Path, default=None, help="adapters directory (training or convert_ckpt.py)")
-    p.add_argument("--out", required=True, type=Path, help="output .pt file")
-    p.add_argument("--merged", action="store_true", help="write a best.pt with the adapters merged in")
+    p.add_argument("--out", required=True, type=Path, help="output .pt file (a directory with --peft)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--merged", action="store_true", help="write a best.pt with the adapters merged in")
+    kind.add_argument("--peft", action="store_true", help="write a PEFT adapter directory (adapter_config.json, "
+                      "adapter_model.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (--out)")
     args = p.parse_args(argv)
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process restore
     try:
-        params, config, meta = load_for_export(args.checkpoint, args.lora)
-        meta = {**meta, "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if args.peft:
+            outputs.check_dir(args.out, "peft_adapters", args.overwrite)
+        else:
+            outputs.check_file(args.out, args.overwrite)
+        params, config, meta, source = load_for_export(args.checkpoint, args.lora)
         if args.merged:
-            info = export_merged(params, config, args.out, meta)
+            info = export_merged(params, config, args.out, meta, source, args.overwrite)
             print(f"wrote {args.out}: best.pt format, {info['tensors']} tensors, {info['parameters']:,} "
                   f"parameters, dtypes {info['dtypes']}" + (" (adapters merged)" if config.lora.r else ""))
+        elif args.peft:
+            info = export_peft(params, config, args.out, meta, args.overwrite)
+            print(f"wrote {args.out}: PEFT adapter directory, {info['tensors']} tensors, {info['parameters']:,} "
+                  f"adapter parameters (r={config.lora.r}, alpha={config.lora.alpha})")
         else:
-            info = export_lora(params, config, args.out, meta)
+            info = export_lora(params, config, args.out, meta, source, args.overwrite)
             print(f"wrote {args.out}: best_lora.pt format, {info['tensors']} tensors, {info['parameters']:,} "
                   f"adapter parameters (r={config.lora.r}, alpha={config.lora.alpha})")
         return 0
-    except (ExportError, CheckpointError, ConfigError, MappingError) as e:
+    except (ExportError, CheckpointError, ConfigError, MappingError, OutputError) as e:
         print(f"export_torch: error: {e}", file=sys.stderr)
         return 2
 

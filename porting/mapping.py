@@ -237,8 +237,12 @@ def _convert(state_dict: Mapping[str, Any], table: list[Entry], want: Mapping[tu
     flat: dict = {}
     for e in table:  # one tensor at a time, so peak memory stays near source + result
         value = state_dict.pop(e.torch_key) if consume else state_dict[e.torch_key]
-        flat[e.path] = e.transform.forward(to_numpy(value))
+        array = to_numpy(value)
         del value
+        bad = int(array.size - np.count_nonzero(np.isfinite(array.astype(np.float32))))
+        if bad:  # a NaN weight would convert, verify as "nan" and predict NaN everywhere
+            raise MappingError(f"tensor {e.torch_key} holds {bad} non-finite value(s) (NaN/Inf); refusing to convert")
+        flat[e.path] = e.transform.forward(array)
     return unflatten(flat)
 
 

@@ -1,5 +1,5 @@
 """Loader throughput: training samples/s read from an HDF5 file by `train_batch`,
-called directly and through the background `Prefetcher`.
+called directly and through the background prefetch (grain).
 
   .venv/bin/python scripts/bench_loader.py                    # generates 8 full-size samples
   .venv/bin/python scripts/bench_loader.py --file data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5
@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from burgers_jax import data  # noqa: E402
-from generate_burgers_data import generate  # noqa: E402
+from burgers_jax.generate import generate  # noqa: E402
 
 
 def bench(source, train_idx, batch_size, steps, prefetch, consumer_s, depth=2):
     fn = lambda s: data.train_batch(source, train_idx, batch_size, seed=0, step=s)  # noqa: E731
-    it = data.Prefetcher(fn, range(steps), depth) if prefetch else map(fn, range(steps))
+    it = data.prefetch(fn, range(steps), depth) if prefetch else map(fn, range(steps))
     t0 = time.perf_counter()
     wait = 0.0
     for _ in tqdm(range(steps), desc="prefetch" if prefetch else "direct", leave=False):
@@ -71,13 +71,13 @@ def main(argv=None) -> int:
         bench(source, train_idx, a.batch_size, 5, False, 0.0)  # warm-up
         for prefetch in (False, True):
             sps, _ = bench(source, train_idx, a.batch_size, a.steps, prefetch, 0.0)
-            print(f"  {'Prefetcher' if prefetch else 'direct    '}  {sps:8.1f} samples/s")
+            print(f"  {'prefetch  ' if prefetch else 'direct    '}  {sps:8.1f} samples/s")
         if a.consumer_ms:
             c = a.consumer_ms / 1000
             for prefetch in (False, True):
                 sps, wait = bench(source, train_idx, a.batch_size, a.steps, prefetch, c)
                 print(f"  with {a.consumer_ms:.0f} ms compute/step, "
-                      f"{'Prefetcher' if prefetch else 'direct    '}: {sps:7.1f} samples/s, "
+                      f"{'prefetch  ' if prefetch else 'direct    '}: {sps:7.1f} samples/s, "
                       f"consumer waits {1000 * wait:.1f} ms/step for data")
         source.close()
     finally:

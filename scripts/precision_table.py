@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from burgers_jax import train
-    from configs import demo
+    from burgers_jax.configs import demo
 
     rows = []
     for policy in args.policies.split(","):

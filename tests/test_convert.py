@@ -189,7 +189,7 @@ def test_no_config_anywhere(tmp_path, cfg, capsys):
     assert "no config['model']" in err and "--config" in err
 
 
-def test_wrong_head_count_names_field_and_values(tmp_path, capsys):
+def test_wrong_head_count_names_field_and_lists_every_consistent_split(tmp_path, capsys):
     # weights with 8 query / 2 KV heads on hidden 64 (head_dim 8, k_proj 16 rows), config says
     # 4 / 2 (head_dim 16, k_proj would have 32 rows): the scaled-down 16/4 vs 12/4 case.
     weights_cfg = tiny_config(num_attention_heads=8, num_key_value_heads=2)
@@ -197,7 +197,9 @@ def test_wrong_head_count_names_field_and_values(tmp_path, capsys):
     wrong["transformer"]["num_attention_heads"] = 4
     err = _convert_error(tmp_path, training_checkpoint(spec_state_dict(weights_cfg), None, wrong),
                          capsys=capsys)
-    assert "model.transformer.num_attention_heads=4" in err and "num_attention_heads=8" in err, err
+    assert "model.transformer.num_attention_heads=4" in err, err
+    # kv/heads = 16 rows / 64 = 1/4, head_dim even (RoPE halves), kv divides heads; by hand:
+    assert "consistent with the weights: (4, 1), (8, 2), (16, 4), (32, 8)." in err, err
 
 
 def test_full_size_head_layouts_are_told_apart():
@@ -211,10 +213,23 @@ def test_full_size_head_layouts_are_told_apart():
     with pytest.raises(ConfigError) as e:
         cross_check(cfg_12, shapes_16, "best.pt")
     msg = str(e.value)
-    assert "model.transformer.num_attention_heads=12" in msg and "num_attention_heads=16" in msg, msg
-    assert "192" in msg and "256" in msg, msg
-    with pytest.raises(ConfigError, match=r"num_attention_heads=16 .*num_attention_heads=12"):
+    assert "model.transformer.num_attention_heads=12" in msg and "192" in msg and "256" in msg, msg
+    # Every split with kv/heads = 192/768 = 1/4 and an even head_dim (worked out by hand);
+    # none is singled out as "the" answer.
+    assert ("(4, 1), (8, 2), (12, 3), (16, 4), (24, 6), (32, 8), (48, 12), (64, 16), (96, 24), "
+            "(128, 32), (192, 48), (384, 96).") in msg, msg
+    with pytest.raises(ConfigError) as e:
         cross_check(cfg_16, spec_shapes(cfg_12), "best.pt")
+    assert ("(3, 1), (6, 2), (12, 4), (24, 8), (48, 16), (96, 32), (192, 64), (384, 128).") in str(e.value)
+
+
+def test_wrong_split_with_the_same_shapes_converts_and_readme_says_so():
+    """8/4 declared on 4/2 weights: identical shapes, so nothing can object (the 22 % case);
+    the README must say the split comes from the checkpoint's config."""
+    cross_check(tiny_config(num_attention_heads=8, num_key_value_heads=4),
+                spec_shapes(tiny_config(num_attention_heads=4, num_key_value_heads=2)), "x")
+    readme = (REPO / "README.md").read_text()
+    assert "head split" in readme and "cannot be checked from" in readme
 
 
 @pytest.mark.parametrize("field,change,expect", [
@@ -450,7 +465,11 @@ def test_verify_flag(ref, tmp_path, capsys, monkeypatch):
     assert "verify ok" in printed
     # The exit code follows the errors: a seam above 1e-4 must fail the command.
     monkeypatch.setattr(cc, "verify", lambda *a, **k: {"encoder_tokens": 1e-7, "output": 2e-4})
-    assert cc.main(args) == 1
+    assert cc.main(args + ["--overwrite"]) == 2  # errors exit 2 in every command
+    assert "verification failed" in capsys.readouterr().err
+    # A NaN seam is a failure too (Python's max() would skip it and say "ok").
+    monkeypatch.setattr(cc, "verify", lambda *a, **k: {"encoder_tokens": float("nan"), "output": 1e-7})
+    assert cc.main(args + ["--overwrite"]) == 2
     assert "verification failed" in capsys.readouterr().err
 
 

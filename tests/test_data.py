@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from burgers_jax import analytic, data
+from burgers_jax.outputs import OutputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,10 +136,10 @@ def test_refuses_to_overwrite(tmp_path, capsys):
     path = tmp_path / "x.h5"
     gen.generate(path, num_samples=1, num_frames=17, resolution=8, progress=False)
     before = path.read_bytes()
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(OutputError, match="--overwrite"):
         gen.generate(path, num_samples=2, num_frames=17, resolution=8, progress=False)
     argv = ["--output", str(path), "--num-samples", "2", "--num-frames", "17", "--resolution", "8"]
-    assert gen.main(argv) == 1
+    assert gen.main(argv) == 2  # errors exit 2 in every command
     assert path.read_bytes() == before
     assert gen.main(argv + ["--overwrite"]) == 0
     with h5py.File(path, "r") as f:
@@ -419,19 +420,20 @@ def test_val_batches_cover_every_sample_deterministically(small_source):
 # --------------------------------------------------------------------------- prefetch
 
 
-def test_prefetcher_order_and_work_ahead():
+def test_prefetch_order_and_work_ahead():
     calls = []
 
     def fn(step):
         calls.append(step)
         return step * step
 
-    it = data.Prefetcher(fn, range(10), depth=2)
+    it = data.prefetch(fn, range(10), depth=2)
+    assert next(it) == 0
     deadline = time.time() + 10
     while len(calls) < 3 and time.time() < deadline:  # works ahead of the consumer
         time.sleep(0.01)
     assert len(calls) >= 3
-    assert list(it) == [s * s for s in range(10)]
+    assert list(it) == [s * s for s in range(1, 10)]
     assert list(it) == []
 
 
@@ -439,7 +441,7 @@ class Boom(RuntimeError):
     pass
 
 
-def test_prefetcher_propagates_worker_exceptions():
+def test_prefetch_propagates_worker_exceptions():
     def fn(step):
         if step == 3:
             raise Boom(f"bad step {step}")
@@ -447,30 +449,27 @@ def test_prefetcher_propagates_worker_exceptions():
 
     got = []
     with pytest.raises(Boom, match="bad step 3"):
-        for x in data.Prefetcher(fn, range(10)):
+        for x in data.prefetch(fn, range(10)):
             got.append(x)
     assert got == [0, 1, 2]
 
 
-def test_prefetcher_closes_cleanly_on_an_endless_stream():
+def test_prefetch_stops_when_closed():
     calls = []
-    pf = data.Prefetcher(lambda s: calls.append(s) or s, itertools.count(), depth=2)
-    assert [next(pf) for _ in range(3)] == [0, 1, 2]
-    pf.close()
-    assert not pf._thread.is_alive()
+    it = data.prefetch(lambda s: calls.append(s) or s, range(10**6), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()
+    time.sleep(0.2)
     n = len(calls)
-    time.sleep(0.1)
-    assert len(calls) == n <= 3 + 2 + 1  # consumed + queued + one in flight
-    with pytest.raises(StopIteration):
-        next(pf)
+    time.sleep(0.2)
+    assert len(calls) == n <= 3 + 2 + 2  # consumed + buffered + in flight on the two threads
 
 
 def test_prefetched_hdf5_batches_equal_direct_batches(small_file):
     src = data.HDF5Source(small_file)
     tr, _ = data.split_indices(src.num_samples, train_ratio=0.75)
     fn = lambda s: data.train_batch(src, tr, batch_size=2, seed=3, step=s)  # noqa: E731
-    with data.Prefetcher(fn, range(4, 9)) as it:
-        batches = list(it)
+    batches = list(data.prefetch(fn, range(4, 9)))
     assert len(batches) == 5
     for step, b in zip(range(4, 9), batches):
         direct = fn(step)

@@ -19,7 +19,7 @@ from burgers_jax import checkpoint as ckpt_io
 from burgers_jax import model as model_lib
 from burgers_jax import partition, steps, train
 from burgers_jax.model_config import Policy, tiny_config
-from configs import demo
+from burgers_jax.configs import demo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,7 +131,7 @@ def test_lora_step_flops_at_most_three_quarters_of_full_finetuning(pretrained, t
     lora_cost = tr.train_step.lower(state, tr.frozen, batch).compile().cost_analysis()
     params = partition.merge(state.adapters, tr.frozen)
     tx_full = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=1e-4))
-    full_step = jax.jit(make_full_finetune_step(tr.model, tx_full, cfg))
+    full_step = jax.jit(make_full_finetune_step(tr.model, tx_full, tr.cfg))  # tr.cfg: dt resolved
     full_cost = full_step.lower(params, tx_full.init(params), batch, jax.random.PRNGKey(0)).compile().cost_analysis()
     flops = lambda c: float((c[0] if isinstance(c, (list, tuple)) else c)["flops"])
     ratio = flops(lora_cost) / flops(full_cost)

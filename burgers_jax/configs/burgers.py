@@ -1,0 +1,112 @@
+"""The reference fine-tuning run (the PyTorch recipe: LoRA r 16 on every projection,
+AdamW 1e-4, 100 warmup steps, cosine to 1e-6 over 5000 steps, PDE residual only), in JAX.
+
+`configs/burgers.py` points here. A config of your own can live in any directory:
+`from burgers_jax.configs import burgers`, then change what differs.
+
+Runbook (paste into a terminal; `make demo` once to create .venv):
+
+  # 1. Convert the pretrained PyTorch checkpoint (architecture is read from it)
+  .venv/bin/python porting/convert_ckpt.py /path/to/best.pt --out checkpoints/pretrained --verify
+
+  # 2. Point at the reference data, or generate it (~13 GB, 100 samples x 1000 frames x 128^2)
+  .venv/bin/python scripts/generate_burgers_data.py --output data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5
+
+  # 3. Fine-tune with LoRA on the PDE residual alone
+  .venv/bin/python -m burgers_jax.train --config configs/burgers.py \
+      --config.model.pretrained_path=checkpoints/pretrained \
+      --config.dataset.path=data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5 \
+      --config.logging.save_dir=runs/burgers_lora
+
+  # 4. Resume after an interruption (same batches, same loss curve; the run's saved
+  #    config is used, so no override needs repeating)
+  .venv/bin/python -m burgers_jax.train --config configs/burgers.py \
+      --config.logging.save_dir=runs/burgers_lora --config.training.resume=True
+
+  # 5. Predict with the best adapters / export them back to PyTorch
+  .venv/bin/python -m burgers_jax.predict --checkpoint checkpoints/pretrained \
+      --lora runs/burgers_lora/best_adapters --input in.npy --output out.npy
+  .venv/bin/python porting/export_torch.py --checkpoint checkpoints/pretrained \
+      --lora runs/burgers_lora/best_adapters --out best_lora.pt
+
+Single values are overridden as `--config.training.max_steps=10`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from burgers_jax.model_config import DEFAULT_LORA_TARGETS
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.pretrained_path = "checkpoints/pretrained"  # output of porting/convert_ckpt.py
+    # reference | fp32_output | float32 (see burgers_jax.model_config.Policy);
+    # fp32_output keeps the bf16 trunk but computes the last decoder stage, the
+    # denormalization and the residual in float32 (chosen from the demo's policy table).
+    c.model.precision = "fp32_output"
+    c.model.remat = False  # gradient checkpointing of the transformer layers
+    c.model.noise_level = 0.0  # input noise in training (the pretraining used some; fine-tuning none)
+    # JSON {"encoder": {...}, "transformer": {...}} the checkpoint must match (configs/from_yaml.py sets it)
+    c.model.expected_architecture = ""
+    c.model.lora = ml_collections.ConfigDict()
+    c.model.lora.r = 16
+    c.model.lora.alpha = 32.0
+    c.model.lora.dropout = 0.05
+    c.model.lora.target_modules = DEFAULT_LORA_TARGETS
+    c.model.lora.init_path = ""  # an adapters directory to start from (e.g. a converted best_lora.pt)
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.source = "hdf5"  # hdf5 | analytic
+    c.dataset.path = "data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5"
+    c.dataset.temporal_length = 16  # model input frames; windows hold one more
+    c.dataset.train_ratio = 0.9
+    c.dataset.seed = 42
+    # Only for source=analytic: the reference sample set computed from the formula.
+    c.dataset.num_samples = 100
+    c.dataset.num_frames = 1000
+    c.dataset.resolution = 128
+    c.dataset.nu_min = 0.1
+    c.dataset.nu_max = 0.15
+
+    c.physics = ml_collections.ConfigDict()
+    # Frame spacing. None: from the data's time axis (files of burgers-generate record
+    # it); a file without one (the PyTorch generator's) uses the reference 1/999. An
+    # explicit value that disagrees with the file's axis is refused.
+    c.physics.dt = config_dict.placeholder(float)
+
+    c.dataloader = ml_collections.ConfigDict()
+    c.dataloader.batch_size = 4
+    c.dataloader.prefetch = 2
+    c.dataloader.val_batch_size = 4
+
+    c.training = ml_collections.ConfigDict()
+    c.training.max_steps = 5000
+    c.training.warmup_steps = 100
+    c.training.learning_rate = 1e-4
+    c.training.min_lr = 1e-6
+    c.training.weight_decay = 1e-4
+    c.training.betas = (0.9, 0.999)
+    c.training.grad_clip = 1.0
+    c.training.lambda_pde = 1.0
+    c.training.lambda_data = 0.0
+    c.training.eval_every_steps = 50
+    c.training.seed = 0
+    c.training.resume = False
+    c.training.allow_config_change = False  # let a resumed run change rank, lr, data, ... anyway
+    c.training.max_consecutive_nonfinite = 10
+    c.training.num_devices = 0  # data-parallel over this many local devices; 0 = all
+    c.training.distributed = False  # multi-host: jax.distributed.initialize() first
+
+    c.logging = ml_collections.ConfigDict()
+    c.logging.save_dir = "runs/burgers_lora"
+    c.logging.log_interval = 10
+    c.logging.plots = True
+    c.logging.tensorboard = True
+    c.logging.wandb = False  # Weights & Biases, as the PyTorch recipe logs
+    c.logging.wandb_mode = "online"  # or "offline": no network; `wandb sync` later
+    c.logging.project = "burgers-lora"
+    c.logging.entity = ""
+    return c

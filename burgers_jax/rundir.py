@@ -1,0 +1,176 @@
+"""A training run's directory: who may write it, what it already holds, and whether a
+resumed run is the same run.
+
+- One process at a time: an exclusive lock (`.lock`, holding the pid) for the whole run.
+  A second training on the same directory is refused naming the first one's pid; the
+  lock of a process that died is taken over, with a message.
+- A directory that holds files but no run is never written into; one that holds a run
+  is refused unless `training.resume`.
+- A resumed run is the saved run: `config.json` is compared with the new config before
+  anything is written. Fields that change the run (LoRA rank or targets, optimizer,
+  data, model, physics) may differ only with `training.allow_config_change=True`;
+  extending `training.max_steps` and the logging or device settings may always.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import ml_collections
+
+from burgers_jax import outputs
+
+CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
+# Markers of a training run directory (any one of them).
+RUN_FILES = (CONFIG_FILE, "checkpoints", "metrics.jsonl")
+# Fields a resumed run may change without changing what it computes.
+RESUMABLE_CHANGES = (
+    "training.resume", "training.max_steps", "training.allow_config_change", "training.num_devices",
+    "training.distributed", "training.max_consecutive_nonfinite", "training.eval_every_steps",
+    "dataloader.prefetch", "logging.",
+)
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be (re)used as asked."""
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_dict(cfg) -> dict[str, Any]:
+    """A config (ConfigDict or mapping) as plain JSON-able nested dicts."""
+    return json.loads(cfg.to_json_best_effort()) if hasattr(cfg, "to_json_best_effort") else json.loads(
+        json.dumps(dict(cfg), default=str))
+
+
+def config_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{'section.field': (saved value, new value)} for every field that differs."""
+    a, b = _flat(saved), _flat(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def forbidden_changes(changes: Mapping[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    return {k: v for k, v in changes.items()
+            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in RESUMABLE_CHANGES)}
+
+
+def merge_saved(cfg, saved: Mapping[str, Any], overrides: Mapping[str, Any]):
+    """The config a resumed run uses: the saved values, except the fields the user named
+    on the command line (`overrides`, flat 'section.field' keys). Types follow `cfg`."""
+    out = ml_collections.ConfigDict(cfg.to_dict())
+    for key, value in _flat(saved).items():
+        if key in overrides:
+            continue
+        *sections, field = key.split(".")
+        node = out
+        for s in sections:
+            if s not in node:
+                node[s] = ml_collections.ConfigDict()
+            node = node[s]
+        current = node.get(field)
+        node[field] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+    return out
+
+
+class RunDir:
+    """The directory of one training run (`workdir`), locked while the run lives."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().absolute()
+        self._lock_fd: int | None = None
+
+    def holds_run(self) -> bool:
+        return any((self.path / name).exists() for name in RUN_FILES)
+
+    def saved_config(self) -> dict[str, Any] | None:
+        path = self.path / CONFIG_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError as e:
+            raise RunDirError(f"{path}: not valid JSON ({e}); cannot resume this run") from None
+
+    def check_location(self, resume: bool) -> None:
+        """Before any work: the place can be written, is not someone else's folder, is not
+        in use by another training, and holds a run only when resuming."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"logging.save_dir={self.path} exists and is a file")
+        outputs.check_writable(self.path, "training run")
+        lock = self.path / LOCK_FILE
+        if lock.exists():
+            fd = os.open(lock, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise RunDirError(f"{self.path} is in use by another training (pid {holder}, lock {lock}); "
+                                  "wait for it to finish or choose another save_dir") from None
+            finally:
+                os.close(fd)
+        if self.path.is_dir() and any(p.name != LOCK_FILE for p in self.path.iterdir()) and not self.holds_run():
+            raise RunDirError(f"logging.save_dir={self.path} holds files that are not a training run; "
+                              "not writing into it (choose a new or empty directory)")
+        if self.holds_run() and not resume:
+            raise RunDirError(f"logging.save_dir={self.path} already holds a run; pass "
+                              "--config.training.resume=True to continue it or choose another save_dir")
+
+    def check_resume(self, cfg) -> list[str]:
+        """Before anything is written: is `cfg` the saved run? -> notes on allowed changes."""
+        saved = self.saved_config() if self.holds_run() else None
+        if saved is None:
+            return []
+        changes = config_changes(saved, config_dict(cfg))
+        forbidden = forbidden_changes(changes)
+        if forbidden and not cfg.training.get("allow_config_change", False):
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in forbidden.items())
+            raise RunDirError(f"cannot resume {self.path}: the config changes the run ({listed}). Resume with "
+                              "the saved config (--config.training.resume=True --config.logging.save_dir=DIR "
+                              "alone), or pass --config.training.allow_config_change=True to change it anyway")
+        return [f"resuming with a changed config: {k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()
+                if k != "training.resume"]
+
+    # ------------------------------------------------------------------ lock
+
+    def lock(self) -> str | None:
+        """Takes the run's exclusive lock; -> a message when a dead process's lock was taken over."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(f"{self.path} is in use by another training (pid {holder}, lock {path}); "
+                              "wait for it to finish or choose another save_dir") from None
+        previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        if previous and previous != str(os.getpid()):
+            return f"took over the lock of process {previous}, which is no longer running ({path})"
+        return None
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            try:
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = None

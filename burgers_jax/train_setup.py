@@ -1,0 +1,203 @@
+"""What a training run is made of, checked before any work: the config, the data (and
+its time step), the parameters (base weights + adapters), and the command line.
+
+Every config problem is found up front and reported together, each naming its field.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import math
+from pathlib import Path
+
+from burgers_jax import checkpoint as ckpt_io
+from burgers_jax import data as data_lib
+from burgers_jax import model as model_lib
+from burgers_jax import partition
+from burgers_jax.model_config import ConfigError, LoraConfig, Policy
+from burgers_jax.physics import REFERENCE_DT
+
+# dt agreement between the data's time axis and an explicit physics.dt: the PyTorch YAML
+# writes 1/999 as 0.001001001 (relative difference 1e-9).
+DT_RTOL = 1e-6
+
+
+class TrainConfigError(ValueError):
+    """A configuration that cannot run; raised before any work is done."""
+
+
+def _optimizer_problems(training, log_interval) -> list[str]:
+    t = training
+    problems = []
+    if not t.learning_rate > 0:
+        problems.append(f"training.learning_rate={t.learning_rate} must be > 0 (a negative rate ascends the loss)")
+    if not 0 <= t.min_lr <= max(t.learning_rate, 0):
+        problems.append(f"training.min_lr={t.min_lr} must be in [0, learning_rate={t.learning_rate}]")
+    betas = tuple(t.betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        problems.append(f"training.betas={betas} must be two numbers in [0, 1)")
+    if not t.grad_clip > 0:
+        problems.append(f"training.grad_clip={t.grad_clip} must be > 0")
+    if not t.weight_decay >= 0:
+        problems.append(f"training.weight_decay={t.weight_decay} must be >= 0")
+    if t.warmup_steps < 0 or t.max_steps <= t.warmup_steps:
+        problems.append(f"training.max_steps={t.max_steps} must exceed training.warmup_steps={t.warmup_steps} >= 0")
+    for name, value in (("training.eval_every_steps", t.eval_every_steps), ("logging.log_interval", log_interval)):
+        if value < 1:
+            problems.append(f"{name}={value} must be >= 1")
+    if t.lambda_pde < 0 or t.lambda_data < 0 or t.lambda_pde + t.lambda_data <= 0:
+        problems.append(f"training.lambda_pde={t.lambda_pde}, lambda_data={t.lambda_data}: both >= 0, not both 0")
+    return problems
+
+
+def check_config(cfg, num_devices: int) -> None:
+    """Raises TrainConfigError listing every problem of `cfg`, each naming its field."""
+    dc, lc = cfg.dataset, cfg.model.lora
+    problems = _optimizer_problems(cfg.training, cfg.logging.log_interval)
+    try:
+        Policy.named(cfg.model.precision)
+    except ConfigError as e:
+        problems.append(f"model.precision: {e}")
+    if not cfg.model.pretrained_path or not Path(cfg.model.pretrained_path).is_dir():
+        problems.append(f"model.pretrained_path={cfg.model.pretrained_path!r} is not a directory "
+                        "(convert best.pt with porting/convert_ckpt.py first)")
+    if lc.r <= 0:
+        problems.append(f"model.lora.r={lc.r}: LoRA fine-tuning needs r > 0")
+    if not lc.alpha > 0 or not 0 <= lc.dropout < 1:
+        problems.append(f"model.lora.alpha={lc.alpha} must be > 0 and model.lora.dropout={lc.dropout} in [0, 1)")
+    if lc.get("init_path") and not Path(lc.init_path).is_dir():
+        problems.append(f"model.lora.init_path={lc.init_path!r} is not an adapters directory")
+    if dc.source not in ("hdf5", "analytic"):
+        problems.append(f"dataset.source={dc.source!r} is not 'hdf5' or 'analytic'")
+    if dc.source == "hdf5" and not Path(dc.path).is_file():
+        problems.append(f"dataset.path={dc.path!r} does not exist")
+    if not 0 < dc.train_ratio < 1:
+        problems.append(f"dataset.train_ratio={dc.train_ratio} must be in (0, 1)")
+    for name in ("batch_size", "val_batch_size"):
+        b = cfg.dataloader[name]
+        if b <= 0 or b % num_devices:
+            problems.append(f"dataloader.{name}={b} is not a positive multiple of the {num_devices} devices")
+    if dc.temporal_length < 1:
+        problems.append(f"dataset.temporal_length={dc.temporal_length} must be >= 1")
+    if cfg.physics.dt is not None and not cfg.physics.dt > 0:
+        problems.append(f"physics.dt={cfg.physics.dt} must be > 0 (or None: from the data)")
+    if problems:
+        raise TrainConfigError("bad configuration:\n  " + "\n  ".join(problems))
+
+
+def resolve_dt(configured: float | None, data_dt: float | None, source_name: str) -> tuple[float, str | None]:
+    """The frame spacing training uses -> (dt, note to print or None).
+
+    The data's own time axis wins; an explicit `physics.dt` that disagrees with it is an
+    error. A file without a time axis (the PyTorch generator's) takes `physics.dt`, as
+    the PyTorch script does; never a guess from the frame count."""
+    if data_dt is not None:
+        if configured is not None and not math.isclose(configured, data_dt, rel_tol=DT_RTOL):
+            raise TrainConfigError(f"physics.dt={configured} disagrees with the time axis of {source_name} "
+                                   f"(dt={data_dt}); drop the override or fix the data")
+        return data_dt, None
+    if configured is not None:
+        return configured, None
+    return REFERENCE_DT, (f"{source_name} records no time axis and physics.dt is not set: using the "
+                          f"reference dt = 1/999 ({REFERENCE_DT:.9g}), as the PyTorch recipe's config")
+
+
+def build_data(cfg):
+    """-> (source, train indices, validation indices, dt, note); windows of
+    temporal_length + 1 frames must fit every sample."""
+    dc = cfg.dataset
+    window = dc.temporal_length + 1
+    if dc.source == "hdf5":
+        source = data_lib.HDF5Source(dc.path, min_frames=window)
+    else:
+        source = data_lib.AnalyticSource.reference(
+            num_samples=dc.num_samples, seed=dc.seed, nu_range=(dc.nu_min, dc.nu_max),
+            num_frames=dc.num_frames, resolution=dc.resolution)
+    if source.resolution != 128:
+        raise TrainConfigError(f"dataset resolution {source.resolution}: the model needs 128x128")
+    if source.num_frames < window:
+        raise TrainConfigError(f"dataset.temporal_length={dc.temporal_length} needs windows of {window} frames; "
+                               f"{source.name} has {source.num_frames}")
+    dt, note = resolve_dt(cfg.physics.dt, source.dt, source.name)
+    train_idx, val_idx = data_lib.split_indices(source.num_samples, dc.train_ratio, dc.seed)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise TrainConfigError(f"dataset has {source.num_samples} samples: the split with "
+                               f"train_ratio={dc.train_ratio} leaves no train or no validation sample")
+    return source, train_idx, val_idx, dt, note
+
+
+def with_dt(cfg, dt: float):
+    """A copy of `cfg` whose physics.dt is the resolved time step (saved with the run)."""
+    out = copy.deepcopy(cfg)
+    out.physics.dt = float(dt)
+    return out
+
+
+def load_params(cfg, rng):
+    """Converted base weights + LoRA adapters (from `model.lora.init_path`, or fresh)."""
+    lc = cfg.model.lora
+    want = LoraConfig(r=int(lc.r), alpha=float(lc.alpha), dropout=float(lc.dropout),
+                      target_modules=tuple(lc.target_modules))
+    init_path = lc.get("init_path", None)
+    params, model_cfg = ckpt_io.load_model(cfg.model.pretrained_path, init_path or None)
+    tokens = cfg.dataset.temporal_length * model_cfg.tokens_per_frame
+    if tokens > model_cfg.transformer.max_position_embeddings:
+        raise TrainConfigError(f"dataset.temporal_length={cfg.dataset.temporal_length} gives {tokens} "
+                               f"tokens > max_position_embeddings={model_cfg.transformer.max_position_embeddings}")
+    _check_architecture(cfg.model.get("expected_architecture", ""), model_cfg, cfg.model.pretrained_path)
+    model_cfg = dataclasses.replace(model_cfg, noise_level=float(cfg.model.get("noise_level", 0.0)))
+    if init_path:
+        got = model_cfg.lora
+        if (got.r, got.alpha, sorted(got.target_modules)) != (want.r, want.alpha, sorted(want.target_modules)):
+            raise TrainConfigError(f"model.lora.init_path={init_path}: adapters have r={got.r}, alpha={got.alpha}, "
+                                   f"targets {sorted(got.target_modules)}; config has r={lc.r}, alpha={lc.alpha}, "
+                                   f"targets {sorted(want.target_modules)}")
+        model_cfg = model_cfg.with_lora(want)
+    else:
+        # A base checkpoint might carry adapters of its own: start from fresh ones.
+        model_cfg = model_cfg.with_lora(want)
+        params = model_lib.add_lora(partition.strip_adapters(params), model_cfg, rng)
+    return model_lib.cast_params(params, Policy.named(cfg.model.precision)), model_cfg
+
+
+def _check_architecture(expected_json: str, model_cfg, pretrained_path: str) -> None:
+    """The architecture a YAML declares must be the checkpoint's (as the PyTorch script's
+    strict load would insist)."""
+    if not expected_json:
+        return
+    have = model_cfg.to_dict()
+    problems = []
+    for section, fields in json.loads(expected_json).items():
+        for field, value in fields.items():
+            if field in have.get(section, {}):
+                got = have[section][field]
+                if (list(value) if isinstance(value, (list, tuple)) else value) != got:
+                    problems.append(f"model.{section}.{field}={value!r} but the checkpoint has {got!r}")
+    if problems:
+        raise TrainConfigError(f"the config's architecture disagrees with {pretrained_path}: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def leaf_paths(cfg, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        out += leaf_paths(v, f"{prefix}{k}.") if hasattr(v, "items") else [f"{prefix}{k}"]
+    return out
+
+
+def unknown_override(argv: list[str], cfg) -> str | None:
+    """A message for the first `--config.a.b=...` naming no field of `cfg`, with the closest."""
+    fields = leaf_paths(cfg)
+    for arg in argv:
+        if arg.startswith("--config.") and arg != "--config.":
+            name = arg[len("--config."):].split("=", 1)[0]
+            if name not in fields:
+                close = difflib.get_close_matches(name, fields, n=1, cutoff=0.5)
+                hint = f"; did you mean config.{close[0]}?" if close else ""
+                return f"unknown config field config.{name}{hint}"
+    return None
