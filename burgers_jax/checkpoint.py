@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,9 +32,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from burgers_jax import outputs
+from burgers_jax.lora import lora_module_paths
 from burgers_jax.model import cast_params, param_shapes
 from burgers_jax.model_config import ConfigError, LoraConfig, ModelConfig, Policy
 from burgers_jax.partition import (
+    ADAPTER_LEAVES,
     PartitionError,
     extract_adapters,
     flatten,
@@ -94,9 +98,29 @@ def _save_tree(path: Path, tree: Mapping[str, Any]) -> None:
     ckptr.close()
 
 
+def _quiet_closed_event_loop() -> None:
+    """After a failed orbax restore, tensorstore's reader threads keep completing futures
+    on orbax's event loop, already closed: each prints an "Event loop is closed"
+    traceback through `sys.unraisablehook` (dozens for one corrupt file), burying the one
+    message that matters. Those, and only those, are dropped (installed once)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_burgers_quiet", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._burgers_quiet = True
+    sys.unraisablehook = hook
+
+
 def _restore_tree(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise CheckpointError(f"{path}: orbax tree directory is missing")
+    _quiet_closed_event_loop()
     ckptr = ocp.StandardCheckpointer()
     try:
         return ckptr.restore(path)
@@ -280,6 +304,12 @@ def load_model(base_dir: str | os.PathLike, adapters_dir: str | os.PathLike | No
         except PartitionError as e:
             raise CheckpointError(f"{adapters_dir}: {e} (base model: {base_dir})") from None
         config = config.with_lora(lora)
+        want = {path + (leaf,) for path in lora_module_paths(config) for leaf in ADAPTER_LEAVES}
+        missing = sorted(path_str(p) for p in want - set(flatten(adapters)))
+        if missing:
+            raise CheckpointError(f"{adapters_dir}: lora_config.json targets {list(lora.target_modules)} in every "
+                                  f"layer, but {len(missing)} adapter leaves are missing: {', '.join(missing[:6])}"
+                                  + (" ..." if len(missing) > 6 else ""))
     if policy is not None:
         params = cast_params(params, policy)
     return params, config
@@ -305,17 +335,26 @@ def save_state(manager: ocp.CheckpointManager, step: int, state: Any, best_val: 
 def restore_state(manager: ocp.CheckpointManager, template_state: Any) -> tuple[Any, float, list[str]]:
     """The latest intact saved `(state, best_val)` with the structure of `template_state`,
     and a note for each newer step that could not be read (a save cut short, a corrupt
-    file): resuming falls back to the previous step rather than failing."""
+    file): resuming falls back to the previous step rather than failing. Unreadable
+    steps are moved aside to `corrupt_checkpoints/` beside the checkpoints (kept for a
+    look, out of the way of the steps the resumed run saves again)."""
     target = {"state": jax.device_get(template_state), "best_val": np.asarray(0.0, np.float64)}
     skipped = []
+    directory = Path(manager.directory)
+    _quiet_closed_event_loop()
     for step in sorted(manager.all_steps(), reverse=True):
         try:
             restored = manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a bad file
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            skipped.append(f"checkpoint of step {step} in {manager.directory} is unreadable ({reason}); "
+            aside = directory.parent / "corrupt_checkpoints" / f"{step}-{int(time.time())}"
+            aside.parent.mkdir(exist_ok=True)
+            os.rename(directory / str(step), aside)
+            skipped.append(f"the checkpoint of step {step} is unreadable ({reason}); moved to {aside}, "
                            "falling back to the previous one")
             continue
+        if skipped:
+            manager.reload()
         return restored["state"], float(restored["best_val"]), skipped
-    raise CheckpointError(f"{manager.directory}: no intact training checkpoint to resume from"
-                          + ("".join(f"\n  {s}" for s in skipped)))
+    raise CheckpointError(f"{directory}: no intact training checkpoint to resume from"
+                          + "".join(f"\n  {s}" for s in skipped))

@@ -162,7 +162,7 @@ class HDF5Source:
                             "(an interrupted generation or copy?)")
         for i, nu in self._nus.items():
             if not (np.isfinite(nu) and nu > 0):
-                raise DataError(f"{self.name}: sample {i} (group '{i}'): nu={nu} is not a positive finite viscosity")
+                raise DataError(f"{self.name}: sample {i} (group '{i}'): nu={nu:g} is not a positive finite viscosity")
 
     def _validate(self, f: h5py.File, min_frames: int) -> None:
         ids = sorted(int(k) for k in f.keys() if k.isdecimal())

@@ -353,6 +353,11 @@ def parse_command_line(argv: list[str]):
     cfg = fv.config
     if cfg is None:
         raise TrainConfigError("--config is required, e.g. --config configs/burgers.py")
+    try:
+        cfg.logging  # noqa: B018 - a config file that failed to load reports it on first use
+    except OSError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise TrainConfigError(f"--config {fv['config'].config_filename}: cannot load it ({lines[-1]})") from None
     overrides = config_flags.get_override_values(fv["config"])
     workdir = fv.workdir or cfg.logging.save_dir
     if cfg.training.resume:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+DEMO_MARKER = ".burgers_demo"  # marks a folder this script made (and may replace)
 
 
 def banner(text: str) -> None:
@@ -35,7 +36,7 @@ def run(cmd: list[str]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="demo_run", help="output folder (recreated)")
+    ap.add_argument("--out", default="demo_run", help="output folder (replaced if an earlier demo made it)")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: configs/demo.py)")
     ap.add_argument("--temporal-length", type=int, default=None, help="model input frames")
     ap.add_argument("--precision", default=None, help="float32 | reference | fp32_output")
@@ -43,9 +44,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     out = (REPO / args.out).resolve()
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).is_file():  # never delete a folder the demo did not make
+            print(f"demo: error: {out} exists and was not made by the demo; choose another --out", file=sys.stderr)
+            return 2
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by scripts/demo.py; `make demo` replaces this folder\n")
 
     if not args.skip_floors:
         banner("1. Physics floors: the PDE loss of reference fields (nu = 0.125, 17 frames, 128^2)")

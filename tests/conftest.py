@@ -7,3 +7,51 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_best_pt(tmp_path_factory):
+    """A tiny model written by the PyTorch reference as `best.pt` (SPEC section 2), with a
+    full training config that carries keys only PyTorch reads (use_flash_attention)."""
+    import torch
+
+    from porting import torch_reference as R
+
+    root = tmp_path_factory.mktemp("tiny_pt")
+    torch.manual_seed(0)
+    config = R.small_model_config_dict()
+    config["model"]["use_flash_attention"] = False
+    config["training"] = {"learning_rate": 1e-4, "max_steps": 10}
+    model = R.randomize_(R.build_model(config), seed=0)
+    R.write_best_pt(root / "best.pt", model, config, global_step=7, val_nrmse=0.25)
+    return root / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_converted(tiny_best_pt, tmp_path_factory):
+    """`tiny_best_pt` converted to a Flax checkpoint directory."""
+    from porting import convert_ckpt
+
+    out = tmp_path_factory.mktemp("tiny_flax") / "pretrained"
+    convert_ckpt.convert_model(tiny_best_pt, out, None)
+    return out
+
+
+def run_cli(args, cwd=REPO, timeout=600, **kwargs):
+    """A command line in a fresh interpreter: (returncode, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          **kwargs)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def metrics_rows(save_dir):
+    return [json.loads(line) for line in (Path(save_dir) / "metrics.jsonl").read_text().splitlines() if line]
