@@ -18,6 +18,10 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
+def _plural(unit: str) -> str:
+    return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
+
+
 def _fmt_seconds(s: float) -> str:
     s = int(max(s, 0))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
@@ -48,9 +52,10 @@ class LineProgress:
     def _print(self) -> None:
         elapsed = time.time() - self.t0
         rate = (self.n - self.start) / elapsed if elapsed > 0 else 0.0
-        parts = [f"{self.desc}: {self.n}" + (f"/{self.total} {self.unit}s ({100 * self.n / self.total:.0f}%)"
-                                             if self.total else f" {self.unit}s")]
-        parts.append(f"{rate:.2f} {self.unit}s/s")
+        units = _plural(self.unit)
+        parts = [f"{self.desc}: {self.n}" + (f"/{self.total} {units} ({100 * self.n / self.total:.0f}%)"
+                                             if self.total else f" {units}")]
+        parts.append(f"{rate:.2f} {units}/s")
         if self.total and rate > 0:
             parts.append(f"{_fmt_seconds((self.total - self.n) / rate)} left")
         line = ", ".join(parts)

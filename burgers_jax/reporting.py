@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -92,7 +93,7 @@ def _start_wandb(save_dir: Path, settings: Mapping[str, Any], config: Mapping[st
     except ImportError:
         raise RuntimeError("logging.wandb=True needs the wandb package (pip install wandb)") from None
     id_file = save_dir / WANDB_RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
     id_file.write_text(run_id + "\n")
     return wandb.init(project=settings.get("project") or None, entity=settings.get("entity") or None,
                       mode=settings.get("mode", "online"), dir=str(save_dir), config=dict(config or {}),
