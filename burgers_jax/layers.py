@@ -106,6 +106,49 @@ class Conv2d(nn.Module):
         return y + bias.astype(self.dtype)
 
 
+def _conv_transpose_dilated(x, kernel, stride: int, edge: int):
+    """The transposed conv as a forward conv over the stride-dilated input (XLA lowers
+    this to a native transposed conv where it has one, e.g. oneDNN on CPU, cuDNN)."""
+    return lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding=((edge, edge), (edge, edge)),
+                                    lhs_dilation=(stride, stride), dimension_numbers=_CONV_DIMS)
+
+
+def _conv_transpose_subpixel(x, kernel):
+    """The same ConvTranspose(4, 2, 1) as four 2x2 convs, one per output phase, on the
+    undilated input (no multiplication by an inserted zero), then interleaved:
+    out[2i + a, 2j + b] = conv(xpad[a:, b:], kernel[a::2, b::2])[i, j]."""
+    n, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    phase = [[lax.conv_general_dilated(xp[:, a:a + h + 1, b:b + w + 1], kernel[a::2, b::2], (1, 1), "VALID",
+                                       dimension_numbers=_CONV_DIMS) for b in (0, 1)] for a in (0, 1)]
+    out = jnp.stack([jnp.stack(row, axis=3) for row in phase], axis=2)  # [N, H, 2, W, 2, C]
+    return out.reshape(n, 2 * h, 2 * w, -1)
+
+
+@jax.custom_vjp
+def conv_transpose_4_2_1(x, kernel):
+    """torch ConvTranspose2d(k=4, s=2, p=1) with the stored (flipped HWIO) kernel.
+
+    Forward and input gradient by the dilated form; the kernel gradient by the sub-pixel
+    form, since XLA:CPU differentiates the dilated form with respect to its kernel 5-9x
+    slower (measured: 110 vs 12 ms for 16x16x16x64 -> 32 channels)."""
+    return _conv_transpose_dilated(x, kernel, 2, 2)
+
+
+def _ct_fwd(x, kernel):
+    return conv_transpose_4_2_1(x, kernel), (x, kernel)
+
+
+def _ct_bwd(res, dy):
+    x, kernel = res
+    dx = jax.vjp(lambda x_: _conv_transpose_dilated(x_, kernel, 2, 2), x)[1](dy)[0]
+    dk = jax.vjp(lambda k_: _conv_transpose_subpixel(x, k_), kernel)[1](dy)[0]
+    return dx, dk
+
+
+conv_transpose_4_2_1.defvjp(_ct_fwd, _ct_bwd)
+
+
 class ConvTranspose2d(nn.Module):
     """torch ConvTranspose2d(kernel 4, stride 2, padding 1, zero padding): H -> 2H. NHWC.
 
@@ -128,10 +171,11 @@ class ConvTranspose2d(nn.Module):
         kernel = self.param("kernel", torch_default_kernel_init((0, 1, 3)), (k, k, cin, self.features),
                             self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        edge = k - 1 - p
-        y = lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1, 1),
-                                     padding=((edge, edge), (edge, edge)), lhs_dilation=(s, s),
-                                     dimension_numbers=_CONV_DIMS)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if (k, s, p) == (4, 2, 1):
+            y = conv_transpose_4_2_1(x, kernel)
+        else:
+            y = _conv_transpose_dilated(x, kernel, s, k - 1 - p)
         return y + bias.astype(self.dtype)
 
 
@@ -150,11 +194,20 @@ class GroupNorm(nn.Module):
             raise ValueError(f"GroupNorm({self.groups}) needs channels divisible by {self.groups}, got {c}")
         scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
-        xf = x.astype(jnp.float32).reshape(n, h, w, self.groups, c // self.groups)
-        mean = xf.mean(axis=(1, 2, 4), keepdims=True)
-        var = jnp.square(xf - mean).mean(axis=(1, 2, 4), keepdims=True)
-        y = ((xf - mean) * lax.rsqrt(var + self.eps)).reshape(n, h, w, c)
-        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        g = self.groups
+        xf = x.astype(jnp.float32)
+
+        def group_mean(per_channel):  # [N, C] -> the mean of each group, broadcast to [N, 1, 1, C]
+            m = per_channel.reshape(n, g, c // g).mean(axis=-1, keepdims=True)
+            return jnp.broadcast_to(m, (n, g, c // g)).reshape(n, 1, 1, c)
+
+        # Two passes (mean, then the variance of the deviations), each reducing over the
+        # grid with the channels innermost: 3-6x faster on XLA:CPU than reducing a
+        # [N, H, W, G, C/G] view, and as accurate (no E[x^2] - E[x]^2 cancellation).
+        mean = group_mean(xf.mean(axis=(1, 2)))
+        d = xf - mean
+        var = group_mean(jnp.square(d).mean(axis=(1, 2)))
+        y = d * (lax.rsqrt(var + self.eps) * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
         return y.astype(self.dtype)
 
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from burgers_jax import attention
 from burgers_jax.layers import (
     Conv2d,
     ConvTranspose2d,
@@ -48,15 +49,7 @@ from burgers_jax.partition import flatten, is_adapter
 Dtype = Any
 RESOLUTION = 128
 STD_EPS = 1e-6  # added to the (unbiased) std, not the variance (SPEC 1, step 1)
-# chunked (default): HF-eager numerics one query frame at a time under jax.checkpoint, so
-#   forward and backward hold [B, Hq, 256, S] scores instead of [B, Hq, S, S] (S = 4096 at
-#   T = 16). Measured on the shared 2-core CPU, one attention layer, B=1, T=16, 12/4 heads,
-#   float32 (forward; forward+backward; XLA temporaries): chunked 4.1 s / 11.0 s, 136 / 257 MiB;
-#   einsum 7.1 s / 15.6 s, 1540 / 2348 MiB; dot_product_attention 4.7 s / 13.3 s, 1540 / 3100 MiB.
-# einsum: the same numerics on the whole [B, Hq, S, S] score tensor at once.
-# dot_product_attention: jax.nn.dot_product_attention (logits in float32; may pick a fused
-#   kernel on GPU).
-ATTENTION_IMPLS = ("einsum", "chunked", "dot_product_attention")
+ATTENTION_IMPLS = attention.IMPLS  # see burgers_jax/attention.py
 
 
 # ----------------------------------------------------------------------------- encoder / decoder
@@ -183,28 +176,11 @@ def rotate_half(x):
     return jnp.concatenate([-x2, x1], axis=-1)
 
 
-def block_causal_mask(seq_len: int, tokens_per_frame: int) -> jax.Array:
-    """[S, S] bool, True where query token q may see key token k: frame(k) <= frame(q)."""
-    frame = jnp.arange(seq_len) // tokens_per_frame
-    return frame[None, :] <= frame[:, None]
-
-
-def _eager_attention(q, k, v, allowed, scale, dtype):
-    """As HF eager: scores in the compute dtype, scaled, masked, softmax in float32, cast back.
-
-    q [B, Sq, K, G, hd], k/v [B, S, K, hd], allowed [Sq, S] -> [B, Sq, K, G, hd].
-    """
-    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k) * jnp.asarray(scale, dtype)
-    scores = jnp.where(allowed, scores.astype(jnp.float32), -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    return jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
-
-
 class LlamaAttention(nn.Module):
     config: ModelConfig
     train: bool = False
     dtype: Dtype = jnp.float32
-    attention_impl: str = "chunked"
+    attention_impl: str = "frames"
 
     def _proj(self, name: str, features: int):
         lora = self.config.lora
@@ -224,31 +200,7 @@ class LlamaAttention(nn.Module):
         cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        allowed = block_causal_mask(s, self.config.tokens_per_frame)
-        scale = hd ** -0.5
-        if self.attention_impl == "einsum":
-            # Query head kv*G + g uses KV head kv (HF repeat_kv order); no K/V copies are made.
-            out = _eager_attention(q.reshape(b, s, nkv, g, hd), k, v, allowed, scale, self.dtype)
-            out = out.reshape(b, s, nh * hd)
-        elif self.attention_impl == "chunked":
-            tpf = self.config.tokens_per_frame
-            t = s // tpf
-            q_frames = jnp.moveaxis(q.reshape(b, t, tpf, nkv, g, hd), 1, 0)  # [T, B, 256, K, G, hd]
-            mask_frames = allowed.reshape(t, tpf, s)  # [T, 256, S]
-
-            @jax.checkpoint  # backward recomputes one frame's scores instead of storing all of them
-            def one_frame(args):
-                q_t, m_t = args
-                return _eager_attention(q_t, k, v, m_t, scale, self.dtype)
-
-            out = jax.lax.map(one_frame, (q_frames, mask_frames))  # [T, B, 256, K, G, hd]
-            out = jnp.moveaxis(out, 0, 1).reshape(b, s, nh * hd)
-        elif self.attention_impl == "dot_product_attention":
-            # Lets XLA pick a fused kernel (cuDNN on GPU); logits accumulate in float32.
-            out = jax.nn.dot_product_attention(q, k, v, mask=allowed[None, None], scale=scale)
-            out = out.reshape(b, s, nh * hd)
-        else:
-            raise ValueError(f"attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+        out = attention.attend(q, k, v, self.attention_impl, self.config.tokens_per_frame, hd ** -0.5, self.dtype)
         return self._proj("o_proj", tr.hidden_size)(out, train=self.train)
 
 
@@ -275,7 +227,7 @@ class LlamaDecoderLayer(nn.Module):
     config: ModelConfig
     train: bool = False
     dtype: Dtype = jnp.float32
-    attention_impl: str = "chunked"
+    attention_impl: str = "frames"
 
     @nn.compact
     def __call__(self, h, cos, sin):
@@ -292,7 +244,7 @@ class Transformer(nn.Module):
     config: ModelConfig
     train: bool = False
     dtype: Dtype = jnp.float32
-    attention_impl: str = "chunked"
+    attention_impl: str = "frames"
     remat: bool = False
 
     @nn.compact
@@ -322,7 +274,7 @@ class PDECausalModel(nn.Module):
 
     config: ModelConfig
     policy: Policy = FLOAT32
-    attention_impl: str = "chunked"
+    attention_impl: str = "frames"
     remat: bool = False  # rematerialize each transformer layer in the backward pass
 
     def check_input(self, x) -> None:

@@ -62,12 +62,12 @@ def make_input(batch: int, frames: int, seed: int = 0) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def jitted_apply(config: ModelConfig, precision: str = "float32", attention_impl: str = "chunked"):
+def jitted_apply(config: ModelConfig, precision: str = "float32", attention_impl: str = "frames"):
     model = PDECausalModel(config, policy=Policy.named(precision), attention_impl=attention_impl)
     return jax.jit(lambda p, x: model.apply({"params": p}, x, return_intermediates=True))
 
 
-def run_jax(config, params, x, precision="float32", attention_impl="chunked") -> dict:
+def run_jax(config, params, x, precision="float32", attention_impl="frames") -> dict:
     with jax.default_matmul_precision("highest"):
         out, inter = jitted_apply(config, precision, attention_impl)(params, x)
     return {**inter, "output": out}
@@ -156,8 +156,8 @@ def test_other_attention_impls_match_torch(pair_plain, impl):
     assert err <= F32_TOL, f"attention_impl={impl}: transformer_output rel L2 {err:.2e}"
 
 
-def test_chunked_remat_gradients_match_einsum(pair_plain):
-    """The default training path (chunked attention, remat) differentiates like the plain
+def test_frames_remat_gradients_match_einsum(pair_plain):
+    """The default training path (frame-block attention, remat) differentiates like the plain
     einsum path (both forward-checked against torch above); adapters included."""
     one_layer = dataclasses.replace(pair_plain.config.transformer, num_hidden_layers=1)  # keeps the test fast
     config = dataclasses.replace(pair_plain.config, transformer=one_layer).with_lora(r=2, alpha=4.0)
@@ -172,7 +172,7 @@ def test_chunked_remat_gradients_match_einsum(pair_plain):
 
     with jax.default_matmul_precision("highest"):
         g_ref = jax.jit(jax.grad(lambda p: loss(p, "einsum", False)))(params["transformer"])
-        g_new = jax.jit(jax.grad(lambda p: loss(p, "chunked", True)))(params["transformer"])
+        g_new = jax.jit(jax.grad(lambda p: loss(p, "frames", True)))(params["transformer"])
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_ref), jax.tree.leaves(g_new)):
         err = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
         assert err <= F32_TOL, f"{jax.tree_util.keystr(path)}: rel L2 {err:.2e} (float32 reassociation only)"

@@ -1,0 +1,107 @@
+"""Block-causal grouped-query attention, three ways, one semantics (HF Llama eager):
+scores in the compute dtype, scaled, softmax in float32, cast back, times V. A query
+token of frame `a` attends to every key token of frames `b <= a`.
+
+Shapes: B batch, S = T*256 tokens, K key/value heads, G = query heads per KV head,
+hd head dim; query head `kv*G + g` uses KV head `kv` (HF's `repeat_kv` order).
+
+- `frames` (the default): query frame `t` against the keys of frames 0..t only, so the
+  fully masked blocks are never computed (on average half of the score matrix) and no
+  mask is needed. The G query heads of a KV head share one matrix product. A custom
+  VJP recomputes the scores in the backward pass instead of storing them (the memory
+  of one frame at a time) and computes the softmax gradient from `rowsum(dO * O)`.
+  Measured on the shared 2-core CPU, B=4, T=4, 8/2 heads, hd 16, forward+backward:
+  the former masked per-frame path 819 ms, this one 166 ms.
+- `einsum`: the whole [B, K, G, S, S] score tensor at once with the mask (the plain
+  reference, memory-hungry).
+- `dot_product_attention`: `jax.nn.dot_product_attention` with the mask (XLA picks a
+  fused kernel on GPU, cuDNN where available).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+IMPLS = ("frames", "einsum", "dot_product_attention")
+
+
+def block_causal_mask(seq_len: int, tokens_per_frame: int) -> jax.Array:
+    """[S, S] bool, True where query token q may see key token k: frame(k) <= frame(q)."""
+    frame = jnp.arange(seq_len) // tokens_per_frame
+    return frame[None, :] <= frame[:, None]
+
+
+def eager(q, k, v, allowed, scale, dtype):
+    """q [B, Sq, K, G, hd], k/v [B, S, K, hd], allowed [Sq, S] -> [B, Sq, K, G, hd]."""
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k) * jnp.asarray(scale, dtype)
+    scores = jnp.where(allowed, scores.astype(jnp.float32), -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    return jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _unmasked(q, k, v, scale):
+    """q [B, K, M, hd] against all of k/v [B, K, N, hd] -> [B, K, M, hd], eager numerics."""
+    return _unmasked_fwd(q, k, v, scale)[0]
+
+
+def _unmasked_fwd(q, k, v, scale):
+    dtype = q.dtype
+    s = (jnp.einsum("bkmd,bknd->bkmn", q, k) * jnp.asarray(scale, dtype)).astype(jnp.float32)
+    m = jnp.max(s, axis=-1, keepdims=True)
+    e = jnp.exp(s - m)
+    l = jnp.sum(e, axis=-1, keepdims=True)
+    o = jnp.einsum("bkmn,bknd->bkmd", (e / l).astype(dtype), v)
+    return o, (q, k, v, o, m, l)
+
+
+def _unmasked_bwd(scale, res, do):
+    q, k, v, o, m, l = res
+    f32 = jnp.float32
+    s = (jnp.einsum("bkmd,bknd->bkmn", q, k) * jnp.asarray(scale, q.dtype)).astype(f32)
+    p = jnp.exp(s - m) / l  # recomputed, not stored
+    do32 = do.astype(f32)
+    dv = jnp.einsum("bkmn,bkmd->bknd", p, do32)
+    dp = jnp.einsum("bkmd,bknd->bkmn", do32, v.astype(f32))
+    ds = p * (dp - jnp.sum(do32 * o.astype(f32), axis=-1, keepdims=True)) * scale
+    dq = jnp.einsum("bkmn,bknd->bkmd", ds, k.astype(f32))
+    dk = jnp.einsum("bkmn,bkmd->bknd", ds, q.astype(f32))
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+_unmasked.defvjp(_unmasked_fwd, _unmasked_bwd)
+
+
+def frames(q, k, v, tokens_per_frame: int, scale: float):
+    """Block-causal attention frame by frame, skipping masked blocks (module docstring).
+    q [B, S, K, G, hd], k/v [B, S, K, hd] -> [B, S, K, G, hd]."""
+    b, s, nkv, g, hd = q.shape
+    tpf = tokens_per_frame
+    qh = q.transpose(0, 2, 1, 3, 4)  # [B, K, S, G, hd]: a frame's G heads form one [256*G, hd] block
+    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, hd]
+    outs = []
+    for t in range(s // tpf):
+        q_t = qh[:, :, t * tpf:(t + 1) * tpf].reshape(b, nkv, tpf * g, hd)
+        keys = (t + 1) * tpf
+        o_t = _unmasked(q_t, kh[:, :, :keys], vh[:, :, :keys], scale)
+        outs.append(o_t.reshape(b, nkv, tpf, g, hd))
+    return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3, 4)
+
+
+def attend(q, k, v, impl: str, tokens_per_frame: int, scale: float, dtype):
+    """q [B, S, Hq, hd], k/v [B, S, K, hd] -> [B, S, Hq*hd] with the block-causal mask."""
+    b, s, nh, hd = q.shape
+    nkv = k.shape[2]
+    if impl == "frames":
+        out = frames(q.reshape(b, s, nkv, nh // nkv, hd), k, v, tokens_per_frame, scale)
+    elif impl == "einsum":
+        out = eager(q.reshape(b, s, nkv, nh // nkv, hd), k, v, block_causal_mask(s, tokens_per_frame), scale, dtype)
+    elif impl == "dot_product_attention":
+        mask = block_causal_mask(s, tokens_per_frame)[None, None]
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
+    else:
+        raise ValueError(f"attention_impl={impl!r} is not one of {IMPLS}")
+    return out.reshape(b, s, nh * hd)
