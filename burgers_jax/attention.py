@@ -16,6 +16,7 @@ hd head dim; query head `kv*G + g` uses KV head `kv` (HF's `repeat_kv` order).
   reference, memory-hungry).
 - `dot_product_attention`: `jax.nn.dot_product_attention` with the mask (XLA picks a
   fused kernel on GPU, cuDNN where available).
+- `auto` (the default): `dot_product_attention` on GPU, `frames` elsewhere.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("frames", "einsum", "dot_product_attention")
+IMPLS = ("auto", "frames", "einsum", "dot_product_attention")
+
+
+def resolve(impl: str) -> str:
+    """`auto`: the fused kernel where the backend has one (GPU: cuDNN through
+    `jax.nn.dot_product_attention`), else `frames` (CPU: fastest measured)."""
+    if impl == "auto":
+        return "dot_product_attention" if jax.default_backend() == "gpu" else "frames"
+    return impl
 
 
 def block_causal_mask(seq_len: int, tokens_per_frame: int) -> jax.Array:
@@ -48,20 +57,27 @@ def _unmasked(q, k, v, scale):
     return _unmasked_fwd(q, k, v, scale)[0]
 
 
+def _scores(q, k, scale):
+    """Scores rounded to the compute dtype and scaled there (HF eager), as float32 for the
+    softmax. Products accumulate in float32 (the fast bf16 path on XLA:CPU)."""
+    s = jnp.einsum("bkmd,bknd->bkmn", q, k, preferred_element_type=jnp.float32).astype(q.dtype)
+    return (s * jnp.asarray(scale, q.dtype)).astype(jnp.float32)
+
+
 def _unmasked_fwd(q, k, v, scale):
     dtype = q.dtype
-    s = (jnp.einsum("bkmd,bknd->bkmn", q, k) * jnp.asarray(scale, dtype)).astype(jnp.float32)
+    s = _scores(q, k, scale)
     m = jnp.max(s, axis=-1, keepdims=True)
     e = jnp.exp(s - m)
     l = jnp.sum(e, axis=-1, keepdims=True)
-    o = jnp.einsum("bkmn,bknd->bkmd", (e / l).astype(dtype), v)
+    o = jnp.einsum("bkmn,bknd->bkmd", (e / l).astype(dtype), v, preferred_element_type=jnp.float32).astype(dtype)
     return o, (q, k, v, o, m, l)
 
 
 def _unmasked_bwd(scale, res, do):
     q, k, v, o, m, l = res
     f32 = jnp.float32
-    s = (jnp.einsum("bkmd,bknd->bkmn", q, k) * jnp.asarray(scale, q.dtype)).astype(f32)
+    s = _scores(q, k, scale)
     p = jnp.exp(s - m) / l  # recomputed, not stored
     do32 = do.astype(f32)
     dv = jnp.einsum("bkmn,bkmd->bknd", p, do32)
@@ -95,6 +111,7 @@ def attend(q, k, v, impl: str, tokens_per_frame: int, scale: float, dtype):
     """q [B, S, Hq, hd], k/v [B, S, K, hd] -> [B, S, Hq*hd] with the block-causal mask."""
     b, s, nh, hd = q.shape
     nkv = k.shape[2]
+    impl = resolve(impl)
     if impl == "frames":
         out = frames(q.reshape(b, s, nkv, nh // nkv, hd), k, v, tokens_per_frame, scale)
     elif impl == "einsum":

@@ -9,7 +9,7 @@ File layout (SPEC.md section 3), one group per sample "0", "1", ...:
   vector/boundary/left|right [T, H, 1, 2], vector/boundary/bottom|top [T, 1, W, 2].
 
 A source has `num_samples`, `num_frames`, `resolution`, `dt`, `name`, `nu(i)` and
-`read_window(i, start, length) -> {data [L,H,W,2], left, right [L,H,1,2],
+`read_window(i, start, length, stride=1) -> {data [L,H,W,2], left, right [L,H,1,2],
 bottom, top [L,1,W,2], nu []}` (all float32). A batch is a dict of numpy arrays:
   frames [B, L, H, W, 6], left/right [B, L, H, 1, 2], bottom/top [B, L, 1, W, 2],
   nu [B] float32, valid [B] bool, sample [B] int64,
@@ -63,11 +63,16 @@ def split_indices(num_samples: int, train_ratio: float = 0.9,
 # --------------------------------------------------------------------------- sources
 
 
-def _check_window(source, i: int, start: int, length: int) -> None:
+def span(length: int, stride: int = 1) -> int:
+    """Frames of a sample that a window of `length` frames, every `stride`-th, covers."""
+    return (length - 1) * stride + 1
+
+
+def _check_window(source, i: int, start: int, length: int, stride: int = 1) -> None:
     if not 0 <= i < source.num_samples:
         raise DataError(f"{source.name}: sample {i} out of range [0, {source.num_samples})")
-    if length < 1 or start < 0 or start + length > source.num_frames:
-        raise DataError(f"{source.name}: sample {i}: window start={start} length={length} "
+    if length < 1 or stride < 1 or start < 0 or start + span(length, stride) > source.num_frames:
+        raise DataError(f"{source.name}: sample {i}: window start={start} length={length} stride={stride} "
                         f"does not fit in {source.num_frames} frames")
 
 
@@ -115,9 +120,9 @@ class AnalyticSource:
     def nu(self, i: int) -> float:
         return float(self.nus[i])
 
-    def read_window(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
-        _check_window(self, i, start, length)
-        window = burgers_fields32(self.nus[i], self.times[start:start + length], self.resolution)
+    def read_window(self, i: int, start: int, length: int, stride: int = 1) -> dict[str, np.ndarray]:
+        _check_window(self, i, start, length, stride)
+        window = burgers_fields32(self.nus[i], self.times[start:start + span(length, stride):stride], self.resolution)
         _check_finite(self, i, start, window)
         window["nu"] = np.float32(self.nus[i])  # stored like the file's float32 `nu`
         return window
@@ -239,9 +244,9 @@ class HDF5Source:
             raise DataError(f"{self.name}: sample {i} out of range [0, {self.num_samples})")
         return self._nus[i]
 
-    def read_window(self, i: int, start: int, length: int) -> dict[str, np.ndarray]:
-        _check_window(self, i, start, length)
-        sl = slice(start, start + length)
+    def read_window(self, i: int, start: int, length: int, stride: int = 1) -> dict[str, np.ndarray]:
+        _check_window(self, i, start, length, stride)
+        sl = slice(start, start + span(length, stride), stride)
         try:
             g = self._file()[str(i)]
             window = {"data": np.asarray(g["vector/data"][sl], dtype=np.float32)}
@@ -269,8 +274,9 @@ def _file_dt(f: h5py.File, num_frames: int) -> float | None:
 
 
 def load_batch(source, samples: Sequence[int], starts: Sequence[int], window: int = WINDOW,
-               valid: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
-    """Reads one window per (sample, start) and pads (u, v) to 6 channels."""
+               valid: Sequence[bool] | None = None, stride: int = 1) -> dict[str, np.ndarray]:
+    """Reads one window per (sample, start) (every `stride`-th frame) and pads (u, v) to
+    6 channels."""
     samples = np.asarray(samples, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
     b, n = len(samples), source.resolution
@@ -281,7 +287,7 @@ def load_batch(source, samples: Sequence[int], starts: Sequence[int], window: in
                            ("bottom", (1, n, 2)), ("top", (1, n, 2)))}
     nu = np.empty((b,), dtype=np.float32)
     for k, (i, s) in enumerate(zip(samples, starts)):
-        w = source.read_window(int(i), int(s), window)
+        w = source.read_window(int(i), int(s), window, stride)
         # (u, v) into channels 0, 1: copied as one 8-byte word per cell, because numpy's
         # strided copy with an inner length of 2 is several times slower.
         uv_words = np.ascontiguousarray(w["data"], dtype=np.float32).view(np.uint64)
@@ -296,20 +302,21 @@ def load_batch(source, samples: Sequence[int], starts: Sequence[int], window: in
     }
 
 
-def _require_window(source, window: int) -> None:
-    if source.num_frames < window:
+def _require_window(source, window: int, stride: int = 1) -> None:
+    if source.num_frames < span(window, stride):
         raise DataError(f"{source.name}: {source.num_frames} frames, fewer than the "
-                        f"{window} of one window")
+                        f"{span(window, stride)} one window of {window} frames (stride {stride}) spans")
 
 
 def train_windows(num_frames: int, train_idx: Sequence[int], batch_size: int, seed: int,
-                  step: int, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+                  step: int, window: int = WINDOW, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(samples [B], starts [B]) of training step `step`, a pure function of its inputs.
 
     Samples: item k = step * B + b of an endless stream made of per-epoch permutations
     of `train_idx` (epoch e = k // n shuffled by `default_rng([seed, 0, e])`), so each
     training sample is seen once per epoch, like the reference's shuffled loader.
-    Starts: uniform in [0, T - window], drawn by `default_rng([seed, 1, step])`.
+    Starts: uniform over the starts where the window (every `stride`-th frame) fits,
+    drawn by `default_rng([seed, 1, step])`.
     """
     train_idx = np.asarray(train_idx, dtype=np.int64)
     n = train_idx.size
@@ -322,42 +329,49 @@ def train_windows(num_frames: int, train_idx: Sequence[int], batch_size: int, se
         perm = np.random.default_rng([seed, 0, int(e)]).permutation(train_idx)
         samples[epochs == e] = perm[pos[epochs == e]]
     starts = np.random.default_rng([seed, 1, step]).integers(
-        0, num_frames - window, size=batch_size, endpoint=True)
+        0, num_frames - span(window, stride), size=batch_size, endpoint=True)
     return samples, starts
 
 
 def train_batch(source, train_idx: Sequence[int], batch_size: int, seed: int, step: int,
-                window: int = WINDOW) -> dict[str, np.ndarray]:
+                window: int = WINDOW, stride: int = 1) -> dict[str, np.ndarray]:
     """The training batch of step `step`: identical for identical (seed, step), so a
     resumed run sees exactly the batches it would have seen (see `train_windows`)."""
-    _require_window(source, window)
-    samples, starts = train_windows(source.num_frames, train_idx, batch_size, seed, step, window)
-    return load_batch(source, samples, starts, window)
+    _require_window(source, window, stride)
+    samples, starts = train_windows(source.num_frames, train_idx, batch_size, seed, step, window, stride)
+    return load_batch(source, samples, starts, window, stride=stride)
 
 
 def val_windows(num_frames: int, val_idx: Sequence[int], window: int = WINDOW,
-                windows_per_sample: int = 1) -> list[tuple[int, int]]:
+                windows_per_sample: int = 1, stride: int = 1) -> list[tuple[int, int]]:
     """Fixed (sample, start) pairs: every validation sample, `windows_per_sample` starts
-    at the midpoints of equal strata of [0, T - window] (the reference draws its starts
-    uniformly there, afresh each time; one window sits in the middle)."""
-    span = num_frames - window + 1  # number of possible starts
-    starts = [int((j + 0.5) * span / windows_per_sample) for j in range(windows_per_sample)]
+    at the midpoints of equal strata of the possible starts (the reference draws its
+    starts uniformly there, afresh each time; one window sits in the middle)."""
+    starts_possible = num_frames - span(window, stride) + 1
+    starts = [int((j + 0.5) * starts_possible / windows_per_sample) for j in range(windows_per_sample)]
     return [(int(i), s) for i in val_idx for s in starts]
 
 
-def val_batches(source, val_idx: Sequence[int], batch_size: int, window: int = WINDOW,
-                windows_per_sample: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    """Deterministic validation batches covering every validation sample. The last
-    batch is padded to `batch_size` by repeating its last item with `valid=False`
-    (weight metrics by `valid`); the reference drops incomplete batches instead."""
-    _require_window(source, window)
-    items = val_windows(source.num_frames, val_idx, window, windows_per_sample)
+def window_batches(source, items: Sequence[tuple[int, int]], batch_size: int, window: int = WINDOW,
+                   stride: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of the given (sample, start) windows, in order. The last batch is padded to
+    `batch_size` by repeating its last item with `valid=False` (weight metrics by `valid`;
+    the reference drops incomplete batches instead)."""
+    _require_window(source, window, stride)
     for lo in range(0, len(items), batch_size):
-        chunk = items[lo:lo + batch_size]
+        chunk = list(items[lo:lo + batch_size])
         valid = [True] * len(chunk) + [False] * (batch_size - len(chunk))
         chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
         samples, starts = zip(*chunk)
-        yield load_batch(source, samples, starts, window, valid)
+        yield load_batch(source, samples, starts, window, valid, stride)
+
+
+def val_batches(source, val_idx: Sequence[int], batch_size: int, window: int = WINDOW,
+                windows_per_sample: int = 1, stride: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """Deterministic validation batches covering every validation sample (`val_windows`)."""
+    _require_window(source, window, stride)
+    yield from window_batches(source, val_windows(source.num_frames, val_idx, window, windows_per_sample, stride),
+                              batch_size, window, stride)
 
 
 # --------------------------------------------------------------------------- prefetch

@@ -50,6 +50,14 @@ def gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """`x @ w` accumulated in float32 and rounded once to the inputs' dtype, as torch's
+    bf16 matmul does. For bf16 this is also the fast path on XLA:CPU, which runs a bf16
+    dot with a float32 result on the CPU's bf16 instructions (measured 3.4x faster than
+    float32 and than a bf16-result dot, 4096x768x3072); for float32 it is the plain dot."""
+    return jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+
+
 def torch_default_kernel_init(fan_in_axes: tuple[int, ...]):
     """torch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
 
@@ -264,7 +272,7 @@ class Linear(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         cin = x.shape[-1]
         kernel = self.param("kernel", torch_default_kernel_init((0,)), (cin, self.features), self.param_dtype)
-        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        y = matmul(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
             bias = self.param("bias", uniform_init(1.0 / math.sqrt(cin)), (self.features,), self.param_dtype)
             y = y + bias.astype(self.dtype)

@@ -9,7 +9,7 @@ Adapters are the leaves named `lora_A` `[in, r]` and `lora_B` `[r, out]` beside 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -20,11 +20,13 @@ from burgers_jax.model_config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, Mod
 from burgers_jax.partition import extract_adapters, flatten, is_adapter, path_str, unflatten
 
 
-def cast_params(params: Mapping[str, Any], policy: Policy) -> dict:
-    """Frozen leaves to `policy.param_dtype`; adapters float32 (PEFT keeps them float32)."""
+def cast_params(params: Mapping[str, Any], policy: Policy, float32_leaf: Callable[[Any], bool] = is_adapter) -> dict:
+    """Leaves to `policy.param_dtype`, except those `float32_leaf(path)` selects: float32
+    (adapters by default, as PEFT keeps them; any leaf that trains keeps float32 master
+    weights, cast to the compute dtype at use)."""
 
     def cast(path, leaf):
-        want = jnp.float32 if is_adapter(path) else policy.param_dtype
+        want = jnp.float32 if float32_leaf(path) else policy.param_dtype
         return leaf if leaf.dtype == want else jnp.asarray(leaf, want)
 
     return jax.tree_util.tree_map_with_path(cast, dict(params))

@@ -180,7 +180,7 @@ class LlamaAttention(nn.Module):
     config: ModelConfig
     train: bool = False
     dtype: Dtype = jnp.float32
-    attention_impl: str = "frames"
+    attention_impl: str = "auto"
 
     def _proj(self, name: str, features: int):
         lora = self.config.lora
@@ -227,7 +227,7 @@ class LlamaDecoderLayer(nn.Module):
     config: ModelConfig
     train: bool = False
     dtype: Dtype = jnp.float32
-    attention_impl: str = "frames"
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, h, cos, sin):
@@ -239,13 +239,20 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class Transformer(nn.Module):
-    """HF `LlamaModel` fed `inputs_embeds`, with the frame block-causal mask. [B, S, D] -> [B, S, D]."""
+    """HF `LlamaModel` fed `inputs_embeds`, with the frame block-causal mask. [B, S, D] -> [B, S, D].
+
+    The identical layers run under one `lax.scan` (`scan_layers`, as MaxText does), so
+    XLA compiles one layer instead of every one of them, while the parameters keep their
+    per-layer names (`layers_0`, `layers_1`, ...: the tree on disk and the mapping to
+    PyTorch are unchanged): they are stacked at the call. Initialisation unrolls.
+    """
 
     config: ModelConfig
     train: bool = False
     dtype: Dtype = jnp.float32
-    attention_impl: str = "frames"
+    attention_impl: str = "auto"
     remat: bool = False
+    scan_layers: bool = True
 
     @nn.compact
     def __call__(self, h):
@@ -253,9 +260,26 @@ class Transformer(nn.Module):
         if tr.hidden_act != "silu":
             raise ValueError(f"transformer.hidden_act={tr.hidden_act!r}: only 'silu' is supported")
         cos, sin = rope_cos_sin(h.shape[1], tr.head_dim, tr.rope_theta, h.dtype)
-        layer_cls = nn.remat(LlamaDecoderLayer) if self.remat else LlamaDecoderLayer
-        for i in range(tr.num_hidden_layers):
-            h = layer_cls(self.config, self.train, self.dtype, self.attention_impl, name=f"layers_{i}")(h, cos, sin)
+        args = (self.config, self.train, self.dtype, self.attention_impl)
+        n = tr.num_hidden_layers
+        if not self.scan_layers or n == 1 or self.is_initializing():
+            layer_cls = nn.remat(LlamaDecoderLayer) if self.remat else LlamaDecoderLayer
+            for i in range(n):
+                h = layer_cls(*args, name=f"layers_{i}")(h, cos, sin)
+        else:
+            params = self.variables["params"]
+            stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[params[f"layers_{i}"] for i in range(n)])
+            layer = LlamaDecoderLayer(*args, parent=None)  # a pure function of its params, not a submodule
+            dropout = self.train and self.config.lora.r > 0 and self.config.lora.dropout > 0
+            rng = self.make_rng("dropout") if dropout else None
+
+            def body(carry, xs):
+                p, i = xs
+                rngs = {"dropout": jax.random.fold_in(rng, i)} if rng is not None else None
+                return layer.apply({"params": p}, carry, cos, sin, rngs=rngs), None
+
+            body = jax.checkpoint(body) if self.remat else body
+            h, _ = jax.lax.scan(body, h, (stacked, jnp.arange(n)))
         return RMSNorm(tr.rms_norm_eps, name="norm")(h)
 
 
@@ -274,7 +298,7 @@ class PDECausalModel(nn.Module):
 
     config: ModelConfig
     policy: Policy = FLOAT32
-    attention_impl: str = "frames"
+    attention_impl: str = "auto"
     remat: bool = False  # rematerialize each transformer layer in the backward pass
 
     def check_input(self, x) -> None:

@@ -1,5 +1,5 @@
 """Param trees: the one home of path helpers, the adapter predicate and the partition
-of a tree into trainable and frozen leaves.
+of a tree into trainable and frozen leaves (by a named rule set, `model.trainable`).
 
 Trees are plain nested dicts whose keys mirror the PyTorch module names. A path is a
 tuple of keys (`("transformer", "layers_0", "self_attn", "q_proj", "lora_A")`), or the
@@ -22,16 +22,33 @@ import flax
 import jax
 import numpy as np
 
-ADAPTER = "adapter"
+TRAINABLE = "trainable"
 FROZEN = "frozen"
 ADAPTER_LEAVES = ("lora_A", "lora_B")
 
-# (label, regex over the '/'-joined path). Adapters are the lora_A/lora_B leaves that sit
-# beside the kernel they adapt; everything else in the three model parts is frozen.
-RULES: tuple[tuple[str, str], ...] = (
-    (ADAPTER, r"^transformer/layers_\d+/(self_attn|mlp)/\w+_proj/lora_[AB]$"),
-    (FROZEN, r"^(encoder_2d|transformer|decoder_2d)/.*(?<!lora_A)(?<!lora_B)$"),
-)
+_ADAPTER = r"^transformer/layers_\d+/(self_attn|mlp)/\w+_proj/lora_[AB]$"
+_NOT_ADAPTER = r"(?<!lora_A)(?<!lora_B)$"
+# Which leaves train, by name (`model.trainable`): each a tuple of (label, regex over the
+# '/'-joined path). "adapters" is the reference recipe (LoRA only); the others also train
+# the decoder, or the encoder and decoder; "all" is full training (pretraining).
+TRAINABLE_SETS: dict[str, tuple[tuple[str, str], ...]] = {
+    "adapters": (
+        (TRAINABLE, _ADAPTER),
+        (FROZEN, r"^(encoder_2d|transformer|decoder_2d)/.*" + _NOT_ADAPTER),
+    ),
+    "adapters+decoder": (
+        (TRAINABLE, _ADAPTER),
+        (TRAINABLE, r"^decoder_2d/"),
+        (FROZEN, r"^(encoder_2d|transformer)/.*" + _NOT_ADAPTER),
+    ),
+    "adapters+encoder+decoder": (
+        (TRAINABLE, _ADAPTER),
+        (TRAINABLE, r"^(encoder_2d|decoder_2d)/"),
+        (FROZEN, r"^transformer/.*" + _NOT_ADAPTER),
+    ),
+    "all": ((TRAINABLE, r"^(encoder_2d|transformer|decoder_2d)/"),),
+}
+RULES = TRAINABLE_SETS["adapters"]
 
 
 class PartitionError(ValueError):
@@ -70,30 +87,38 @@ def count(params) -> int:
 # ----------------------------------------------------------------------------- rules
 
 
-def label_of(path) -> str:
+def rules(trainable: str = "adapters") -> tuple[tuple[str, str], ...]:
+    if trainable not in TRAINABLE_SETS:
+        raise PartitionError(f"model.trainable={trainable!r} is not one of {', '.join(TRAINABLE_SETS)}")
+    return TRAINABLE_SETS[trainable]
+
+
+def label_of(path, trainable: str = "adapters") -> str:
+    """TRAINABLE or FROZEN: the label of the one rule of `trainable` that `path` matches."""
     path = path_str(path)
-    hits = [label for label, pattern in RULES if re.search(pattern, path)]
+    hits = [label for label, pattern in rules(trainable) if re.search(pattern, path)]
     if len(hits) != 1:
         what = "no rule" if not hits else f"several rules {hits}"
-        raise PartitionError(f"param {path!r} matches {what}; see burgers_jax.partition.RULES")
+        raise PartitionError(f"param {path!r} matches {what} of model.trainable={trainable!r}; "
+                             "see burgers_jax.partition.TRAINABLE_SETS")
     return hits[0]
 
 
-def labels(params) -> Any:
-    """A tree of ADAPTER/FROZEN strings with the structure of `params`."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: label_of(p), params)
+def labels(params, trainable: str = "adapters") -> Any:
+    """A tree of TRAINABLE/FROZEN strings with the structure of `params`."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: label_of(p, trainable), params)
 
 
-def adapter_mask(params) -> Any:
-    """Boolean tree for `optax.masked`: True on adapter leaves."""
-    return jax.tree.map(lambda lab: lab == ADAPTER, labels(params))
+def trainable_mask(params, trainable: str = "adapters") -> Any:
+    """Boolean tree for `optax.masked`: True on the leaves that train."""
+    return jax.tree.map(lambda lab: lab == TRAINABLE, labels(params, trainable))
 
 
-def split(params) -> tuple[dict, dict]:
-    """(adapters, frozen) as two nested dicts that together hold every leaf once."""
+def split(params, trainable: str = "adapters") -> tuple[dict, dict]:
+    """(trainable, frozen) as two nested dicts that together hold every leaf once."""
     flat = flatten(params)
-    labs = {path: label_of(path) for path in flat}
-    return (unflatten({p: v for p, v in flat.items() if labs[p] == ADAPTER}),
+    labs = {path: label_of(path, trainable) for path in flat}
+    return (unflatten({p: v for p, v in flat.items() if labs[p] == TRAINABLE}),
             unflatten({p: v for p, v in flat.items() if labs[p] == FROZEN}))
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "REFERENCE_DT",
     "TERM_NAMES",
     "burgers_pde_loss",
+    "boundary_loss",
     "pde_terms",
     "residual_terms",
     "constraint_error",
@@ -207,6 +208,26 @@ def residual_terms(pred, left, right, bottom, top, nu, dt) -> dict:
     _check_inputs("residual_terms", pred, left, right, bottom, top, nu)
     terms = _fields_impl(pred, left, right, bottom, top, nu, dt)
     return {k: jnp.sqrt(jnp.mean(jnp.square(f))) for k, f in terms.items()}
+
+
+@jax.jit
+def boundary_loss(pred, left, right, bottom, top):
+    """How far the prediction, extrapolated to each face of the domain, is from the given
+    boundary values: mean over the four faces of the mean squared mismatch, at frames
+    1..T-1 (frame 0 is the model's input) and both components.
+
+    The face value comes from the two nearest cell centres (at dx/2 and 3dx/2):
+    `f_face = 1.5 f[0] - 0.5 f[1]`, exact for linear fields, so on the exact solution the
+    term sits at the discretisation floor (O(dx^4 f''^2)). Shapes as `burgers_pde_loss`.
+    """
+    _check_inputs("boundary_loss", pred, left, right, bottom, top, 0.0)
+    p = pred[:, 1:]
+
+    def face(near, next_, given):
+        return jnp.mean(jnp.square(1.5 * near - 0.5 * next_ - given[:, 1:]))
+
+    return 0.25 * (face(p[:, :, :, :1], p[:, :, :, 1:2], left) + face(p[:, :, :, -1:], p[:, :, :, -2:-1], right)
+                   + face(p[:, :, :1], p[:, :, 1:2], bottom) + face(p[:, :, -1:], p[:, :, -2:-1], top))
 
 
 @jax.jit

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from burgers_jax import compilation_cache, outputs
 from burgers_jax import data as data_lib
-from burgers_jax import outputs
 from burgers_jax.checkpoint import CheckpointError, load_model
 from burgers_jax.model import PDECausalModel, cast_params
 from burgers_jax.model_config import FLOAT32, INFERENCE_DTYPES, ConfigError, ModelConfig, Policy
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    compilation_cache.enable()
     try:
         outputs.check_file(args.output, args.overwrite, "prediction")
         if args.input is not None:

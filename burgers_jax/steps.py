@@ -1,14 +1,18 @@
-"""Pure training and evaluation steps for LoRA fine-tuning on the PDE residual.
+"""Pure training and evaluation steps for fine-tuning on the PDE residual.
 
 Shapes: B batch, W = T + 1 window frames, T model input frames, H/W grid (128),
 C = 6 model channels, (u, v) the first two.
 
-Only the adapter leaves are differentiated: `loss_fn` takes `(adapters, frozen)` and
-`jax.grad` is taken with respect to `adapters` alone, so the compiled step never
-computes a gradient of a frozen weight and the frozen encoder does no backward work
-(its input does not depend on the adapters). The optimizer is `optax.masked` over the
-full tree with the adapter mask: it holds state for the adapters only, and the frozen
-leaves are passed through the step untouched (never `frozen + update`).
+Only the trainable leaves are differentiated (`model.trainable`: the LoRA adapters in
+the reference recipe): `loss_fn` takes `(trainable, frozen)` and `jax.grad` is taken
+with respect to `trainable` alone, so the compiled step never computes a gradient of a
+frozen weight and a frozen encoder does no backward work (its input does not depend on
+the adapters). The optimizer is `optax.masked` over the full tree with the trainable
+mask: it holds state for the trainable leaves only, and the frozen leaves are passed
+through the step untouched (never `frozen + update`).
+
+The loss: `lambda_pde * PDE residual + lambda_bc * boundary term + lambda_data * nRMSE`
+against the true next frames (0 by default: no ground truth in the reference recipe).
 """
 
 from __future__ import annotations
@@ -20,16 +24,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from burgers_jax import partition, physics
-from burgers_jax.analytic import CONSTRAINT_SUM
+from burgers_jax import metrics, partition, physics
 from burgers_jax.model_config import Policy
 
 
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array  # completed updates (int32)
-    adapters: Any  # nested dict of lora_A / lora_B leaves, float32
-    opt_state: Any  # optax.masked state over the full tree (adapter leaves only)
+    trainable: Any  # nested dict of the leaves that train (the LoRA adapters, ...), float32
+    opt_state: Any  # optax.masked state over the full tree (trainable leaves only)
     rng: jax.Array  # base key; step keys are fold_in(rng, step)
     nonfinite_in_a_row: jax.Array  # consecutive skipped updates
     nonfinite_total: jax.Array
@@ -52,11 +55,10 @@ def make_optimizer(training, mask) -> optax.GradientTransformation:
     return optax.masked(inner, mask)
 
 
-def nrmse(pred, true):
-    """Per-sample normalized RMSE over all frames, grid points and channels: [B]."""
-    axes = tuple(range(1, pred.ndim))
-    err = jnp.sqrt(jnp.mean((pred - true) ** 2, axis=axes))
-    return err / (jnp.sqrt(jnp.mean(true ** 2, axis=axes)) + 1e-12)
+def window_dt(cfg) -> float:
+    """The time between consecutive frames of a window: the data's frame spacing times
+    `dataset.frame_stride`."""
+    return float(cfg.physics.dt) * int(cfg.dataset.get("frame_stride", 1))
 
 
 def forward(model, params, batch, *, temporal_length: int, policy: Policy, train: bool, rng=None):
@@ -88,67 +90,78 @@ def make_train_step(model, tx, cfg) -> Callable:
     T = cfg.dataset.temporal_length
     policy = Policy.named(cfg.model.precision)
     training = cfg.training
-    dt = cfg.physics.dt
+    dt = window_dt(cfg)
     schedule = lr_schedule(training)
+    lambda_bc = float(training.get("lambda_bc", 0.0))
 
-    def loss_fn(adapters, frozen, batch, rng):
-        params = partition.merge(adapters, frozen)
+    def loss_fn(trainable, frozen, batch, rng):
+        params = partition.merge(trainable, frozen)
         pred = forward(model, params, batch, temporal_length=T, policy=policy, train=True, rng=rng)
         total, loss_u, loss_v, _, _ = residual_loss(pred, batch, dt)
-        data = jnp.mean(nrmse(pred[:, 1:], batch["frames"][:, 1:T + 1, ..., :2]))
+        data = jnp.mean(metrics.nrmse(pred[:, 1:], batch["frames"][:, 1:T + 1, ..., :2]))
+        bc = physics.boundary_loss(pred, batch["left"], batch["right"], batch["bottom"], batch["top"])
         loss = training.lambda_pde * total
+        if lambda_bc:
+            loss = loss + lambda_bc * bc
         if training.lambda_data:
             loss = loss + training.lambda_data * data
-        return loss, {"pde_loss": total, "loss_u": loss_u, "loss_v": loss_v, "data_nrmse": data}
+        return loss, {"pde_loss": total, "loss_u": loss_u, "loss_v": loss_v, "data_nrmse": data, "bc_loss": bc}
 
     def train_step(state: TrainState, frozen, batch):
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.adapters, frozen, batch, rng)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable, frozen, batch, rng)
         # optax.masked needs the full tree; frozen "gradients" are zeros that the mask
         # passes through and that are then dropped, so XLA removes them entirely.
-        full_params = partition.merge(state.adapters, frozen)
+        full_params = partition.merge(state.trainable, frozen)
         full_grads = partition.merge(grads, jax.tree.map(jnp.zeros_like, frozen))
         updates, new_opt_state = tx.update(full_grads, state.opt_state, full_params)
-        adapter_updates, _ = partition.split(updates)
-        new_adapters = optax.apply_updates(state.adapters, adapter_updates)
+        trainable_updates = _select(updates, grads)
+        new_trainable = optax.apply_updates(state.trainable, trainable_updates)
 
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
         new_state = state.replace(
             step=state.step + 1,
-            adapters=keep(new_adapters, state.adapters),
+            trainable=keep(new_trainable, state.trainable),
             opt_state=keep(new_opt_state, state.opt_state),
             nonfinite_in_a_row=jnp.where(ok, 0, state.nonfinite_in_a_row + 1),
             nonfinite_total=state.nonfinite_total + jnp.where(ok, 0, 1),
         )
-        metrics = dict(aux, loss=loss, grad_norm=grad_norm, update_norm=optax.global_norm(adapter_updates),
-                       lr=schedule(state.step), skipped=jnp.logical_not(ok))
-        return new_state, metrics
+        metrics_ = dict(aux, loss=loss, grad_norm=grad_norm, update_norm=optax.tree.norm(trainable_updates),
+                        lr=schedule(state.step), skipped=jnp.logical_not(ok))
+        return new_state, metrics_
 
     return train_step
 
 
+def _select(full: dict, like: dict) -> dict:
+    """The leaves of `full` at the paths of `like`."""
+    flat = partition.flatten(full)
+    return partition.unflatten({p: flat[p] for p in partition.flatten(like)})
+
+
 def make_eval_step(model, cfg) -> Callable:
-    """Returns `eval_step(adapters, frozen, batch) -> (metrics, pred)`: a dict of
+    """Returns `eval_step(trainable, frozen, batch) -> (metrics, pred)`: a dict of
     per-sample [B] metrics (the host weights them by `batch['valid']`, so padded items
     never count) and the (u, v) prediction [B, T+1, H, W, 2] in float32."""
     T = cfg.dataset.temporal_length
     policy = Policy.named(cfg.model.precision)
-    dt = cfg.physics.dt
+    dt = window_dt(cfg)
 
-    def eval_step(adapters, frozen, batch):
-        params = partition.merge(adapters, frozen)
+    def eval_step(trainable, frozen, batch):
+        params = partition.merge(trainable, frozen)
         pred = forward(model, params, batch, temporal_length=T, policy=policy, train=False)
         _, _, _, res_u, res_v = residual_loss(pred, batch, dt)
         true = batch["frames"][:, :T + 1, ..., :2]
         per_sample = lambda r: jnp.mean(r ** 2, axis=(1, 2, 3))
-        dev = jnp.abs(pred[:, 1:].sum(-1) - CONSTRAINT_SUM)
+        mean_dev, max_dev = metrics.constraint_error(pred[:, 1:])
         return {
             "pde_loss": per_sample(res_u) + per_sample(res_v),
-            "constraint_error": jnp.mean(dev, axis=(1, 2, 3)),
-            "constraint_error_max": jnp.max(dev, axis=(1, 2, 3)),
-            "nrmse": nrmse(pred[:, 1:], true[:, 1:]),
+            "constraint_error": mean_dev,
+            "constraint_error_max": max_dev,
+            "nrmse": metrics.nrmse(pred[:, 1:], true[:, 1:]),
+            "vrmse": metrics.vrmse(pred[:, 1:], true[:, 1:]),
             # Trivial-solution monitors: a collapsed prediction has no spatial
             # structure or stops moving in time, while its residual can look fine.
             "pred_spatial_std": jnp.mean(jnp.std(pred[:, 1:], axis=(2, 3)), axis=(1, 2)),

@@ -33,6 +33,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from burgers_jax import checkpoint as ckpt_io
+from burgers_jax import compilation_cache
 from burgers_jax import data as data_lib
 from burgers_jax import model as model_lib
 from burgers_jax import partition, reporting, steps
@@ -58,6 +59,29 @@ class TrainingInterrupted(Exception):
     """Ctrl-C: the run stopped at a step boundary after saving a checkpoint."""
 
 
+def global_array(tree, sharding):
+    """Host values (the same on every process) as arrays laid out by `sharding`; each
+    process supplies only its own devices' shards, so this works across hosts too (a
+    plain device_put needs every device to be addressable)."""
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def to_host(tree):
+    """Arrays as numpy on this process; an array sharded over several hosts is gathered."""
+    from jax.experimental import multihost_utils
+
+    def get(a):
+        if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
+            return np.asarray(a)
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
 class Trainer:
     """The compiled steps, the mesh, the data and the frozen weights of one training run."""
 
@@ -77,28 +101,31 @@ class Trainer:
         params, self.model_cfg = load_params(cfg, k_lora)
         self.model = model_lib.PDECausalModel(
             config=self.model_cfg, policy=Policy.named(cfg.model.precision), remat=bool(cfg.model.remat))
-        adapters, frozen = partition.split(params)
-        self.frozen = jax.device_put(frozen, self.replicated)
-        mask = partition.adapter_mask(params)
+        self.trainable_set = cfg.model.get("trainable", "adapters")
+        trainable, frozen = partition.split(params, self.trainable_set)
+        self.frozen = global_array(frozen, self.replicated)
+        mask = partition.trainable_mask(params, self.trainable_set)
         self.tx = steps.make_optimizer(cfg.training, mask)
-        self.init_adapters = adapters
+        self.init_trainable = trainable
         self.train_step = jax.jit(steps.make_train_step(self.model, self.tx, cfg), donate_argnums=(0,))
         self.eval_step = jax.jit(steps.make_eval_step(self.model, cfg))
         # A fresh iterator per evaluation: the windows are fixed, and are read lazily.
+        self.stride = int(cfg.dataset.get("frame_stride", 1))
         self.val_batches = lambda: data_lib.val_batches(
-            self.source, self.val_idx, cfg.dataloader.val_batch_size, window=cfg.dataset.temporal_length + 1)
+            self.source, self.val_idx, cfg.dataloader.val_batch_size, window=cfg.dataset.temporal_length + 1,
+            stride=self.stride)
 
     def initial_state(self) -> steps.TrainState:
-        full = partition.merge(self.init_adapters, self.frozen)
+        full = partition.merge(self.init_trainable, self.frozen)
         opt_state = self.tx.init(full)
         state = steps.TrainState(
-            step=jnp.zeros((), jnp.int32), adapters=self.init_adapters, opt_state=opt_state,
+            step=jnp.zeros((), jnp.int32), trainable=self.init_trainable, opt_state=opt_state,
             rng=self.k_train, nonfinite_in_a_row=jnp.zeros((), jnp.int32),
             nonfinite_total=jnp.zeros((), jnp.int32))
-        return jax.device_put(state, self.replicated)
+        return global_array(state, self.replicated)
 
     def shard_batch(self, batch):
-        return {k: jax.device_put(batch[k], self.batch_sharding) for k in STEP_KEYS}
+        return {k: global_array(batch[k], self.batch_sharding) for k in STEP_KEYS}
 
     def train_batch(self, step: int):
         # dataset.seed fixes the split (as the reference); training.seed varies the
@@ -106,16 +133,15 @@ class Trainer:
         dc = self.cfg.dataset
         return data_lib.train_batch(self.source, self.train_idx, self.cfg.dataloader.batch_size,
                                     dc.seed + 1000003 * self.cfg.training.seed, step,
-                                    window=dc.temporal_length + 1)
+                                    window=dc.temporal_length + 1, stride=self.stride)
 
-    def evaluate(self, adapters) -> tuple[dict, tuple | None]:
+    def evaluate(self, trainable) -> tuple[dict, tuple | None]:
         """Validation metrics (`val/...`, means over every window) and, for a plot, the
         first window's `(pred, true, sample)`."""
         sums, count, worst = {}, 0.0, 0.0
         shown = None
         for batch in self.val_batches():
-            per_sample, pred = self.eval_step(adapters, self.frozen, self.shard_batch(batch))
-            per_sample = jax.device_get(per_sample)
+            per_sample, pred = to_host(self.eval_step(trainable, self.frozen, self.shard_batch(batch)))
             w = np.asarray(batch["valid"], np.float64)
             count += w.sum()
             for k, v in per_sample.items():
@@ -141,13 +167,25 @@ def restore_or_init(trainer: Trainer, manager, workdir: Path, resume: bool, prim
         restored, best_val, skipped = ckpt_io.restore_state(manager, state)
         for note in skipped:
             print(f"warning: {note}", file=sys.stderr)
-        state = jax.device_put(restored, trainer.replicated)
+        state = global_array(restored, trainer.replicated)
         dropped = reporting.truncate_metrics(workdir / "metrics.jsonl", int(state.step)) if primary else 0
         print(f"resumed from {manager.directory} at step {int(state.step)} (dropped {dropped} log lines after it)")
         return state, best_val, True
     if resume:
         print(f"training.resume=True but {manager.directory} has no checkpoint: starting from step 0")
     return state, math.inf, False
+
+
+def save_best(trainer: Trainer, trainable: dict, workdir: Path, metadata: dict) -> None:
+    """The best weights so far: `best_adapters/` (the LoRA adapters, for predict --lora
+    and the PyTorch export) and, when more than the adapters train, `best_model/` (the
+    whole model, a converted checkpoint with its adapters inside)."""
+    ckpt_io.save_adapters(workdir / "best_adapters", partition.extract_adapters(trainable), trainer.model_cfg.lora,
+                          metadata=metadata, overwrite=True)
+    if trainer.trainable_set != "adapters":
+        params = partition.merge(trainable, to_host(trainer.frozen))
+        ckpt_io.save_converted(workdir / "best_model", params, trainer.model_cfg,
+                               {**metadata, "trainable": trainer.trainable_set}, overwrite=True)
 
 
 def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float, workdir: Path, manager,
@@ -157,7 +195,7 @@ def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float,
     -> (metrics, best validation loss, improved?). Only the primary process writes files
     other than the checkpoint."""
     cfg = trainer.cfg
-    val, shown = trainer.evaluate(state.adapters)
+    val, shown = trainer.evaluate(state.trainable)
     if primary and cfg.logging.plots and shown is not None:
         pred, true, sample = shown
         png = workdir / "plots" / f"val_step{step:06d}.png"
@@ -172,9 +210,8 @@ def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float,
     if improved:
         best_val = val["val/pde_loss"]
         if primary:
-            ckpt_io.save_adapters(workdir / "best_adapters", jax.device_get(state.adapters), trainer.model_cfg.lora,
-                                  metadata={"global_step": step, "metrics": {"val_pde_loss": best_val}},
-                                  overwrite=True)
+            save_best(trainer, to_host(state.trainable), workdir,
+                      metadata={"global_step": step, "metrics": {"val_pde_loss": best_val}})
     writer.write(step, {**val, "val/best_pde_loss": best_val})
     ckpt_io.save_state(manager, step, state, best_val)
     return val, best_val, improved
@@ -238,8 +275,9 @@ def train_and_evaluate(cfg, workdir) -> dict:
             (workdir / "model_config.json").write_text(json.dumps(trainer.model_cfg.to_dict(), indent=2))
         manager = ckpt_io.state_manager(workdir / "checkpoints")
         state, best_val, resumed = restore_or_init(trainer, manager, workdir, training.resume, primary)
-        n_trainable = partition.count(state.adapters)
-        print(f"trainable (LoRA) parameters: {n_trainable:,}; frozen: {partition.count(trainer.frozen):,}; "
+        n_trainable = partition.count(state.trainable)
+        print(f"trainable parameters ({trainer.trainable_set}): {n_trainable:,}; "
+              f"frozen: {partition.count(trainer.frozen):,}; "
               f"devices: {jax.device_count()}; precision: {cfg.model.precision}; dt: {cfg.physics.dt:.9g}")
         wandb = ({"project": cfg.logging.get("project"), "entity": cfg.logging.get("entity"),
                   "mode": cfg.logging.get("wandb_mode", "online")} if cfg.logging.get("wandb") else None)
@@ -260,7 +298,7 @@ def train_and_evaluate(cfg, workdir) -> dict:
             state, m = trainer.train_step(state, trainer.frozen, trainer.shard_batch(batch))
             step += 1
             if every(step, cfg.logging.log_interval, training.max_steps):
-                m = jax.device_get(m)
+                m = to_host(m)
                 rate = (step - s_last) / max(time.time() - t_last, 1e-9)
                 t_last, s_last = time.time(), step
                 record = {f"train/{k}": v for k, v in m.items()}
@@ -390,6 +428,7 @@ def main(argv=None) -> int:
         print("flags: --config FILE[:variant] (required), --config.SECTION.FIELD=VALUE (any config field), "
               "--workdir DIR (default: logging.save_dir)")
         return 0
+    compilation_cache.enable()
     try:
         cfg, workdir = parse_command_line(argv)
         summary = train_and_evaluate(cfg, workdir)

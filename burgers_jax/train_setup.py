@@ -82,6 +82,12 @@ def check_config(cfg, num_devices: int) -> None:
             problems.append(f"dataloader.{name}={b} is not a positive multiple of the {num_devices} devices")
     if dc.temporal_length < 1:
         problems.append(f"dataset.temporal_length={dc.temporal_length} must be >= 1")
+    if dc.get("frame_stride", 1) < 1:
+        problems.append(f"dataset.frame_stride={dc.frame_stride} must be >= 1")
+    if cfg.training.get("lambda_bc", 0.0) < 0:
+        problems.append(f"training.lambda_bc={cfg.training.lambda_bc} must be >= 0")
+    if cfg.model.get("trainable", "adapters") not in partition.TRAINABLE_SETS:
+        problems.append(f"model.trainable={cfg.model.trainable!r} is not one of {', '.join(partition.TRAINABLE_SETS)}")
     if cfg.physics.dt is not None and not cfg.physics.dt > 0:
         problems.append(f"physics.dt={cfg.physics.dt} must be > 0 (or None: from the data)")
     if problems:
@@ -110,17 +116,18 @@ def build_data(cfg):
     temporal_length + 1 frames must fit every sample."""
     dc = cfg.dataset
     window = dc.temporal_length + 1
+    stride = int(dc.get("frame_stride", 1))
     if dc.source == "hdf5":
-        source = data_lib.HDF5Source(dc.path, min_frames=window)
+        source = data_lib.HDF5Source(dc.path, min_frames=data_lib.span(window, stride))
     else:
         source = data_lib.AnalyticSource.reference(
             num_samples=dc.num_samples, seed=dc.seed, nu_range=(dc.nu_min, dc.nu_max),
             num_frames=dc.num_frames, resolution=dc.resolution)
     if source.resolution != 128:
         raise TrainConfigError(f"dataset resolution {source.resolution}: the model needs 128x128")
-    if source.num_frames < window:
-        raise TrainConfigError(f"dataset.temporal_length={dc.temporal_length} needs windows of {window} frames; "
-                               f"{source.name} has {source.num_frames}")
+    if source.num_frames < data_lib.span(window, stride):
+        raise TrainConfigError(f"dataset.temporal_length={dc.temporal_length} with frame_stride={stride} needs "
+                               f"{data_lib.span(window, stride)} frames; {source.name} has {source.num_frames}")
     dt, note = resolve_dt(cfg.physics.dt, source.dt, source.name)
     train_idx, val_idx = data_lib.split_indices(source.num_samples, dc.train_ratio, dc.seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
@@ -160,7 +167,9 @@ def load_params(cfg, rng):
         # A base checkpoint might carry adapters of its own: start from fresh ones.
         model_cfg = model_cfg.with_lora(want)
         params = model_lib.add_lora(partition.strip_adapters(params), model_cfg, rng)
-    return model_lib.cast_params(params, Policy.named(cfg.model.precision)), model_cfg
+    trainable = cfg.model.get("trainable", "adapters")
+    keep_float32 = lambda path: partition.label_of(path, trainable) == partition.TRAINABLE  # noqa: E731
+    return model_lib.cast_params(params, Policy.named(cfg.model.precision), keep_float32), model_cfg
 
 
 def _check_architecture(expected_json: str, model_cfg, pretrained_path: str) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 import psutil
 from absl import logging as absl_logging
 
+from burgers_jax import compilation_cache
 from burgers_jax.checkpoint import (
     CheckpointError,
     check_adapters_out,
@@ -265,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify_frames < 1 or args.verify_batch < 1:
         parser.error(f"--verify-frames ({args.verify_frames}) and --verify-batch ({args.verify_batch}) must be >= 1")
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process save
+    compilation_cache.enable()
     path: Path = args.checkpoint
     try:
         obj, mmapped = load_torch_file(path)

@@ -140,7 +140,7 @@ def block_causal_mask(num_frames: int, dtype=torch.float32, device=None) -> torc
 
 
 class PDECausalModel(nn.Module):
-    def __init__(self, model_cfg: Mapping[str, Any]):
+    def __init__(self, model_cfg: Mapping[str, Any], attn_implementation: str = "eager"):
         super().__init__()
         from transformers import LlamaConfig, LlamaModel
 
@@ -162,7 +162,7 @@ class PDECausalModel(nn.Module):
             rms_norm_eps=float(tr.get("rms_norm_eps", 1e-5)),
             rope_parameters={"rope_type": "default", "rope_theta": float(tr.get("rope_theta", 500000.0))},
             attention_dropout=float(tr.get("attention_dropout", 0.0)), use_cache=False,
-            attn_implementation="eager",
+            attn_implementation=attn_implementation,
         )
         self.transformer = LlamaModel(llama_cfg)
         del self.transformer.embed_tokens  # fed inputs_embeds; no token embedding in the state dict
@@ -188,9 +188,11 @@ class PDECausalModel(nn.Module):
         return out
 
 
-def build_model(config_dict: Mapping[str, Any]) -> PDECausalModel:
-    """From `config['model']` (or the full config holding it); float32, eval mode."""
-    return PDECausalModel(model_section(config_dict)).eval()
+def build_model(config_dict: Mapping[str, Any], attn_implementation: str = "eager") -> PDECausalModel:
+    """From `config['model']` (or the full config holding it); float32, eval mode. The
+    original runs HF's "eager" attention with the dense 4D mask; "sdpa" is PyTorch's
+    fused attention (benchmarks)."""
+    return PDECausalModel(model_section(config_dict), attn_implementation).eval()
 
 
 def run_with_intermediates(model: PDECausalModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -295,4 +297,44 @@ def load_best_pt(path) -> dict[str, Any]:
 
 __all__ = ["PDECausalModel", "build_model", "run_with_intermediates", "randomize_", "wrap_lora",
            "lora_state_dict", "write_best_pt", "write_best_lora_pt", "small_model_config_dict",
-           "block_causal_mask", "load_best_pt"]
+           "block_causal_mask", "load_best_pt", "burgers_pde_loss_upwind"]
+
+
+# ----------------------------------------------------------------------------- the residual, as the PyTorch system writes it
+
+
+def burgers_pde_loss_upwind(pred, left, right, bottom, top, nu: float, dt: float):
+    """The PyTorch recipe's residual loss (SPEC.md section 4), written the way the PyTorch
+    system writes it: vectorised over the batch, ghost cells by `torch.cat`, upwinding by
+    `torch.where`, one scalar (the batch-mean) nu. The yardstick of the benchmarks (a
+    slower copy would flatter us).
+
+    pred [B, T, H, W, 2]; left/right [B, T, H, 1, 2]; bottom/top [B, T, 1, W, 2].
+    -> (total, loss_u, loss_v, res_u, res_v), residuals [B, T-1, H, W].
+    """
+    dx = 1.0 / pred.shape[2]
+
+    def padded(c):
+        f = pred[..., c]
+        gl, gr = 2 * left[..., c] - f[..., :, :1], 2 * right[..., c] - f[..., :, -1:]
+        gb, gt = 2 * bottom[..., c] - f[..., :1, :], 2 * top[..., c] - f[..., -1:, :]
+        corner = lambda a, b: (a + b) / 2  # noqa: E731
+        bottom_row = torch.cat([corner(gb[..., :1], gl[..., :1, :]), gb, corner(gb[..., -1:], gr[..., :1, :])], dim=-1)
+        top_row = torch.cat([corner(gt[..., :1], gl[..., -1:, :]), gt, corner(gt[..., -1:], gr[..., -1:, :])], dim=-1)
+        return torch.cat([bottom_row, torch.cat([gl, f, gr], dim=-1), top_row], dim=-2)[:, 1:]
+
+    u, v = pred[:, 1:, ..., 0], pred[:, 1:, ..., 1]
+    res = []
+    for c in range(2):
+        p = padded(c)
+        centre = p[..., 1:-1, 1:-1]
+        back_x, fwd_x = (centre - p[..., 1:-1, :-2]) / dx, (p[..., 1:-1, 2:] - centre) / dx
+        back_y, fwd_y = (centre - p[..., :-2, 1:-1]) / dx, (p[..., 2:, 1:-1] - centre) / dx
+        f_x = torch.where(u >= 0, back_x, fwd_x)
+        f_y = torch.where(v >= 0, back_y, fwd_y)
+        lap = ((p[..., 1:-1, 2:] - 2 * centre + p[..., 1:-1, :-2])
+               + (p[..., 2:, 1:-1] - 2 * centre + p[..., :-2, 1:-1])) / dx ** 2
+        f_t = (pred[:, 1:, ..., c] - pred[:, :-1, ..., c]) / dt
+        res.append(f_t + u * f_x + v * f_y - nu * lap)
+    loss_u, loss_v = (res[0] ** 2).mean(), (res[1] ** 2).mean()
+    return loss_u + loss_v, loss_u, loss_v, res[0], res[1]

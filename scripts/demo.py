@@ -1,13 +1,14 @@
-"""The whole user path on a fresh machine, small enough for a 2-core CPU (`make demo`).
+"""The story in five minutes on a laptop (`make demo`):
 
 1. the physics floors report (what a PDE loss value means at dt = 1/999);
-2. a tiny pretrained model written by the PyTorch reference in the `best.pt` format;
-3. `porting/convert_ckpt.py --verify` converts it to Flax and checks it against PyTorch;
-4. `python -m burgers_jax.train --config configs/demo.py` fine-tunes LoRA adapters on
-   the PDE residual of the analytic Burgers source;
-5. where the metrics, plots and adapters are, and the validation loss before/after.
+2. the pretrained stand-in (assets/standin/best.pt, a small model pretrained on other
+   PDE families and other viscosities) converted to Flax with `--verify` against PyTorch;
+3. fine-tuning on the PDE residual alone (no ground truth) with configs/demo.py;
+4. `burgers_jax.evaluate` of the zero-shot and the fine-tuned model against the truth,
+   with persistence and the exact solution as baselines;
+5. the table and where the plots are.
 
-    python scripts/demo.py [--out demo_run] [--steps N] [--temporal-length T] [--precision P]
+    python scripts/demo.py [--out demo_run] [--steps N] [--temporal-length T] [--skip-floors]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEMO_MARKER = ".burgers_demo"  # marks a folder this script made (and may replace)
+STANDIN = REPO / "assets" / "standin" / "best.pt"
 
 
 def banner(text: str) -> None:
@@ -30,16 +32,28 @@ def banner(text: str) -> None:
 
 
 def run(cmd: list[str]) -> None:
-    print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=REPO, check=True)
+    print("$ " + " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=REPO, check=True)
+
+
+def evaluate(pretrained: Path, out: Path, config, lora: Path | None = None) -> dict:
+    """The validation windows of the training run (same samples, same stride), with a rollout."""
+    cmd = [sys.executable, "-m", "burgers_jax.evaluate", "--checkpoint", pretrained, "--analytic",
+           "--nu-min", config.dataset.nu_min, "--nu-max", config.dataset.nu_max,
+           "--num-samples", config.dataset.num_samples, "--split", "val",
+           "--temporal-length", config.dataset.temporal_length, "--frame-stride", config.dataset.frame_stride,
+           "--rollout", "8", "--precision", config.model.precision, "--out", out]
+    if lora is not None:
+        cmd += ["--lora", lora]
+    run(cmd)
+    return json.loads((out / "metrics.json").read_text())
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo_run", help="output folder (replaced if an earlier demo made it)")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: configs/demo.py)")
     ap.add_argument("--temporal-length", type=int, default=None, help="model input frames")
-    ap.add_argument("--precision", default=None, help="float32 | reference | fp32_output")
     ap.add_argument("--skip-floors", action="store_true", help="skip the physics floors report")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -58,23 +72,15 @@ def main(argv=None) -> int:
 
         print(floors.format_floors_report(floors.floors_report(nu=0.125)))
 
-    banner("2. A tiny pretrained model in the PyTorch best.pt format (PyTorch reference)")
-    import torch
-
-    from porting import torch_reference
-
-    torch.manual_seed(0)
-    config = torch_reference.small_model_config_dict()  # {'model': {...}}, YAML-shaped
-    model = torch_reference.build_model(config)
-    best_pt = out / "best.pt"
-    torch_reference.write_best_pt(best_pt, model, config)
-    print(f"wrote {best_pt} ({best_pt.stat().st_size / 1e6:.1f} MB)")
-
-    banner("3. Convert to Flax and verify against PyTorch")
+    banner(f"2. The pretrained stand-in ({STANDIN.relative_to(REPO)}), converted and verified against PyTorch")
     pretrained = out / "pretrained"
-    run([sys.executable, "porting/convert_ckpt.py", str(best_pt), "--out", str(pretrained), "--verify"])
+    run([sys.executable, "porting/convert_ckpt.py", STANDIN, "--out", pretrained, "--verify"])
 
-    banner("4. LoRA fine-tuning on the PDE residual (configs/demo.py)")
+    from burgers_jax.configs import demo
+
+    config = demo.get_config()
+    banner(f"3. Fine-tuning on the PDE residual alone (configs/demo.py: {config.model.trainable}, "
+           f"boundary weight {config.training.lambda_bc:g}, frame stride {config.dataset.frame_stride})")
     save_dir = out / "train"
     cmd = [sys.executable, "-m", "burgers_jax.train", "--config", "configs/demo.py",
            f"--config.model.pretrained_path={pretrained}", f"--config.logging.save_dir={save_dir}"]
@@ -84,21 +90,28 @@ def main(argv=None) -> int:
         cmd.append(f"--config.training.warmup_steps={max(0, min(10, args.steps - 1))}")
     if args.temporal_length is not None:
         cmd.append(f"--config.dataset.temporal_length={args.temporal_length}")
-    if args.precision is not None:
-        cmd.append(f"--config.model.precision={args.precision}")
+        config.dataset.temporal_length = args.temporal_length
     run(cmd)
 
+    banner("4. Evaluation on the validation windows: zero-shot vs fine-tuned, against persistence and the truth")
+    zero = evaluate(pretrained, out / "eval_zero_shot", config)
+    best = save_dir / "best_model"
+    tuned = evaluate(best, out / "eval_finetuned", config) if best.is_dir() else \
+        evaluate(pretrained, out / "eval_finetuned", config, lora=save_dir / "best_adapters")
+
     banner("5. Results")
-    summary = json.loads((save_dir / "summary.json").read_text())
-    first, last = summary["first_val"], summary["last_val"]
-    print(f"validation PDE loss: {first['val/pde_loss']:.4e} (step 0) -> {last['val/pde_loss']:.4e} "
-          f"(step {summary['steps']}), best {summary['best_val_pde_loss']:.4e}")
-    print(f"constraint error |u+v-1.5|: {first['val/constraint_error']:.4e} -> {last['val/constraint_error']:.4e}")
-    print(f"nRMSE vs truth (never trained on): {first['val/nrmse']:.4e} -> {last['val/nrmse']:.4e}")
-    print(f"metrics:       {summary['metrics']}")
-    print(f"plots:         {summary['plots']}")
-    print(f"best adapters: {summary['best_adapters']}")
-    print(f"tensorboard:   {save_dir / 'tensorboard'}")
+    rows = [("zero-shot", zero["one_step"]["model"], zero.get("rollout", {}).get("model")),
+            ("fine-tuned (PDE residual only)", tuned["one_step"]["model"], tuned.get("rollout", {}).get("model")),
+            ("persistence", zero["one_step"]["persistence"], zero.get("rollout", {}).get("persistence")),
+            ("exact solution (float32)", zero["one_step"]["truth"], None)]
+    print("| | one-step VRMSE | nRMSE | PDE loss | |u+v-1.5| | rollout VRMSE at 8 |")
+    print("|---|---|---|---|---|---|")
+    for name, m, r in rows:
+        print(f"| {name} | {m['vrmse']:.3e} | {m['nrmse']:.3e} | {m['pde_loss']:.3e} | "
+              f"{m['constraint_error']:.3e} | {r['vrmse'][-1]:.3e} |" if r else
+              f"| {name} | {m['vrmse']:.3e} | {m['nrmse']:.3e} | {m['pde_loss']:.3e} | {m['constraint_error']:.3e} | |")
+    print(f"\nrun directory: {save_dir} (metrics.jsonl, plots/, tensorboard/, best_adapters/)")
+    print(f"evaluations:   {out / 'eval_zero_shot'}, {out / 'eval_finetuned'} (metrics.md, rollout.png, window.png)")
     print(f"demo finished in {time.time() - t0:.0f} s")
     return 0
 

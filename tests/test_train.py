@@ -64,9 +64,9 @@ def test_every_param_classified_and_unknown_path_rejected(pretrained):
     params, cfg = ckpt_io.load_converted(pretrained)
     params = model_lib.add_lora(params, cfg.with_lora(r=4, alpha=8.0), jax.random.PRNGKey(1))
     labels = jax.tree.leaves(partition.labels(params))
-    assert set(labels) == {partition.ADAPTER, partition.FROZEN}
+    assert set(labels) == {partition.TRAINABLE, partition.FROZEN}
     n_layers = cfg.transformer.num_hidden_layers
-    assert labels.count(partition.ADAPTER) == n_layers * 7 * 2  # A and B on 7 projections
+    assert labels.count(partition.TRAINABLE) == n_layers * 7 * 2  # A and B on 7 projections
     with pytest.raises(partition.PartitionError, match="extra/bias"):
         partition.labels({"extra": {"bias": jnp.zeros(3)}})
     adapters, frozen = partition.split(params)
@@ -106,7 +106,7 @@ def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_adapters(pretr
     cfg, tr = _one_step_trainer(pretrained, tmp_path)
     base, _ = ckpt_io.load_converted(pretrained)
     state = tr.initial_state()
-    b0 = jax.device_get(state.adapters)
+    b0 = jax.device_get(state.trainable)
     for s in range(3):
         state, m = tr.train_step(state, tr.frozen, tr.shard_batch(tr.train_batch(s)))
     assert int(state.step) == 3 and int(state.nonfinite_total) == 0
@@ -116,11 +116,11 @@ def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_adapters(pretr
         assert np.array_equal(np.asarray(a), np.asarray(b)), partition.path_str(p)
     # adapters did move (lora_B leaves start at zero and must not stay there)
     moved = [not np.array_equal(np.asarray(x), np.asarray(y))
-             for x, y in zip(jax.tree.leaves(state.adapters), jax.tree.leaves(b0))]
+             for x, y in zip(jax.tree.leaves(state.trainable), jax.tree.leaves(b0))]
     assert all(moved)
     # optax.masked keeps moments for adapter leaves only
     opt_elems = sum(np.size(x) for x in jax.tree.leaves(state.opt_state))
-    n_adapt = partition.count(state.adapters)
+    n_adapt = partition.count(state.trainable)
     assert 2 * n_adapt <= opt_elems < 2 * n_adapt + 16
 
 
@@ -129,7 +129,7 @@ def test_lora_step_flops_at_most_three_quarters_of_full_finetuning(pretrained, t
     state = tr.initial_state()
     batch = tr.shard_batch(tr.train_batch(0))
     lora_cost = tr.train_step.lower(state, tr.frozen, batch).compile().cost_analysis()
-    params = partition.merge(state.adapters, tr.frozen)
+    params = partition.merge(state.trainable, tr.frozen)
     tx_full = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=1e-4))
     full_step = jax.jit(make_full_finetune_step(tr.model, tx_full, tr.cfg))  # tr.cfg: dt resolved
     full_cost = full_step.lower(params, tx_full.init(params), batch, jax.random.PRNGKey(0)).compile().cost_analysis()
@@ -148,7 +148,7 @@ def test_nonfinite_loss_skips_update_and_is_counted(pretrained, tmp_path):
     bad["nu"] = np.full_like(bad["nu"], np.nan)
     state, m = tr.train_step(state, tr.frozen, tr.shard_batch(bad))
     assert bool(m["skipped"]) and int(state.nonfinite_in_a_row) == 1 and int(state.nonfinite_total) == 1
-    for a, b in zip(jax.tree.leaves(before.adapters), jax.tree.leaves(state.adapters)):
+    for a, b in zip(jax.tree.leaves(before.trainable), jax.tree.leaves(state.trainable)):
         assert np.array_equal(a, np.asarray(b))
     state, m = tr.train_step(state, tr.frozen, tr.shard_batch(tr.train_batch(2)))
     assert not bool(m["skipped"]) and int(state.nonfinite_in_a_row) == 0
@@ -162,9 +162,9 @@ def test_two_devices_give_the_same_update_as_one(pretrained, tmp_path):
         state = tr.initial_state()
         # step 0 runs at lr 0 (warmup from 0); step 1 is the first real update
         state, _ = tr.train_step(state, tr.frozen, tr.shard_batch(tr.train_batch(0)))
-        before = jax.device_get(state.adapters)
+        before = jax.device_get(state.trainable)
         state, m = tr.train_step(state, tr.frozen, tr.shard_batch(tr.train_batch(1)))
-        update = jax.tree.map(lambda a, b: np.asarray(a) - b, jax.device_get(state.adapters), before)
+        update = jax.tree.map(lambda a, b: np.asarray(a) - b, jax.device_get(state.trainable), before)
         results.append((update, jax.device_get(m), int(tr.mesh.devices.size)))
     (u1, m1, n1), (u2, m2, n2) = results
     assert (n1, n2) == (1, 2)

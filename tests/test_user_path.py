@@ -107,7 +107,7 @@ def test_init_path_continues_from_a_pytorch_best_lora(user_run, torch_lora, tiny
     cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.init_path = 4, 8.0, str(adapters_dir)
     state = train.Trainer(cfg).initial_state()
     loaded, _ = ck.load_adapters(adapters_dir)
-    for (path, a), b in zip(ck.flatten(loaded).items(), ck.flatten(state.adapters).values()):
+    for (path, a), b in zip(ck.flatten(loaded).items(), ck.flatten(state.trainable).values()):
         np.testing.assert_array_equal(a, np.asarray(b), err_msg="/".join(path))
     cfg.model.lora.r = 8  # adapters of another rank: a named error
     with pytest.raises(TrainConfigError, match="init_path.*r=4"):
@@ -309,7 +309,8 @@ def test_only_process_zero_writes_logs_plots_and_best_adapters(tmp_path):
 
 
 def test_console_commands_help_and_errors(tmp_path):
-    scripts = ["burgers-convert", "burgers-export", "burgers-train", "burgers-predict", "burgers-generate"]
+    scripts = ["burgers-convert", "burgers-export", "burgers-train", "burgers-predict", "burgers-generate",
+               "burgers-evaluate"]
     bindir = Path(sys.executable).parent
     for name in scripts:
         rc, out, err = run_cli_script(bindir / name, ["--help"])
@@ -320,7 +321,8 @@ def test_console_commands_help_and_errors(tmp_path):
            "burgers-train": ["--config", str(tmp_path / "nope.py")],
            "burgers-predict": ["--checkpoint", str(tmp_path / "nope"), "--input", str(tmp_path / "x.npy"),
                                "--output", str(tmp_path / "y.npy")],
-           "burgers-generate": ["--num-samples", "0", "--output", str(tmp_path / "g.h5")]}
+           "burgers-generate": ["--num-samples", "0", "--output", str(tmp_path / "g.h5")],
+           "burgers-evaluate": ["--checkpoint", str(tmp_path / "nope"), "--analytic", "--out", str(tmp_path / "e")]}
     for name, args in bad.items():
         rc, out, err = run_cli_script(bindir / name, args)
         assert rc == 2 and "Traceback" not in err, (name, rc, err)

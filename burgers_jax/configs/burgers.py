@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     # denormalization and the residual in float32 (chosen from the demo's policy table).
     c.model.precision = "fp32_output"
     c.model.remat = False  # gradient checkpointing of the transformer layers
+    # What trains: adapters (the reference) | adapters+decoder |
+    # adapters+encoder+decoder (burgers_jax.partition.TRAINABLE_SETS)
+    c.model.trainable = "adapters"
     c.model.noise_level = 0.0  # input noise in training (the pretraining used some; fine-tuning none)
     # JSON {"encoder": {...}, "transformer": {...}} the checkpoint must match (configs/from_yaml.py sets it)
     c.model.expected_architecture = ""
@@ -62,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset.source = "hdf5"  # hdf5 | analytic
     c.dataset.path = "data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5"
     c.dataset.temporal_length = 16  # model input frames; windows hold one more
+    c.dataset.frame_stride = 1  # windows of every S-th frame (time step S * dt); 1 = the reference
     c.dataset.train_ratio = 0.9
     c.dataset.seed = 42
     # Only for source=analytic: the reference sample set computed from the formula.
@@ -92,6 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.training.grad_clip = 1.0
     c.training.lambda_pde = 1.0
     c.training.lambda_data = 0.0
+    c.training.lambda_bc = 0.0  # boundary term: the prediction extrapolated to the faces vs the given values
     c.training.eval_every_steps = 50
     c.training.seed = 0
     c.training.resume = False

@@ -1,0 +1,405 @@
+"""The yardstick: one LoRA fine-tuning step of the JAX port against the PyTorch original,
+side by side in one process, on the same weights and the same batch.
+
+    python scripts/bench_step.py [--full] [--batch 1] [--frames 16] [--runs 5] [--out bench.json]
+    python scripts/bench_step.py --first-step      # also: the first step of fresh processes
+
+PyTorch runs as the original recipe does: the reference model on `transformers.LlamaModel`
+(eager attention with the dense 4D block-causal mask), LoRA by `peft` (r 16, alpha 32,
+dropout 0.05 on the seven projections, adapters float32), bf16 or float32 weights, the
+residual as the PyTorch system writes it (`torch_reference.burgers_pde_loss_upwind`:
+vectorised, `torch.cat` ghost cells, `torch.where` upwinding, batch-mean nu), AdamW with
+a global-norm clip. JAX runs `burgers_jax.train.Trainer.train_step` for each precision
+policy. Both start from one `best.pt` (converted for JAX by the project's converter).
+
+Reported, JAX and PyTorch interleaved so that both see the same machine load: the
+first call (compile), the steady median after warm-up (`block_until_ready`), the step
+per policy, the forward pass alone, the residual alone (value, value + gradient), and a
+per-stage profile (encoder, transformer, decoder, residual; forward and backward).
+Defaults to the small architecture (hidden 128, 2 layers, 8/2 heads, channels
+16/32/64); `--full` for hidden 768, 10 layers, 12/4 heads, channels 64/128/256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from burgers_jax import analytic, partition, physics, steps, train  # noqa: E402
+from burgers_jax.configs import demo  # noqa: E402
+from burgers_jax.model import Decoder2d, Encoder2d, Transformer  # noqa: E402
+from burgers_jax.model_config import Policy  # noqa: E402
+from porting import convert_ckpt  # noqa: E402
+from porting import torch_reference as R  # noqa: E402
+
+SMALL = {"encoder": {"version": "v2", "channels": [16, 32, 64], "use_resblock": True},
+         "transformer": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 8,
+                         "num_key_value_heads": 2, "intermediate_size": 512}}
+FULL = {"encoder": {"version": "v2", "channels": [64, 128, 256], "use_resblock": True},
+        "transformer": {"hidden_size": 768, "num_hidden_layers": 10, "num_attention_heads": 12,
+                        "num_key_value_heads": 4, "intermediate_size": 3072}}
+TRANSFORMER_DEFAULTS = {"hidden_act": "silu", "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+                        "rope_theta": 500000.0, "attention_dropout": 0.0}
+LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05}
+DT = physics.REFERENCE_DT
+
+
+def model_config(full: bool) -> dict:
+    arch = FULL if full else SMALL
+    return {"model": {"in_channels": 6, "encoder": arch["encoder"],
+                      "transformer": {**arch["transformer"], **TRANSFORMER_DEFAULTS}, "noise_level": 0.0,
+                      "use_flash_attention": False}}
+
+
+def median_ms(ts) -> float:
+    return 1e3 * statistics.median(ts)
+
+
+def interleaved(fns: dict, runs: int, warmup: int) -> dict:
+    """{name: (first call s, [steady s, ...])}, every function called once per round."""
+    first = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - t0
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (first[name], times[name]) for name in fns}
+
+
+def batch_for(b: int, frames: int) -> dict:
+    nus = np.linspace(0.1, 0.15, b)
+    w = analytic.analytic_batch(nus, start=np.arange(b) * 37, frames=frames + 1, resolution=128)
+    pred = w["pred"].astype(np.float32)
+    out = {"frames": np.concatenate([pred, np.zeros(pred.shape[:-1] + (4,), np.float32)], axis=-1),
+           "nu": nus.astype(np.float32)}
+    out.update({k: w[k].astype(np.float32) for k in ("left", "right", "bottom", "top")})
+    return out
+
+
+# ----------------------------------------------------------------------------- PyTorch side
+
+
+def torch_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class TorchRecipe:
+    """The PyTorch original's LoRA step, as its fine-tuning script runs it."""
+
+    def __init__(self, best_pt: Path, dtype: torch.dtype, batch: dict, frames: int, attn: str = "eager"):
+        ckpt = torch.load(best_pt, weights_only=True)
+        model = R.build_model(ckpt["config"], attn_implementation=attn)
+        model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
+        dev = torch_device()
+        model = model.to(dev).to(dtype)
+        self.model = R.wrap_lora(model, **LORA)  # adapters float32 on the bf16 base (peft autocast)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=1e-4, betas=(0.9, 0.999))
+        self.dtype, self.T = dtype, frames
+        self.frames = torch.from_numpy(batch["frames"]).to(dev)
+        self.bounds = [torch.from_numpy(batch[k]).to(dev) for k in ("left", "right", "bottom", "top")]
+        self.nu = float(np.mean(batch["nu"]))  # the recipe passes the batch-mean nu
+
+    def step(self) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        x = self.frames[:, :self.T].to(self.dtype)
+        out = self.model(x)
+        pred = torch.cat([x[:, :1], out], dim=1)[..., :2].float()
+        loss = R.burgers_pde_loss_upwind(pred, *self.bounds, self.nu, DT)[0]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        return float(loss)  # waits for the device
+
+    def forward(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.frames[:, :self.T].to(self.dtype))
+        sync()
+        self.model.train()
+
+    def stages(self) -> dict:
+        """Forward and forward+backward of each stage on its own input."""
+        m = self.model
+        x = self.frames[:, :self.T].to(self.dtype)
+        b, t = x.shape[:2]
+        with torch.no_grad():
+            mean = x.mean(dim=(2, 3), keepdim=True)
+            xn = (x - mean) / (x.std(dim=(2, 3), keepdim=True) + 1e-6)
+            tokens = m.encoder_2d(xn)
+            mask = R.block_causal_mask(t, dtype=tokens.dtype)
+            hidden = m.transformer(inputs_embeds=tokens, attention_mask=mask, use_cache=False).last_hidden_state
+        pred = torch.cat([x[:, :1].float(), x.float()], dim=1)[..., :2]
+
+        def fb(fn, inp):
+            inp = inp.detach().requires_grad_(True)
+            out = fn(inp)
+            out.backward(torch.ones_like(out))
+            sync()
+
+        enc = lambda a: m.encoder_2d(a)  # noqa: E731
+        tra = lambda a: m.transformer(inputs_embeds=a, attention_mask=mask, use_cache=False).last_hidden_state  # noqa
+        dec = lambda a: m.decoder_2d(a)  # noqa: E731
+        res = lambda a: R.burgers_pde_loss_upwind(a, *self.bounds, self.nu, DT)[0]  # noqa: E731
+
+        def nograd(fn, a):
+            return lambda: (torch.no_grad()(fn)(a), sync())
+
+        return {"encoder": (nograd(enc, xn), lambda: fb(enc, xn)),
+                "transformer": (nograd(tra, tokens), lambda: fb(tra, tokens)),
+                "decoder": (nograd(dec, hidden), lambda: fb(dec, hidden)),
+                "residual": (nograd(res, pred), lambda: fb(res, pred))}
+
+
+# ----------------------------------------------------------------------------- JAX side
+
+
+def jax_trainer(pretrained: Path, precision: str, b: int, frames: int):
+    cfg = demo.get_config()
+    cfg.model.pretrained_path = str(pretrained)
+    cfg.model.precision = precision
+    cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout = LORA["r"], LORA["alpha"], LORA["dropout"]
+    cfg.dataset.temporal_length = frames
+    cfg.dataset.num_samples = 20
+    cfg.dataloader.batch_size = b
+    cfg.dataloader.val_batch_size = b
+    cfg.training.num_devices = 1
+    return train.Trainer(cfg)
+
+
+class JaxStep:
+    def __init__(self, trainer, batch: dict):
+        self.trainer = trainer
+        self.state = trainer.initial_state()
+        self.batch = trainer.shard_batch(batch)
+
+    def step(self) -> float:
+        self.state, m = self.trainer.train_step(self.state, self.trainer.frozen, self.batch)
+        return float(jax.block_until_ready(m["loss"]))
+
+
+def jax_stages(trainer, batch: dict) -> dict:
+    cfg, model_cfg = trainer.cfg, trainer.model_cfg
+    policy = Policy.named(cfg.model.precision)
+    dt = policy.compute_dtype
+    params = partition.merge(trainer.init_trainable, trainer.frozen)
+    T = cfg.dataset.temporal_length
+    x = jnp.asarray(batch["frames"][:, :T])
+    b = x.shape[0]
+    enc, tra, dec = Encoder2d(model_cfg, dt), Transformer(model_cfg, False, dt), Decoder2d(model_cfg, dt, policy.output_dtype)
+    xn = ((x - x.mean((2, 3), keepdims=True)) / (x.std((2, 3), ddof=1, keepdims=True) + 1e-6)).astype(dt)
+    images = xn.reshape(b * T, 128, 128, 6)
+    e_fn = lambda a: enc.apply({"params": params["encoder_2d"]}, a, b)  # noqa: E731
+    t_fn = lambda a: tra.apply({"params": params["transformer"]}, a)  # noqa: E731
+    d_fn = lambda a: dec.apply({"params": params["decoder_2d"]}, a)  # noqa: E731
+    bounds = [jnp.asarray(batch[k]) for k in ("left", "right", "bottom", "top")]
+    nu = jnp.asarray(batch["nu"])
+    r_fn = lambda a: physics.burgers_pde_loss(a, *bounds, nu, DT)[0]  # noqa: E731
+    tokens = jax.jit(e_fn)(images)
+    hidden = jax.jit(t_fn)(tokens)
+    pred = jnp.asarray(batch["frames"][..., :2])
+    out = {}
+    for name, fn, inp in (("encoder", e_fn, images), ("transformer", t_fn, tokens), ("decoder", d_fn, hidden),
+                          ("residual", r_fn, pred)):
+        f = jax.jit(fn)
+        g = jax.jit(jax.grad(lambda a, fn=fn: jnp.sum(fn(a).astype(jnp.float32))))
+        out[name] = (lambda f=f, inp=inp: jax.block_until_ready(f(inp)),
+                     lambda g=g, inp=inp: jax.block_until_ready(g(inp)))
+    return out
+
+
+# ----------------------------------------------------------------------------- fresh processes
+
+
+def first_step_child(kind: str, best_pt: str, pretrained: str, b: int, frames: int) -> None:
+    """Runs in a fresh process: prints JSON with setup and first-step seconds."""
+    t0 = time.perf_counter()
+    batch = batch_for(b, frames)
+    if kind == "torch":
+        runner = TorchRecipe(Path(best_pt), torch.bfloat16, batch, frames)
+    else:
+        runner = JaxStep(jax_trainer(Path(pretrained), kind, b, frames), batch)
+    t1 = time.perf_counter()
+    runner.step()
+    t2 = time.perf_counter()
+    runner.step()
+    t3 = time.perf_counter()
+    print(json.dumps({"setup_s": t1 - t0, "first_step_s": t2 - t1, "second_step_s": t3 - t2}))
+
+
+def fresh_processes(best_pt: Path, pretrained: Path, b: int, frames: int, cache_dir: str) -> dict:
+    def child(kind, env):
+        out = subprocess.run([sys.executable, __file__, "--child", kind, "--best-pt", str(best_pt),
+                              "--pretrained", str(pretrained), "--batch", str(b), "--frames", str(frames)],
+                             capture_output=True, text=True, env=env, cwd=REPO, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    env = dict(os.environ, BURGERS_JAX_CACHE=cache_dir)
+    return {"torch_bf16": child("torch", env), "jax_fp32_output_cold_cache": child("fp32_output", env),
+            "jax_fp32_output_warm_cache": child("fp32_output", env)}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--full", action="store_true", help="the full-size architecture")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--policies", default="float32,reference,fp32_output")
+    ap.add_argument("--torch-attn", default="eager", help="eager (the original) and/or sdpa, comma-separated")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--first-step", action="store_true", help="also time the first step of fresh processes")
+    ap.add_argument("--out", type=Path, default=None, help="JSON with every number")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--best-pt", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--pretrained", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        from burgers_jax import compilation_cache
+
+        compilation_cache.enable()
+        first_step_child(args.child, args.best_pt, args.pretrained, args.batch, args.frames)
+        return 0
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    torch.manual_seed(0)
+    work = Path(tempfile.mkdtemp(prefix="bench_step_"))
+    config = model_config(args.full)
+    best_pt = work / "best.pt"
+    R.write_best_pt(best_pt, R.randomize_(R.build_model(config), seed=0, scale=0.1), config)
+    convert_ckpt.convert_model(best_pt, work / "pretrained", None)
+    batch = batch_for(args.batch, args.frames)
+    policies = args.policies.split(",")
+    info = {"arch": "full" if args.full else "small", "batch": args.batch, "frames": args.frames,
+            "jax": jax.__version__, "torch": torch.__version__, "device": jax.devices()[0].device_kind,
+            "torch_threads": torch.get_num_threads(), "runs": args.runs, "warmup": args.warmup}
+    print(f"bench_step: {info}")
+
+    jax_steps = {p: JaxStep(jax_trainer(work / "pretrained", p, args.batch, args.frames), batch) for p in policies}
+    torch_runs = {f"{d}" + ("" if attn == "eager" else f"_{attn}"):
+                  TorchRecipe(best_pt, dtype, batch, args.frames, attn)
+                  for attn in args.torch_attn.split(",")
+                  for d, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16))}
+    step_fns = {f"jax_{p}": s.step for p, s in jax_steps.items()}
+    step_fns.update({f"torch_{d}": r.step for d, r in torch_runs.items()})
+    results = {"info": info, "step": {k: {"first_s": f, "median_ms": median_ms(ts), "times_s": ts}
+                                      for k, (f, ts) in interleaved(step_fns, args.runs, args.warmup).items()}}
+
+    fwd_jax = jax_steps.get("float32") or next(iter(jax_steps.values()))
+    model, params = fwd_jax.trainer.model, partition.merge(fwd_jax.trainer.init_trainable, fwd_jax.trainer.frozen)
+    x = jnp.asarray(batch["frames"][:, :args.frames])
+    apply = jax.jit(lambda p, a: model.apply({"params": p}, a))
+    fwd = {"jax_float32": lambda: jax.block_until_ready(apply(params, x)), "torch_float32": torch_runs["float32"].forward}
+    results["forward"] = {k: {"first_s": f, "median_ms": median_ms(ts)}
+                          for k, (f, ts) in interleaved(fwd, args.runs, args.warmup).items()}
+
+    rb = batch_for(4, 16)  # the residual alone: B 4 x 17 frames x 128^2, float32
+    pj = jnp.asarray(rb["frames"][..., :2]) + 1e-3
+    bj = [jnp.asarray(rb[k]) for k in ("left", "right", "bottom", "top")]
+    nu = float(np.mean(rb["nu"]))
+    pt = torch.from_numpy(np.asarray(pj)).to(torch_device())
+    bt = [torch.from_numpy(rb[k]).to(torch_device()) for k in ("left", "right", "bottom", "top")]
+    j_val = jax.jit(lambda p: physics.burgers_pde_loss(p, *bj, nu, DT)[0])
+    j_grad = jax.jit(jax.value_and_grad(lambda p: physics.burgers_pde_loss(p, *bj, nu, DT)[0]))
+
+    def t_val():
+        with torch.no_grad():
+            out = R.burgers_pde_loss_upwind(pt, *bt, nu, DT)[0]
+        sync()
+        return out
+
+    def t_grad():
+        p = pt.clone().requires_grad_(True)
+        R.burgers_pde_loss_upwind(p, *bt, nu, DT)[0].backward()
+        sync()
+
+    lj, lt = float(j_val(pj)), float(t_val())
+    assert abs(lj - lt) <= 1e-4 * abs(lt), f"residuals disagree: JAX {lj}, PyTorch {lt}"
+    res = {"jax_value": lambda: jax.block_until_ready(j_val(pj)), "torch_value": t_val,
+           "jax_value_grad": lambda: jax.block_until_ready(j_grad(pj)), "torch_value_grad": t_grad}
+    results["residual"] = {k: {"median_ms": median_ms(ts)}
+                           for k, (_, ts) in interleaved(res, max(args.runs, 20), 3).items()}
+
+    if not args.no_profile:
+        prof = {}
+        js = jax_stages(fwd_jax.trainer, batch)
+        ts_ = torch_runs["float32"].stages()
+        for stage in js:
+            fns = {"jax_fwd": js[stage][0], "jax_fwd_bwd": js[stage][1],
+                   "torch_fwd": ts_[stage][0], "torch_fwd_bwd": ts_[stage][1]}
+            prof[stage] = {k: median_ms(v[1]) for k, v in interleaved(fns, args.runs, args.warmup).items()}
+        results["profile_float32"] = prof
+    if args.first_step:
+        results["fresh_process"] = fresh_processes(best_pt, work / "pretrained", args.batch, args.frames,
+                                                   str(work / "jax_cache"))
+    report(results)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def report(r: dict) -> None:
+    s = r["step"]
+    print("\nLoRA step (forward, residual, backward, AdamW), median of interleaved runs:")
+    print("| | first call s | median ms | speed vs PyTorch float32 | vs PyTorch bf16 |")
+    print("|---|---|---|---|---|")
+    for k, v in s.items():
+        print(f"| {k} | {v['first_s']:.1f} | {v['median_ms']:.0f} | "
+              f"{s['torch_float32']['median_ms'] / v['median_ms']:.2f}x | {s['torch_bf16']['median_ms'] / v['median_ms']:.2f}x |")
+    f = r["forward"]
+    print(f"\nforward only, float32: JAX {f['jax_float32']['median_ms']:.0f} ms, PyTorch "
+          f"{f['torch_float32']['median_ms']:.0f} ms: {f['torch_float32']['median_ms'] / f['jax_float32']['median_ms']:.2f}x")
+    q = r["residual"]
+    print(f"residual B4x17x128^2: value JAX {q['jax_value']['median_ms']:.1f} ms vs PyTorch "
+          f"{q['torch_value']['median_ms']:.1f} ms ({q['torch_value']['median_ms'] / q['jax_value']['median_ms']:.2f}x); "
+          f"value+grad {q['jax_value_grad']['median_ms']:.1f} vs {q['torch_value_grad']['median_ms']:.1f} ms "
+          f"({q['torch_value_grad']['median_ms'] / q['jax_value_grad']['median_ms']:.2f}x)")
+    if "profile_float32" in r:
+        print("\nper-stage profile, float32, ms (backward = fwd_bwd - fwd):")
+        print("| stage | JAX fwd | JAX bwd | PyTorch fwd | PyTorch bwd |")
+        print("|---|---|---|---|---|")
+        for stage, p in r["profile_float32"].items():
+            print(f"| {stage} | {p['jax_fwd']:.0f} | {p['jax_fwd_bwd'] - p['jax_fwd']:.0f} | {p['torch_fwd']:.0f} | "
+                  f"{p['torch_fwd_bwd'] - p['torch_fwd']:.0f} |")
+    if "fresh_process" in r:
+        print("\nfirst step of a fresh process (s): " + ", ".join(
+            f"{k}: setup {v['setup_s']:.1f} + first step {v['first_step_s']:.1f}" for k, v in r["fresh_process"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""What the compiled LoRA step costs: XLA's `cost_analysis()` FLOPs against an analytic
+count written out below, and `memory_analysis()` with and without rematerialisation.
+Nothing runs: the step is lowered on abstract shapes (`jax.eval_shape`) and compiled.
+
+    python scripts/cost_analysis.py [--batch 4] [--frames 16] [--small] [--out cost.json]
+
+The analytic count (one multiply-add = 2 FLOPs; N = B*T images, S = T*256 tokens per
+sample, D hidden, L layers, H/K query/key-value heads, hd head dim, I MLP width, r the
+LoRA rank, channels c1/c2/c3, m = 2*c3):
+
+forward
+  encoder, per image and branch: the stride-2 3x3 convs 3->c1 (64^2 outputs), c1->c2
+    (32^2), c2->c3 (16^2), a ResBlock (two 3x3 convs) at each scale; then the 1x1 fusion
+    m->m, a ResBlock(m) at 16^2 and the token projection m->D
+  transformer, per token and layer: q, o (D x D), k, v (D x K*hd), MLP 3 x D x I; the
+    adapters x A B on the seven projections (in*r + r*out each); attention with the
+    fully masked blocks skipped: query frame t sees (t+1)*256 keys, so per sample
+    256^2 * T(T+1)/2 score pairs per head, each 2*hd FLOPs for Q K^T and for P V
+  decoder, per image: the projection D->m, the 1x1 split m->m, ResBlock(m), and per
+    branch ResBlock(c3) at 16^2, ConvTranspose c3->c2 (16 taps per input pixel, 16^2
+    inputs), ResBlock(c2) at 32^2, c2->c1 (32^2 inputs), ResBlock(c1) at 64^2, c1->3
+backward of the LoRA step (frozen weights get no gradient; the encoder none at all)
+  decoder: the input gradient of every conv and linear (the forward's FLOPs again)
+  transformer: the input gradient of every linear (the forward's linear FLOPs again);
+    the adapters' gradients (two products per adapter matmul: 2x their forward);
+    attention backward dQ, dK, dV, dP (4 score-sized products) plus the recomputed
+    Q K^T (the custom VJP keeps no score matrix): 5 units against the forward's 2
+Elementwise work (norms, GELU, softmax, the residual, Adam) is left out: the bound
+`cost_analysis() <= 1.25 x analytic` leaves it 25 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from burgers_jax import partition, steps  # noqa: E402
+from burgers_jax.configs import burgers  # noqa: E402
+from burgers_jax.model import PDECausalModel, cast_params, init_params  # noqa: E402
+from burgers_jax.model_config import EncoderConfig, ModelConfig, Policy, TransformerConfig  # noqa: E402
+
+
+def conv(h_out: int, k: int, cin: int, cout: int) -> float:
+    return 2.0 * h_out * h_out * k * k * cin * cout
+
+
+def resblock(h: int, c: int) -> float:
+    return 2 * conv(h, 3, c, c)
+
+
+def analytic(config: ModelConfig, batch: int, frames: int) -> dict:
+    c1, c2, c3 = config.encoder.channels
+    m = 2 * c3
+    tr = config.transformer
+    d, nh, nkv, hd, inter, layers = (tr.hidden_size, tr.num_attention_heads, tr.num_key_value_heads, tr.head_dim,
+                                     tr.intermediate_size, tr.num_hidden_layers)
+    r = config.lora.r
+    images, tokens = batch * frames, batch * frames * 256
+    branch = (conv(64, 3, 3, c1) + resblock(64, c1) + conv(32, 3, c1, c2) + resblock(32, c2)
+              + conv(16, 3, c2, c3) + resblock(16, c3))
+    encoder = images * (2 * branch + conv(16, 1, m, m) + resblock(16, m) + 256 * 2.0 * m * d)
+    shapes = {"q": (d, nh * hd), "k": (d, nkv * hd), "v": (d, nkv * hd), "o": (nh * hd, d),
+              "gate": (d, inter), "up": (d, inter), "down": (inter, d)}
+    linear = tokens * layers * sum(2.0 * a * b for a, b in shapes.values())
+    adapters = tokens * layers * sum(2.0 * (a * r + r * b) for a, b in shapes.values()) if r else 0.0
+    pairs = batch * 256 * 256 * frames * (frames + 1) / 2
+    attention_unit = layers * nh * pairs * 2.0 * hd  # one score-sized product
+    dec_branch = (resblock(16, c3) + 2.0 * 16 * 16 * 16 * c3 * c2 + resblock(32, c2) + 2.0 * 32 * 32 * 16 * c2 * c1
+                  + resblock(64, c1) + 2.0 * 64 * 64 * 16 * c1 * 3)
+    decoder = images * (256 * 2.0 * d * m + conv(16, 1, m, m) + resblock(16, m) + 2 * dec_branch)
+    forward = encoder + linear + adapters + 2 * attention_unit + decoder
+    backward = decoder + linear + 2 * adapters + 5 * attention_unit
+    return {"encoder": encoder, "transformer_linear": linear, "adapters": adapters,
+            "attention_forward": 2 * attention_unit, "decoder": decoder, "forward": forward,
+            "backward": backward, "total": forward + backward}
+
+
+def lowered_step(model_config: ModelConfig, cfg, remat: bool):
+    policy = Policy.named(cfg.model.precision)
+    model = PDECausalModel(model_config, policy=policy, remat=remat)
+    key = jax.random.PRNGKey(0)
+    params = jax.eval_shape(lambda: cast_params(init_params(model_config, key), policy))
+    mask = partition.trainable_mask(params)
+    tx = steps.make_optimizer(cfg.training, mask)
+    trainable, frozen = partition.split(params)
+    state = jax.eval_shape(lambda t, f: steps.TrainState(
+        step=jnp.zeros((), jnp.int32), trainable=t, opt_state=tx.init(partition.merge(t, f)), rng=key,
+        nonfinite_in_a_row=jnp.zeros((), jnp.int32), nonfinite_total=jnp.zeros((), jnp.int32)), trainable, frozen)
+    b, w = cfg.dataloader.batch_size, cfg.dataset.temporal_length + 1
+    sds = jax.ShapeDtypeStruct
+    batch = {"frames": sds((b, w, 128, 128, 6), jnp.float32), "nu": sds((b,), jnp.float32),
+             "left": sds((b, w, 128, 1, 2), jnp.float32), "right": sds((b, w, 128, 1, 2), jnp.float32),
+             "bottom": sds((b, w, 1, 128, 2), jnp.float32), "top": sds((b, w, 1, 128, 2), jnp.float32)}
+    return jax.jit(steps.make_train_step(model, tx, cfg), donate_argnums=(0,)).lower(state, frozen, batch)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--precision", default="fp32_output")
+    ap.add_argument("--small", action="store_true", help="the small architecture instead of the full one")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    cfg = burgers.get_config()
+    cfg.dataloader.batch_size, cfg.dataset.temporal_length, cfg.model.precision = args.batch, args.frames, args.precision
+    cfg.physics.dt = 1.0 / 999.0
+    if args.small:
+        model_config = ModelConfig(encoder=EncoderConfig(channels=(16, 32, 64)), transformer=TransformerConfig(
+            hidden_size=128, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, intermediate_size=512))
+    else:
+        model_config = ModelConfig()  # hidden 768, 10 layers, 12/4 heads, channels 64/128/256
+    model_config = model_config.with_lora(r=16, alpha=32.0, dropout=0.05)
+    count = analytic(model_config, args.batch, args.frames)
+    out = {"config": {"batch": args.batch, "frames": args.frames, "precision": args.precision,
+                      "arch": "small" if args.small else "full"}, "analytic": count}
+    for remat in (False, True):
+        t0 = time.perf_counter()
+        compiled = lowered_step(model_config, cfg, remat).compile()
+        seconds = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        mem = compiled.memory_analysis()
+        out[f"remat={remat}"] = {
+            "compile_s": seconds, "flops": float(cost["flops"]), "flops_over_analytic": float(cost["flops"]) / count["total"],
+            "temp_gib": mem.temp_size_in_bytes / 2**30, "argument_gib": mem.argument_size_in_bytes / 2**30,
+            "output_gib": mem.output_size_in_bytes / 2**30, "alias_gib": mem.alias_size_in_bytes / 2**30}
+        r = out[f"remat={remat}"]
+        print(f"remat={remat}: compile {seconds:.0f} s; FLOPs {r['flops']:.4e} = {r['flops_over_analytic']:.3f} x the "
+              f"analytic {count['total']:.4e}; memory: temporaries {r['temp_gib']:.2f} GiB, arguments "
+              f"{r['argument_gib']:.2f} GiB, outputs {r['output_gib']:.2f} GiB (aliased {r['alias_gib']:.2f})", flush=True)
+    print("analytic count (GFLOP): " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in count.items()))
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
