@@ -40,15 +40,8 @@ from burgers_jax import partition, reporting, steps
 from burgers_jax.model_config import Policy
 from burgers_jax.outputs import OutputError
 from burgers_jax.progress import make_progress
-from burgers_jax.rundir import RunDir, RunDirError, config_dict, merge_saved
-from burgers_jax.train_setup import (
-    TrainConfigError,
-    build_data,
-    check_config,
-    load_params,
-    unknown_override,
-    with_dt,
-)
+from burgers_jax.rundir import RunDir, RunDirError, config_dict
+from burgers_jax.train_setup import TrainConfigError, build_data, check_config, load_params, parse_command_line, with_dt
 
 # Keys of a batch that the compiled steps consume (with their leading batch axis).
 STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
@@ -357,68 +350,6 @@ def _fmt(val: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def parse_command_line(argv: list[str]):
-    """-> (config, workdir) from the command line, or raises TrainConfigError.
-
-    Resuming (`--config.training.resume=True`) takes the run's saved config and applies
-    only the fields named on the command line, so a resume needs no repeated overrides."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    fv = flags.FlagValues()  # a registry of our own: main() can run twice in one process
-    flags.DEFINE_string("workdir", None, "Run directory (default: the config's logging.save_dir).", flag_values=fv)
-    config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
-                                    flag_values=fv, lock_config=True)
-    try:
-        fv(argv)
-    except Exception as e:  # noqa: BLE001 - absl and ml_collections raise many kinds; one line each
-        message = None
-        try:
-            if fv["config"].value is not None:
-                message = unknown_override(argv, fv["config"].value)
-        except Exception:  # noqa: BLE001
-            pass
-        if message is None:
-            config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-            if config_path is None and "--config" in argv[:-1]:
-                config_path = argv[argv.index("--config") + 1]
-            message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            if config_path:
-                message = _config_error(argv, config_path) or message
-        raise TrainConfigError(message) from None
-    cfg = fv.config
-    if cfg is None:
-        raise TrainConfigError("--config is required, e.g. --config configs/burgers.py")
-    try:
-        cfg.logging  # noqa: B018 - a config file that failed to load reports it on first use
-    except OSError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise TrainConfigError(f"--config {fv['config'].config_filename}: cannot load it ({lines[-1]})") from None
-    overrides = config_flags.get_override_values(fv["config"])
-    workdir = fv.workdir or cfg.logging.save_dir
-    if cfg.training.resume:
-        saved = RunDir(workdir).saved_config()
-        if saved is not None:
-            cfg = merge_saved(cfg, saved, overrides)
-            cfg.logging.save_dir = str(workdir)
-    return cfg, workdir
-
-
-def _config_error(argv: list[str], config_path: str) -> str | None:
-    """Loads the config file alone to name an unknown override field, if that was the error."""
-    import importlib.util
-
-    path, _, variant = config_path.partition(":")
-    try:
-        spec = importlib.util.spec_from_file_location("_burgers_user_config", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        cfg = module.get_config(variant) if variant else module.get_config()
-    except Exception as e:  # noqa: BLE001
-        return f"{path}: cannot load the config ({type(e).__name__}: {e})"
-    return unknown_override(argv, cfg)
 
 
 def main(argv=None) -> int:

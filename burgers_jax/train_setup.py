@@ -19,6 +19,7 @@ from burgers_jax import model as model_lib
 from burgers_jax import partition
 from burgers_jax.model_config import ConfigError, LoraConfig, Policy
 from burgers_jax.physics import REFERENCE_DT
+from burgers_jax.rundir import RunDir, merge_saved
 
 # dt agreement between the data's time axis and an explicit physics.dt: the PyTorch YAML
 # writes 1/999 as 0.001001001 (relative difference 1e-9).
@@ -210,3 +211,65 @@ def unknown_override(argv: list[str], cfg) -> str | None:
                 hint = f"; did you mean config.{close[0]}?" if close else ""
                 return f"unknown config field config.{name}{hint}"
     return None
+
+
+def parse_command_line(argv: list[str]):
+    """-> (config, workdir) from the command line, or raises TrainConfigError.
+
+    Resuming (`--config.training.resume=True`) takes the run's saved config and applies
+    only the fields named on the command line, so a resume needs no repeated overrides."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()  # a registry of our own: main() can run twice in one process
+    flags.DEFINE_string("workdir", None, "Run directory (default: the config's logging.save_dir).", flag_values=fv)
+    config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
+                                    flag_values=fv, lock_config=True)
+    try:
+        fv(argv)
+    except Exception as e:  # noqa: BLE001 - absl and ml_collections raise many kinds; one line each
+        message = None
+        try:
+            if fv["config"].value is not None:
+                message = unknown_override(argv, fv["config"].value)
+        except Exception:  # noqa: BLE001
+            pass
+        if message is None:
+            config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+            if config_path is None and "--config" in argv[:-1]:
+                config_path = argv[argv.index("--config") + 1]
+            message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            if config_path:
+                message = _config_error(argv, config_path) or message
+        raise TrainConfigError(message) from None
+    cfg = fv.config
+    if cfg is None:
+        raise TrainConfigError("--config is required, e.g. --config configs/burgers.py")
+    try:
+        cfg.logging  # noqa: B018 - a config file that failed to load reports it on first use
+    except OSError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise TrainConfigError(f"--config {fv['config'].config_filename}: cannot load it ({lines[-1]})") from None
+    overrides = config_flags.get_override_values(fv["config"])
+    workdir = fv.workdir or cfg.logging.save_dir
+    if cfg.training.resume:
+        saved = RunDir(workdir).saved_config()
+        if saved is not None:
+            cfg = merge_saved(cfg, saved, overrides)
+            cfg.logging.save_dir = str(workdir)
+    return cfg, workdir
+
+
+def _config_error(argv: list[str], config_path: str) -> str | None:
+    """Loads the config file alone to name an unknown override field, if that was the error."""
+    import importlib.util
+
+    path, _, variant = config_path.partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_burgers_user_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cfg = module.get_config(variant) if variant else module.get_config()
+    except Exception as e:  # noqa: BLE001
+        return f"{path}: cannot load the config ({type(e).__name__}: {e})"
+    return unknown_override(argv, cfg)

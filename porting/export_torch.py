@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 

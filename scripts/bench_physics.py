@@ -1,5 +1,6 @@
-"""Benchmark: the jitted JAX PDE residual (burgers_jax.physics) vs the PyTorch
-implementation of SPEC.md section 4 kept in tests/test_physics.py.
+"""Benchmark: the jitted JAX PDE residual (burgers_jax.physics) vs the residual as the
+PyTorch system writes it (`porting.torch_reference.burgers_pde_loss_upwind`: vectorised,
+`torch.cat` ghost cells, `torch.where` upwinding, the batch-mean nu).
 
     .venv/bin/python scripts/bench_physics.py [--batch 4 --frames 17 --resolution 128 --runs 20]
 
@@ -7,16 +8,13 @@ Float32, on whatever device JAX/torch default to (this machine: CPU). Each varia
 warmed up (JAX compiles on the first call), then JAX and torch are timed alternately
 `--runs` times each; the median in ms is printed with the ratio torch / jax (> 1: JAX is faster). "loss" is the forward value;
 "loss+grad" also differentiates w.r.t. pred (what training needs). nu is the scalar
-batch mean, as the reference script passes it (the torch copy loops over samples for a
-per-sample nu, which would not be a fair comparison).
+batch mean on both sides, as the reference script passes it.
 Shape legend: B batch, T frames, H/W grid, last axis (u, v).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import pathlib
 import statistics
 import time
 
@@ -26,16 +24,8 @@ import numpy as np
 import torch
 
 from burgers_jax import analytic, physics
+from porting import torch_reference
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_torch_reference():
-    """The torch implementation lives in the test file, independent of the JAX code."""
-    spec = importlib.util.spec_from_file_location("_physics_reference", ROOT / "tests" / "test_physics.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.torch_pde_loss
 
 
 def _interleaved_medians(fns, runs: int, warmup: int) -> list[float]:
@@ -62,7 +52,7 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
 
-    torch_pde_loss = _load_torch_reference()
+    torch_pde_loss = torch_reference.burgers_pde_loss_upwind
     nus = np.linspace(0.1, 0.15, args.batch)
     batch = analytic.analytic_batch(nus, start=np.arange(args.batch) * 50, frames=args.frames, resolution=args.resolution)
     # a perturbed field, so both upwind branches and realistic magnitudes are exercised

@@ -40,7 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from burgers_jax import analytic, partition, physics, steps, train  # noqa: E402
+from burgers_jax import analytic, partition, physics, train  # noqa: E402
 from burgers_jax.configs import demo  # noqa: E402
 from burgers_jax.model import Decoder2d, Encoder2d, Transformer  # noqa: E402
 from burgers_jax.model_config import Policy  # noqa: E402
@@ -138,7 +138,7 @@ class TorchRecipe:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
-        return float(loss)  # waits for the device
+        return loss.detach().item()  # waits for the device
 
     def forward(self) -> None:
         self.model.eval()
@@ -331,7 +331,7 @@ def main(argv=None) -> int:
     pj = jnp.asarray(rb["frames"][..., :2]) + 1e-3
     bj = [jnp.asarray(rb[k]) for k in ("left", "right", "bottom", "top")]
     nu = float(np.mean(rb["nu"]))
-    pt = torch.from_numpy(np.asarray(pj)).to(torch_device())
+    pt = torch.from_numpy(np.array(pj)).to(torch_device())
     bt = [torch.from_numpy(rb[k]).to(torch_device()) for k in ("left", "right", "bottom", "top")]
     j_val = jax.jit(lambda p: physics.burgers_pde_loss(p, *bj, nu, DT)[0])
     j_grad = jax.jit(jax.value_and_grad(lambda p: physics.burgers_pde_loss(p, *bj, nu, DT)[0]))

@@ -79,10 +79,12 @@ def apply(c, overrides: dict, lambda_bc: float):
     return c
 
 
-def run_eval(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, in_range: bool) -> dict:
+def run_eval(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, in_range: bool,
+             precision: str = "fp32_output") -> dict:
+    """Every result evaluated the same way, in the precision it was trained in."""
     argv = ["--checkpoint", str(checkpoint), "--analytic", "--temporal-length", str(args.temporal_length),
             "--frame-stride", str(stride), "--rollout", str(args.rollout), "--out", str(out), "--overwrite",
-            "--precision", "fp32_output"]
+            "--precision", precision]
     if in_range:
         argv += ["--nu-min", "0.1", "--nu-max", "0.15", "--num-samples", "100", "--split", "val",
                  "--windows-per-sample", str(args.windows_per_sample)]
@@ -98,7 +100,7 @@ def run_eval(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, 
 def summarize(results: dict, args) -> str:
     """The table of docs/results.md: mean (and spread over seeds) per row and stride."""
     horizons = [h for h in (1, 5, args.rollout) if h <= args.rollout]
-    head = ["row", "stride"] + [f"{name} (val)" for _, name in COLUMNS] + [f"VRMSE nu out" ] + \
+    head = ["row", "stride"] + [f"{name} (val)" for _, name in COLUMNS] + ["VRMSE nu out" ] + \
         [f"rollout VRMSE h={h}" for h in horizons]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for stride, rows in results["strides"].items():
@@ -218,8 +220,9 @@ def main(argv=None) -> int:
                     train.train_and_evaluate(cfg, run)
                 model = run / "best_model" if (run / "best_model").is_dir() else pretrained
                 lora = None if (run / "best_model").is_dir() else run / "best_adapters"
-                m_in = run_eval(args, model, args.out / "eval" / f"{tag}_in", lora, stride, True)
-                m_out = run_eval(args, model, args.out / "eval" / f"{tag}_out", lora, stride, False)
+                precision = ROWS[name][1].get("model.precision", "fp32_output")
+                m_in = run_eval(args, model, args.out / "eval" / f"{tag}_in", lora, stride, True, precision)
+                m_out = run_eval(args, model, args.out / "eval" / f"{tag}_out", lora, stride, False, precision)
                 res.setdefault(name, []).append(_row(m_in, m_out, "model"))
                 log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
                 curves.setdefault(name, []).append([(r["step"], r["val/pde_loss"]) for r in log if "val/pde_loss" in r])

@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from burgers_jax.model_config import ConfigError, EncoderConfig, ModelConfig, Policy, tiny_config  # noqa: E402
+from burgers_jax.model_config import ConfigError, ModelConfig, Policy, tiny_config  # noqa: E402
 from burgers_jax.partition import flatten, unflatten  # noqa: E402
 from porting import convert_ckpt as cc  # noqa: E402
 from porting.architecture import cross_check  # noqa: E402

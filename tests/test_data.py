@@ -3,7 +3,6 @@ out here (exp form, float64), the reference split and nu draws against numpy's l
 global RNG, loader errors, stateless training batches, validation coverage, prefetch."""
 
 import importlib.util
-import itertools
 import pickle
 import time
 from pathlib import Path

@@ -14,7 +14,6 @@ import pytest
 from conftest import run_cli
 
 from burgers_jax import analytic, data, generate, metrics, partition, physics, steps, train
-from burgers_jax import evaluate as ev
 from burgers_jax.configs import demo
 
 N = 32  # grid of the hand-made fields

@@ -6,7 +6,6 @@ HDF5, configs outside the repository, documentation. Tiny model, float32."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import struct
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, metrics_rows, run_cli
+from conftest import REPO, run_cli
 
 from burgers_jax import checkpoint as ck
 from burgers_jax import generate, predict, reporting, train
