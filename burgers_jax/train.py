@@ -243,6 +243,8 @@ def train_and_evaluate(cfg, workdir) -> dict:
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs every save at INFO/WARNING
     if cfg.training.get("distributed", False):
+        # CPU hosts need a collectives library (GPUs and TPUs bring their own): gloo.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize()
     primary = jax.process_index() == 0
     t_start = time.time()

@@ -41,7 +41,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from burgers_jax import analytic, partition, physics, train  # noqa: E402
-from burgers_jax.configs import demo  # noqa: E402
+try:
+    from burgers_jax.configs import demo  # noqa: E402
+except ImportError:  # an older checkout (for before/after profiles): configs/ at the top
+    from configs import demo  # noqa: E402
 from burgers_jax.model import Decoder2d, Encoder2d, Transformer  # noqa: E402
 from burgers_jax.model_config import Policy  # noqa: E402
 from porting import convert_ckpt  # noqa: E402
@@ -207,11 +210,15 @@ class JaxStep:
         return float(jax.block_until_ready(m["loss"]))
 
 
+def _initial_trainable(trainer):
+    return getattr(trainer, "init_trainable", None) or trainer.init_adapters  # older checkouts: init_adapters
+
+
 def jax_stages(trainer, batch: dict) -> dict:
     cfg, model_cfg = trainer.cfg, trainer.model_cfg
     policy = Policy.named(cfg.model.precision)
     dt = policy.compute_dtype
-    params = partition.merge(trainer.init_trainable, trainer.frozen)
+    params = partition.merge(_initial_trainable(trainer), trainer.frozen)
     T = cfg.dataset.temporal_length
     x = jnp.asarray(batch["frames"][:, :T])
     b = x.shape[0]
@@ -320,7 +327,7 @@ def main(argv=None) -> int:
                                       for k, (f, ts) in interleaved(step_fns, args.runs, args.warmup).items()}}
 
     fwd_jax = jax_steps.get("float32") or next(iter(jax_steps.values()))
-    model, params = fwd_jax.trainer.model, partition.merge(fwd_jax.trainer.init_trainable, fwd_jax.trainer.frozen)
+    model, params = fwd_jax.trainer.model, partition.merge(_initial_trainable(fwd_jax.trainer), fwd_jax.trainer.frozen)
     x = jnp.asarray(batch["frames"][:, :args.frames])
     apply = jax.jit(lambda p, a: model.apply({"params": p}, a))
     fwd = {"jax_float32": lambda: jax.block_until_ready(apply(params, x)), "torch_float32": torch_runs["float32"].forward}

@@ -297,7 +297,7 @@ def test_only_process_zero_writes_logs_plots_and_best_adapters(tmp_path):
             pass
 
     FakeTrainer.cfg.logging.plots = True
-    state = type("S", (), {"adapters": {}})()
+    state = type("S", (), {"trainable": {}})()
     writer = reporting.MetricsWriter(tmp_path, tensorboard=True, enabled=False)
     manager = FakeManager()
     train.evaluate_and_checkpoint(FakeTrainer(), state, 2, math.inf, tmp_path, manager, writer, primary=False)
