@@ -299,6 +299,7 @@ class PDECausalModel(nn.Module):
     policy: Policy = FLOAT32
     attention_impl: str = "auto"
     remat: bool = False  # rematerialize each transformer layer in the backward pass
+    scan_layers: bool = True  # False unrolls the layers (same numbers; e.g. for per-op FLOP counts)
 
     def check_input(self, x) -> None:
         c = self.config
@@ -338,7 +339,8 @@ class PDECausalModel(nn.Module):
 
         # 3-5. Encoder -> transformer -> decoder.
         tokens = Encoder2d(self.config, dt, name="encoder_2d")(xn.reshape(b * t, *xn.shape[2:]), b)
-        hidden = Transformer(self.config, train, dt, self.attention_impl, self.remat, name="transformer")(tokens)
+        hidden = Transformer(self.config, train, dt, self.attention_impl, self.remat, self.scan_layers,
+                             name="transformer")(tokens)
         dec = Decoder2d(self.config, dt, self.policy.output_dtype, name="decoder_2d")(hidden)
 
         # 6. Denormalize with the statistics of the same input frame.

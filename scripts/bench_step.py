@@ -225,22 +225,25 @@ def jax_stages(trainer, batch: dict) -> dict:
     enc, tra, dec = Encoder2d(model_cfg, dt), Transformer(model_cfg, False, dt), Decoder2d(model_cfg, dt, policy.output_dtype)
     xn = ((x - x.mean((2, 3), keepdims=True)) / (x.std((2, 3), ddof=1, keepdims=True) + 1e-6)).astype(dt)
     images = xn.reshape(b * T, 128, 128, 6)
-    e_fn = lambda a: enc.apply({"params": params["encoder_2d"]}, a, b)  # noqa: E731
-    t_fn = lambda a: tra.apply({"params": params["transformer"]}, a)  # noqa: E731
-    d_fn = lambda a: dec.apply({"params": params["decoder_2d"]}, a)  # noqa: E731
+    # Weights and side inputs are arguments, not closed-over constants: XLA would otherwise
+    # constant-fold whole convolutions at compile time.
+    e_fn = lambda p, a: enc.apply({"params": p}, a, b)  # noqa: E731
+    t_fn = lambda p, a: tra.apply({"params": p}, a)  # noqa: E731
+    d_fn = lambda p, a: dec.apply({"params": p}, a)  # noqa: E731
     bounds = [jnp.asarray(batch[k]) for k in ("left", "right", "bottom", "top")]
-    nu = jnp.asarray(batch["nu"])
-    r_fn = lambda a: physics.burgers_pde_loss(a, *bounds, nu, DT)[0]  # noqa: E731
-    tokens = jax.jit(e_fn)(images)
-    hidden = jax.jit(t_fn)(tokens)
+    side = {"bounds": bounds, "nu": jnp.asarray(batch["nu"])}
+    r_fn = lambda p, a: physics.burgers_pde_loss(a, *p["bounds"], p["nu"], DT)[0]  # noqa: E731
+    tokens = jax.jit(e_fn)(params["encoder_2d"], images)
+    hidden = jax.jit(t_fn)(params["transformer"], tokens)
     pred = jnp.asarray(batch["frames"][..., :2])
     out = {}
-    for name, fn, inp in (("encoder", e_fn, images), ("transformer", t_fn, tokens), ("decoder", d_fn, hidden),
-                          ("residual", r_fn, pred)):
+    for name, fn, p, inp in (("encoder", e_fn, params["encoder_2d"], images),
+                             ("transformer", t_fn, params["transformer"], tokens),
+                             ("decoder", d_fn, params["decoder_2d"], hidden), ("residual", r_fn, side, pred)):
         f = jax.jit(fn)
-        g = jax.jit(jax.grad(lambda a, fn=fn: jnp.sum(fn(a).astype(jnp.float32))))
-        out[name] = (lambda f=f, inp=inp: jax.block_until_ready(f(inp)),
-                     lambda g=g, inp=inp: jax.block_until_ready(g(inp)))
+        g = jax.jit(jax.grad(lambda p, a, fn=fn: jnp.sum(fn(p, a).astype(jnp.float32)), argnums=1))
+        out[name] = (lambda f=f, p=p, inp=inp: jax.block_until_ready(f(p, inp)),
+                     lambda g=g, p=p, inp=inp: jax.block_until_ready(g(p, inp)))
     return out
 
 

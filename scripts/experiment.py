@@ -100,12 +100,14 @@ def run_eval(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, 
 def summarize(results: dict, args) -> str:
     """The table of docs/results.md: mean (and spread over seeds) per row and stride."""
     horizons = [h for h in (1, 5, args.rollout) if h <= args.rollout]
-    head = ["row", "stride"] + [f"{name} (val)" for _, name in COLUMNS] + ["VRMSE nu out" ] + \
+    head = ["row", "stride"] + [f"{name} (val)" for _, name in COLUMNS] + ["VRMSE nu out"] + \
         [f"rollout VRMSE h={h}" for h in horizons]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for stride, rows in results["strides"].items():
-        for name, label in [("zero_shot", "zero-shot")] + [(k, v[0]) for k, v in ROWS.items() if k in rows] + \
-                           [("persistence", "persistence"), ("exact", "exact solution (float32)")]:
+        labels = [("zero_shot", "zero-shot (fp32_output)"), ("zero_shot_reference", "zero-shot (reference: all bf16)")]
+        labels += [(k, v[0]) for k, v in ROWS.items() if k in rows]
+        labels += [("persistence", "persistence"), ("exact", "exact solution (float32)")]
+        for name, label in labels:
             if name not in rows:
                 continue
             runs = rows[name]
@@ -199,7 +201,12 @@ def main(argv=None) -> int:
     results: dict = {"config": {"steps": steps, "strides": strides, "seeds": seeds, "rows": rows,
                                 "lambda_bc": args.lambda_bc, "temporal_length": args.temporal_length,
                                 "rollout": args.rollout, "standin": str(args.standin)},
-                     "strides": {}, "curves": {}}
+                     "strides": {}, "curves": {}, "runs": {}}
+    previous = args.out / "results.json"
+    if previous.is_file():  # strides run by an earlier invocation (e.g. with other seeds or rows) are kept
+        earlier = json.loads(previous.read_text())
+        for key in ("strides", "curves", "runs"):
+            results[key].update({s: v for s, v in earlier.get(key, {}).items() if int(s) not in strides})
     for stride in strides:
         res, curves = {}, {}
         zs_in = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_s{stride}_in", None, stride, True)
@@ -207,6 +214,12 @@ def main(argv=None) -> int:
         res["zero_shot"] = [_row(zs_in, zs_out, "model")]
         res["persistence"] = [_row(zs_in, zs_out, "persistence")]
         res["exact"] = [_row(zs_in, zs_out, "truth")]
+        if "pde_reference" in rows:  # the reference row is evaluated in bf16: its zero-shot baseline too
+            zr_in = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_reference_s{stride}_in", None, stride,
+                             True, "reference")
+            zr_out = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_reference_s{stride}_out", None,
+                              stride, False, "reference")
+            res["zero_shot_reference"] = [_row(zr_in, zr_out, "model")]
         for name in rows:
             for seed in range(seeds):
                 tag = f"{name}_s{stride}_seed{seed}"
@@ -227,6 +240,7 @@ def main(argv=None) -> int:
                 log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
                 curves.setdefault(name, []).append([(r["step"], r["val/pde_loss"]) for r in log if "val/pde_loss" in r])
         results["strides"][str(stride)] = res
+        results["runs"][str(stride)] = {"steps": steps, "seeds": seeds, "rows": rows}
         results["curves"][str(stride)] = curves
         (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     table = summarize(results, args)

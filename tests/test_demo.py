@@ -19,6 +19,8 @@ def test_demo_path_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "pretrained" / "model_config.json").is_file()
     assert "verify ok" in proc.stdout
+    config = json.loads((out / "train" / "config.json").read_text())
+    assert config["model"]["trainable"] == "adapters+decoder" and config["training"]["lambda_bc"] > 0
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert summary["steps"] == 2
     assert summary["nonfinite_total"] == 0
