@@ -55,6 +55,11 @@ COLUMNS = (("vrmse", "VRMSE"), ("nrmse", "nRMSE"), ("pde_loss", "PDE loss"), ("c
 def base_config(pretrained: Path, steps: int, stride: int, seed: int, temporal_length: int):
     c = demo.get_config()
     c.model.pretrained_path = str(pretrained)
+    # The reference recipe's options; each row changes only what its overrides name.
+    c.model.precision = "fp32_output"
+    c.model.trainable = "adapters"
+    c.training.lambda_bc = 0.0
+    c.training.lambda_pde, c.training.lambda_data = 1.0, 0.0
     c.model.lora.dropout = 0.0
     c.dataset.source = "analytic"
     c.dataset.num_samples = 100  # the reference sample set: nu ~ U(0.1, 0.15), seed 42, 1000 frames

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import sys
 from pathlib import Path
@@ -344,6 +345,9 @@ def test_documentation_is_the_projects_own():
     assert docs, "a docs/ folder"
     for page in docs:
         assert f"docs/{page.name}" in readme, f"README links docs/{page.name}"
+    for page in [REPO / "README.md", *docs]:  # every relative link points at a file we ship
+        for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / link).exists(), f"{page.name} links {link}, which does not exist"
     for path in [REPO / "README.md", *docs, *(REPO / "burgers_jax").rglob("*.py"), *(REPO / "porting").glob("*.py"),
                  *(REPO / "configs").glob("*.py"), *(REPO / "scripts").glob("*.py")]:
         assert "../shared" not in path.read_text(), f"{path} points users to ../shared"
