@@ -210,15 +210,11 @@ class JaxStep:
         return float(jax.block_until_ready(m["loss"]))
 
 
-def _initial_trainable(trainer):
-    return getattr(trainer, "init_trainable", None) or trainer.init_adapters  # older checkouts: init_adapters
-
-
-def jax_stages(trainer, batch: dict) -> dict:
+def jax_stages(trainer, trainable, batch: dict) -> dict:
     cfg, model_cfg = trainer.cfg, trainer.model_cfg
     policy = Policy.named(cfg.model.precision)
     dt = policy.compute_dtype
-    params = partition.merge(_initial_trainable(trainer), trainer.frozen)
+    params = partition.merge(trainable, trainer.frozen)
     T = cfg.dataset.temporal_length
     x = jnp.asarray(batch["frames"][:, :T])
     b = x.shape[0]
@@ -330,7 +326,9 @@ def main(argv=None) -> int:
                                       for k, (f, ts) in interleaved(step_fns, args.runs, args.warmup).items()}}
 
     fwd_jax = jax_steps.get("float32") or next(iter(jax_steps.values()))
-    model, params = fwd_jax.trainer.model, partition.merge(_initial_trainable(fwd_jax.trainer), fwd_jax.trainer.frozen)
+    # The state after the timed steps (the step donates its input state, so the initial one is gone).
+    trainable = jax.tree.map(jnp.copy, getattr(fwd_jax.state, "trainable", None) or fwd_jax.state.adapters)
+    model, params = fwd_jax.trainer.model, partition.merge(trainable, fwd_jax.trainer.frozen)
     x = jnp.asarray(batch["frames"][:, :args.frames])
     apply = jax.jit(lambda p, a: model.apply({"params": p}, a))
     fwd = {"jax_float32": lambda: jax.block_until_ready(apply(params, x)), "torch_float32": torch_runs["float32"].forward}
@@ -366,7 +364,7 @@ def main(argv=None) -> int:
 
     if not args.no_profile:
         prof = {}
-        js = jax_stages(fwd_jax.trainer, batch)
+        js = jax_stages(fwd_jax.trainer, trainable, batch)
         ts_ = torch_runs["float32"].stages()
         for stage in js:
             fns = {"jax_fwd": js[stage][0], "jax_fwd_bwd": js[stage][1],

@@ -9,11 +9,13 @@ computed from the formula) and evaluate every result the same way
 (`burgers_jax.evaluate`): one-step metrics on the validation split and on viscosities
 outside the range (nu in [0.18, 0.3]), and rollouts.
 
-Rows: zero-shot (the stand-in as it is); PDE-only LoRA with the reference recipe (all
-bf16); PDE-only LoRA with `fp32_output`; PDE-only + boundary term with the decoder
-trainable, and with encoder and decoder trainable; supervised LoRA (the data loss against
-the true next frames: the upper bound); persistence and the exact solution (from the
-evaluations' baselines). At frame stride 1 (the reference, dt = 1/999) and a coarser one,
+Rows: zero-shot (the stand-in as it is, in fp32_output and in the reference's bf16);
+PDE-only LoRA with the reference recipe (all bf16); PDE-only LoRA with `fp32_output`;
+PDE-only + boundary term with LoRA alone, with the decoder trainable, and with encoder and
+decoder trainable; supervised LoRA and supervised LoRA + decoder (the data loss against
+the true next frames: the upper bounds); persistence and the exact solution (from the
+evaluations' baselines). `--rows`, `--strides` and `--seeds` choose a part of the grid;
+results of earlier invocations in the same --out are kept and merged into the table. At frame stride 1 (the reference, dt = 1/999) and a coarser one,
 two seeds for each fine-tuned row. Every run trains for the same number of steps and
 keeps its best adapters by validation PDE loss (as the recipe does); the validation
 curves are plotted to show they have flattened.
@@ -42,12 +44,16 @@ from porting import convert_ckpt  # noqa: E402
 ROWS = {
     "pde_reference": ("PDE-only LoRA, reference recipe (all bf16)", {"model.precision": "reference"}),
     "pde_fp32_output": ("PDE-only LoRA, fp32_output", {}),
+    "pde_bc": ("PDE + boundary, LoRA only", {"training.lambda_bc": "LAMBDA_BC"}),
     "pde_bc_decoder": ("PDE + boundary, LoRA + decoder", {"model.trainable": "adapters+decoder",
                                                          "training.lambda_bc": "LAMBDA_BC"}),
     "pde_bc_encoder_decoder": ("PDE + boundary, LoRA + encoder + decoder",
                                {"model.trainable": "adapters+encoder+decoder", "training.lambda_bc": "LAMBDA_BC"}),
     "supervised": ("supervised LoRA (data loss only: the upper bound)",
                    {"training.lambda_pde": 0.0, "training.lambda_data": 1.0}),
+    "supervised_decoder": ("supervised, LoRA + decoder (the upper bound of the decoder rows)",
+                           {"training.lambda_pde": 0.0, "training.lambda_data": 1.0,
+                            "model.trainable": "adapters+decoder"}),
 }
 COLUMNS = (("vrmse", "VRMSE"), ("nrmse", "nRMSE"), ("pde_loss", "PDE loss"), ("constraint_error", "|u+v-1.5|"))
 
@@ -86,7 +92,24 @@ def apply(c, overrides: dict, lambda_bc: float):
 
 def run_eval(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, in_range: bool,
              precision: str = "fp32_output") -> dict:
-    """Every result evaluated the same way, in the precision it was trained in."""
+    """Every result evaluated the same way, in the precision it was trained in; an
+    evaluation made earlier by the same command, after its model was written, is kept."""
+    argv = eval_argv(args, checkpoint, out, lora, stride, in_range, precision)
+    done = out / "metrics.json"
+    inputs = [checkpoint] + ([lora] if lora is not None else [])
+    if done.is_file() and (out / "command.json").is_file() and \
+            json.loads((out / "command.json").read_text()) == argv and \
+            all(done.stat().st_mtime > p.stat().st_mtime for p in inputs):
+        print(f"{out.name}: evaluated earlier by the same command, kept")
+        return json.loads(done.read_text())
+    if evaluate.main(argv) != 0:
+        raise RuntimeError(f"evaluation failed: {argv}")
+    (out / "command.json").write_text(json.dumps(argv) + "\n")
+    return json.loads(done.read_text())
+
+
+def eval_argv(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, in_range: bool,
+              precision: str) -> list[str]:
     argv = ["--checkpoint", str(checkpoint), "--analytic", "--temporal-length", str(args.temporal_length),
             "--frame-stride", str(stride), "--rollout", str(args.rollout), "--out", str(out), "--overwrite",
             "--precision", precision]
@@ -97,14 +120,12 @@ def run_eval(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, 
         argv += ["--nu-min", "0.18", "--nu-max", "0.3", "--num-samples", str(args.out_samples), "--split", "all"]
     if lora is not None:
         argv += ["--lora", str(lora)]
-    if evaluate.main(argv) != 0:
-        raise RuntimeError(f"evaluation failed: {argv}")
-    return json.loads((out / "metrics.json").read_text())
+    return argv
 
 
 def summarize(results: dict, args) -> str:
     """The table of docs/results.md: mean (and spread over seeds) per row and stride."""
-    horizons = [h for h in (1, 5, args.rollout) if h <= args.rollout]
+    horizons = sorted({h for h in (1, 5, args.rollout) if h <= args.rollout})
     head = ["row", "stride"] + [f"{name} (val)" for _, name in COLUMNS] + ["VRMSE nu out"] + \
         [f"rollout VRMSE h={h}" for h in horizons]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -208,12 +229,16 @@ def main(argv=None) -> int:
                                 "rollout": args.rollout, "standin": str(args.standin)},
                      "strides": {}, "curves": {}, "runs": {}}
     previous = args.out / "results.json"
-    if previous.is_file():  # strides run by an earlier invocation (e.g. with other seeds or rows) are kept
+    if previous.is_file():  # rows run by an earlier invocation (other strides, seeds or rows) are kept
         earlier = json.loads(previous.read_text())
         for key in ("strides", "curves", "runs"):
-            results[key].update({s: v for s, v in earlier.get(key, {}).items() if int(s) not in strides})
+            results[key].update(earlier.get(key, {}))
     for stride in strides:
-        res, curves = {}, {}
+        res, curves = results["strides"].setdefault(str(stride), {}), results["curves"].setdefault(str(stride), {})
+        runs_info = results["runs"].setdefault(str(stride), {})
+        for name in rows:  # this invocation's rows are computed afresh
+            res.pop(name, None)
+            curves.pop(name, None)
         zs_in = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_s{stride}_in", None, stride, True)
         zs_out = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_s{stride}_out", None, stride, False)
         res["zero_shot"] = [_row(zs_in, zs_out, "model")]
@@ -244,9 +269,7 @@ def main(argv=None) -> int:
                 res.setdefault(name, []).append(_row(m_in, m_out, "model"))
                 log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
                 curves.setdefault(name, []).append([(r["step"], r["val/pde_loss"]) for r in log if "val/pde_loss" in r])
-        results["strides"][str(stride)] = res
-        results["runs"][str(stride)] = {"steps": steps, "seeds": seeds, "rows": rows}
-        results["curves"][str(stride)] = curves
+        runs_info.update({name: {"steps": steps, "seeds": seeds} for name in rows})
         (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     table = summarize(results, args)
     (args.out / "results.md").write_text(table)
