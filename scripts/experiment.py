@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from burgers_jax import evaluate, train  # noqa: E402
+from burgers_jax import evaluate, outputs, train  # noqa: E402
 from burgers_jax.configs import demo  # noqa: E402
 from porting import convert_ckpt  # noqa: E402
 
@@ -88,6 +88,13 @@ def apply(c, overrides: dict, lambda_bc: float):
         section, field = key.split(".")
         c[section][field] = lambda_bc if value == "LAMBDA_BC" else value
     return c
+
+
+def evaluate_in_and_out(args, checkpoint: Path, tag: str, lora: Path | None, stride: int,
+                        precision: str = "fp32_output") -> tuple[dict, dict]:
+    """One model on the validation split (nu in range) and on nu outside it -> (in, out)."""
+    return tuple(run_eval(args, checkpoint, args.out / "eval" / f"{tag}_{side}", lora, stride, side == "in", precision)
+                 for side in ("in", "out"))
 
 
 def run_eval(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, in_range: bool,
@@ -218,7 +225,14 @@ def main(argv=None) -> int:
     if quick:
         args.rollout, args.windows_per_sample, args.out_samples = min(args.rollout, 5), 1, 4
     t0 = time.time()
+    # An experiment folder is continued, never replaced; a folder we did not make is refused.
+    try:
+        outputs.check_dir(args.out, "experiment", overwrite=True)
+    except outputs.OutputError as e:
+        print(f"experiment: error: {e}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / outputs.METADATA_FILE).write_text(json.dumps(outputs.format_marker("experiment")) + "\n")
 
     pretrained = args.out / "pretrained"
     if not (pretrained / "params").is_dir():
@@ -239,16 +253,13 @@ def main(argv=None) -> int:
         for name in rows:  # this invocation's rows are computed afresh
             res.pop(name, None)
             curves.pop(name, None)
-        zs_in = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_s{stride}_in", None, stride, True)
-        zs_out = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_s{stride}_out", None, stride, False)
+        zs_in, zs_out = evaluate_in_and_out(args, pretrained, f"zero_shot_s{stride}", None, stride)
         res["zero_shot"] = [_row(zs_in, zs_out, "model")]
         res["persistence"] = [_row(zs_in, zs_out, "persistence")]
         res["exact"] = [_row(zs_in, zs_out, "truth")]
         if "pde_reference" in rows:  # the reference row is evaluated in bf16: its zero-shot baseline too
-            zr_in = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_reference_s{stride}_in", None, stride,
-                             True, "reference")
-            zr_out = run_eval(args, pretrained, args.out / "eval" / f"zero_shot_reference_s{stride}_out", None,
-                              stride, False, "reference")
+            zr_in, zr_out = evaluate_in_and_out(args, pretrained, f"zero_shot_reference_s{stride}", None, stride,
+                                                "reference")
             res["zero_shot_reference"] = [_row(zr_in, zr_out, "model")]
         for name in rows:
             for seed in range(seeds):
@@ -264,8 +275,7 @@ def main(argv=None) -> int:
                 model = run / "best_model" if (run / "best_model").is_dir() else pretrained
                 lora = None if (run / "best_model").is_dir() else run / "best_adapters"
                 precision = ROWS[name][1].get("model.precision", "fp32_output")
-                m_in = run_eval(args, model, args.out / "eval" / f"{tag}_in", lora, stride, True, precision)
-                m_out = run_eval(args, model, args.out / "eval" / f"{tag}_out", lora, stride, False, precision)
+                m_in, m_out = evaluate_in_and_out(args, model, tag, lora, stride, precision)
                 res.setdefault(name, []).append(_row(m_in, m_out, "model"))
                 log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
                 curves.setdefault(name, []).append([(r["step"], r["val/pde_loss"]) for r in log if "val/pde_loss" in r])
