@@ -1,382 +1,56 @@
-"""LoRA fine-tuning of the ported PDECausalModel on the Burgers PDE residual.
+"""`burgers-train`: LoRA fine-tuning of the ported PDECausalModel on the Burgers PDE residual.
 
     python -m burgers_jax.train --config configs/burgers.py [--config.a.b=value ...] [--workdir DIR]
     python -m burgers_jax.train --config configs/burgers.py \\
         --config.logging.save_dir=DIR --config.training.resume=True      # resume DIR's run
 
-The entry point only parses flags; `train_and_evaluate(config, workdir)` does the work
-and is what tests call on tiny configs. See configs/burgers.py for the runbook.
-
-Data parallelism: the global batch is split over a 1-D `data` mesh of all devices
-(jit with a sharded batch; params replicated), so gradients are averaged by the
-compiler. Multi-host: call `jax.distributed.initialize()` on every host first
-(`--config.training.distributed=True` does that); each host then feeds the same
-stateless batches, as in the single-host case, and only process 0 writes logs, plots,
-configs and the best adapters (every process writes its part of the checkpoints).
-
-Ctrl-C stops at the end of the running step, saves a checkpoint, prints how to resume
-and exits with status 130.
+This module only parses flags; `burgers_jax.training.trainer.train_and_evaluate(config,
+workdir)` does the work. See configs/burgers.py for the runbook.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import signal
 import sys
-import time
-from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from burgers_jax import cli
+from burgers_jax.io import compilation_cache
+from burgers_jax.training.setup import parse_command_line
+from burgers_jax.training.trainer import Trainer, TrainingInterrupted, train_and_evaluate  # noqa: F401  (Trainer: the contract benchmarks use)
 
-from burgers_jax import checkpoint as ckpt_io
-from burgers_jax import compilation_cache
-from burgers_jax import data as data_lib
-from burgers_jax import model as model_lib
-from burgers_jax import partition, reporting, steps
-from burgers_jax.model_config import Policy
-from burgers_jax.outputs import OutputError
-from burgers_jax.progress import make_progress
-from burgers_jax.rundir import RunDir, RunDirError, config_dict
-from burgers_jax.train_setup import TrainConfigError, build_data, check_config, load_params, parse_command_line, with_dt
-
-# Keys of a batch that the compiled steps consume (with their leading batch axis).
-STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
+PROG = "burgers-train"
 EXIT_INTERRUPTED = 130  # the shell's status for a run stopped by SIGINT
+HELP_FLAGS = ("-h", "--help", "-help", "--helpfull")
+SUMMARY_KEYS = ("save_dir", "steps", "best_val_pde_loss", "metrics", "plots", "best_adapters",
+                "wall_s")
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C: the run stopped at a step boundary after saving a checkpoint."""
-
-
-def global_array(tree, sharding):
-    """Host values (the same on every process) as arrays laid out by `sharding`; each
-    process supplies only its own devices' shards, so this works across hosts too (a
-    plain device_put needs every device to be addressable)."""
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-    return jax.tree.map(put, tree)
-
-
-def to_host(tree):
-    """Arrays as numpy on this process; an array sharded over several hosts is gathered."""
-    from jax.experimental import multihost_utils
-
-    def get(a):
-        if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
-            return np.asarray(a)
-        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-
-    return jax.tree.map(get, tree)
-
-
-class Trainer:
-    """The compiled steps, the mesh, the data and the frozen weights of one training run."""
-
-    def __init__(self, cfg):
-        devices = jax.devices()
-        if cfg.training.get("num_devices", 0):
-            devices = devices[: cfg.training.num_devices]
-        check_config(cfg, len(devices))
-        self.mesh = Mesh(np.asarray(devices), ("data",))
-        self.batch_sharding = NamedSharding(self.mesh, P("data"))
-        self.replicated = NamedSharding(self.mesh, P())
-
-        self.source, self.train_idx, self.val_idx, dt, self.dt_note = build_data(cfg)
-        self.cfg = cfg = with_dt(cfg, dt)  # the time step in force, saved with the run
-        root = jax.random.PRNGKey(cfg.training.seed)
-        k_lora, self.k_train = jax.random.split(root)
-        params, self.model_cfg = load_params(cfg, k_lora)
-        self.model = model_lib.PDECausalModel(
-            config=self.model_cfg, policy=Policy.named(cfg.model.precision), remat=bool(cfg.model.remat))
-        self.trainable_set = cfg.model.get("trainable", "adapters")
-        trainable, frozen = partition.split(params, self.trainable_set)
-        self.frozen = global_array(frozen, self.replicated)
-        mask = partition.trainable_mask(params, self.trainable_set)
-        self.tx = steps.make_optimizer(cfg.training, mask)
-        self.init_trainable = trainable
-        self.train_step = jax.jit(steps.make_train_step(self.model, self.tx, cfg), donate_argnums=(0,))
-        self.eval_step = jax.jit(steps.make_eval_step(self.model, cfg))
-        # A fresh iterator per evaluation: the windows are fixed, and are read lazily.
-        self.stride = int(cfg.dataset.get("frame_stride", 1))
-        self.val_batches = lambda: data_lib.val_batches(
-            self.source, self.val_idx, cfg.dataloader.val_batch_size, window=cfg.dataset.temporal_length + 1,
-            stride=self.stride)
-
-    def initial_state(self) -> steps.TrainState:
-        full = partition.merge(self.init_trainable, self.frozen)
-        opt_state = self.tx.init(full)
-        state = steps.TrainState(
-            step=jnp.zeros((), jnp.int32), trainable=self.init_trainable, opt_state=opt_state,
-            rng=self.k_train, nonfinite_in_a_row=jnp.zeros((), jnp.int32),
-            nonfinite_total=jnp.zeros((), jnp.int32))
-        return global_array(state, self.replicated)
-
-    def shard_batch(self, batch):
-        return {k: global_array(batch[k], self.batch_sharding) for k in STEP_KEYS}
-
-    def train_batch(self, step: int):
-        # dataset.seed fixes the split (as the reference); training.seed varies the
-        # batch order, so two seeds of one split see different stateless streams.
-        dc = self.cfg.dataset
-        return data_lib.train_batch(self.source, self.train_idx, self.cfg.dataloader.batch_size,
-                                    dc.seed + 1000003 * self.cfg.training.seed, step,
-                                    window=dc.temporal_length + 1, stride=self.stride)
-
-    def evaluate(self, trainable) -> tuple[dict, tuple | None]:
-        """Validation metrics (`val/...`, means over every window) and, for a plot, the
-        first window's `(pred, true, sample)`."""
-        sums, count, worst = {}, 0.0, 0.0
-        shown = None
-        for batch in self.val_batches():
-            per_sample, pred = to_host(self.eval_step(trainable, self.frozen, self.shard_batch(batch)))
-            w = np.asarray(batch["valid"], np.float64)
-            count += w.sum()
-            for k, v in per_sample.items():
-                sums[k] = sums.get(k, 0.0) + float(np.sum(w * v))
-            worst = max(worst, float(np.max(np.where(w > 0, per_sample["constraint_error_max"], 0))))
-            if shown is None:
-                shown = (np.asarray(pred[0]), np.asarray(batch["frames"][0, ..., :2]), int(batch["sample"][0]))
-        metrics = {f"val/{k}": v / count for k, v in sums.items() if k != "constraint_error_max"}
-        metrics["val/constraint_error_max"] = worst
-        return metrics, shown
-
-
-def every(step: int, n: int, last: int) -> bool:
-    """True at every n-th step and at the last one (the log and eval cadence)."""
-    return step % n == 0 or step == last
-
-
-def restore_or_init(trainer: Trainer, manager, workdir: Path, resume: bool, primary: bool):
-    """-> (state, best validation loss, resumed?): the latest intact checkpoint when
-    resuming, else the initial state. A resumed run drops log lines after its checkpoint."""
-    state = trainer.initial_state()
-    if resume and manager.latest_step() is not None:
-        restored, best_val, skipped = ckpt_io.restore_state(manager, state)
-        for note in skipped:
-            print(f"warning: {note}", file=sys.stderr)
-        state = global_array(restored, trainer.replicated)
-        dropped = reporting.truncate_metrics(workdir / "metrics.jsonl", int(state.step)) if primary else 0
-        print(f"resumed from {manager.directory} at step {int(state.step)} (dropped {dropped} log lines after it)")
-        return state, best_val, True
-    if resume:
-        print(f"training.resume=True but {manager.directory} has no checkpoint: starting from step 0")
-    return state, math.inf, False
-
-
-def save_best(trainer: Trainer, trainable: dict, workdir: Path, metadata: dict) -> None:
-    """The best weights so far: `best_adapters/` (the LoRA adapters, for predict --lora
-    and the PyTorch export) and, when more than the adapters train, `best_model/` (the
-    whole model, a converted checkpoint with its adapters inside)."""
-    ckpt_io.save_adapters(workdir / "best_adapters", partition.extract_adapters(trainable), trainer.model_cfg.lora,
-                          metadata=metadata, overwrite=True)
-    if trainer.trainable_set != "adapters":
-        params = partition.merge(trainable, to_host(trainer.frozen))
-        ckpt_io.save_converted(workdir / "best_model", params, trainer.model_cfg,
-                               {**metadata, "trainable": trainer.trainable_set}, overwrite=True)
-
-
-def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float, workdir: Path, manager,
-                            writer, primary: bool = True) -> tuple[dict, float, bool]:
-    """Validation at `step`: metrics logged, a plot, the best adapters saved (after
-    warmup, when the PDE loss improves) and the training state checkpointed.
-    -> (metrics, best validation loss, improved?). Only the primary process writes files
-    other than the checkpoint."""
-    cfg = trainer.cfg
-    val, shown = trainer.evaluate(state.trainable)
-    if primary and cfg.logging.plots and shown is not None:
-        pred, true, sample = shown
-        png = workdir / "plots" / f"val_step{step:06d}.png"
-        reporting.plot_validation_window(
-            pred, true, png,
-            title=f"step {step}, validation sample {sample}, last frame; val PDE loss {val['val/pde_loss']:.3e}")
-        writer.image(step, "val/window", png)
-    if step == 0:  # the zero-shot baseline: no checkpoint, no best adapters
-        writer.write(0, val)
-        return val, best_val, False
-    improved = step >= cfg.training.warmup_steps and val["val/pde_loss"] < best_val
-    if improved:
-        best_val = val["val/pde_loss"]
-        if primary:
-            save_best(trainer, to_host(state.trainable), workdir,
-                      metadata={"global_step": step, "metrics": {"val_pde_loss": best_val}})
-    writer.write(step, {**val, "val/best_pde_loss": best_val})
-    ckpt_io.save_state(manager, step, state, best_val)
-    return val, best_val, improved
-
-
-class SigintStop:
-    """While installed, the first Ctrl-C only sets `requested`, so the loop stops at the
-    next step boundary with its state intact; a second one interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handler(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
-
-    def install(self) -> "SigintStop":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def train_and_evaluate(cfg, workdir) -> dict:
-    """Runs (or resumes) a fine-tuning run in `workdir`; returns a summary dict."""
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs every save at INFO/WARNING
-    if cfg.training.get("distributed", False):
-        # CPU hosts need a collectives library (GPUs and TPUs bring their own): gloo.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize()
-    primary = jax.process_index() == 0
-    t_start = time.time()
-    training = cfg.training
-    run_dir = RunDir(workdir)
-    run_dir.check_location(training.resume)  # before any work
-    trainer = Trainer(cfg)
-    cfg = trainer.cfg
-    notes = run_dir.check_resume(cfg) if training.resume else []  # before anything is written
-    if trainer.dt_note:
-        notes.append(trainer.dt_note)
-    workdir = run_dir.path
-    if primary:
-        taken = run_dir.lock()
-        notes += [taken] if taken else []
-    for note in notes:
-        print(f"note: {note}")
-    manager = writer = prefetch = None
-    sigint = SigintStop().install()
-    try:
-        if primary:
-            (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-            (workdir / "model_config.json").write_text(json.dumps(trainer.model_cfg.to_dict(), indent=2))
-        manager = ckpt_io.state_manager(workdir / "checkpoints")
-        state, best_val, resumed = restore_or_init(trainer, manager, workdir, training.resume, primary)
-        n_trainable = partition.count(state.trainable)
-        print(f"trainable parameters ({trainer.trainable_set}): {n_trainable:,}; "
-              f"frozen: {partition.count(trainer.frozen):,}; "
-              f"devices: {jax.device_count()}; precision: {cfg.model.precision}; dt: {cfg.physics.dt:.9g}")
-        wandb = ({"project": cfg.logging.get("project"), "entity": cfg.logging.get("entity"),
-                  "mode": cfg.logging.get("wandb_mode", "online")} if cfg.logging.get("wandb") else None)
-        writer = reporting.MetricsWriter(workdir, tensorboard=cfg.logging.tensorboard, wandb=wandb,
-                                         config=config_dict(cfg), enabled=primary)
-        first_val = last_val = None
-        if not resumed:
-            first_val, _, _ = evaluate_and_checkpoint(trainer, state, 0, best_val, workdir, manager, writer, primary)
-            print("step 0: " + _fmt(first_val))
-
-        step = start_step = int(state.step)  # the step counter lives on the host: no device sync per step
-        prefetch = data_lib.prefetch(trainer.train_batch, range(start_step, training.max_steps),
-                                     depth=cfg.dataloader.prefetch)
-        bar = make_progress(training.max_steps, "train", unit="step", initial=start_step,
-                            every=cfg.logging.log_interval)
-        t_last, s_last = time.time(), start_step
-        for batch in prefetch:
-            state, m = trainer.train_step(state, trainer.frozen, trainer.shard_batch(batch))
-            step += 1
-            if every(step, cfg.logging.log_interval, training.max_steps):
-                m = to_host(m)
-                rate = (step - s_last) / max(time.time() - t_last, 1e-9)
-                t_last, s_last = time.time(), step
-                record = {f"train/{k}": v for k, v in m.items()}
-                record["train/steps_per_s"] = rate
-                record["train/nonfinite_total"] = int(state.nonfinite_total)
-                writer.write(step, record)
-                bar.set_postfix(loss=f"{float(m['loss']):.3e}", lr=f"{float(m['lr']):.2e}")
-                if int(state.nonfinite_in_a_row) > training.max_consecutive_nonfinite:
-                    raise FloatingPointError(
-                        f"step {step}: {int(state.nonfinite_in_a_row)} non-finite losses or gradients in a "
-                        f"row (limit training.max_consecutive_nonfinite={training.max_consecutive_nonfinite}); "
-                        f"last checkpoint kept in {manager.directory}")
-            bar.update(1)
-            if every(step, training.eval_every_steps, training.max_steps):
-                last_val, best_val, improved = evaluate_and_checkpoint(
-                    trainer, state, step, best_val, workdir, manager, writer, primary)
-                bar.write(f"step {step}: " + _fmt(last_val) + ("  (best, adapters saved)" if improved else ""))
-            elif sigint.requested:
-                ckpt_io.save_state(manager, step, state, best_val)
-            if sigint.requested:
-                raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {manager.directory}")
-        bar.close()
-        writer.hparams(_scalars(config_dict(cfg)), {"best_val_pde_loss": best_val})
-    finally:
-        sigint.restore()
-        for closable in (prefetch, writer, manager):
-            if closable is not None:
-                closable.close()
-        run_dir.unlock()
-
-    summary = {
-        "save_dir": str(workdir), "steps": int(state.step), "trainable_params": n_trainable,
-        "nonfinite_total": int(state.nonfinite_total), "best_val_pde_loss": best_val,
-        "first_val": first_val, "last_val": last_val, "wall_s": time.time() - t_start,
-        "metrics": str(workdir / "metrics.jsonl"), "plots": str(workdir / "plots"),
-        "best_adapters": str(workdir / "best_adapters"),
-    }
-    if primary:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    return summary
-
-
-def _scalars(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_scalars(v, f"{prefix}{k}."))
-        elif isinstance(v, (int, float, str, bool)):
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _fmt(val: dict) -> str:
-    keys = ("val/pde_loss", "val/constraint_error", "val/nrmse", "val/pred_frame_change", "val/true_frame_change")
-    return ", ".join(f"{k.split('/')[1]}={val[k]:.4e}" for k in keys if k in val)
-
-
-# ----------------------------------------------------------------------------- command line
+def _resume_hint(argv: list[str], workdir) -> str:
+    config_arg = next((a for a in argv if a.startswith("--config=")), None) or (
+        f"--config {argv[argv.index('--config') + 1]}" if "--config" in argv[:-1] else "--config CONFIG")
+    return f"{PROG} {config_arg} --config.logging.save_dir={workdir} --config.training.resume=True"
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+    if any(a in HELP_FLAGS for a in argv[1:]):
         print(__doc__)
         print("flags: --config FILE[:variant] (required), --config.SECTION.FIELD=VALUE (any config field), "
               "--workdir DIR (default: logging.save_dir)")
         return 0
     compilation_cache.enable()
-    try:
+
+    def body() -> int:
         cfg, workdir = parse_command_line(argv)
-        summary = train_and_evaluate(cfg, workdir)
-    except TrainingInterrupted as e:
-        config_arg = next((a for a in argv if a.startswith("--config=")), None) or (
-            f"--config {argv[argv.index('--config') + 1]}" if "--config" in argv[:-1] else "--config CONFIG")
-        print(f"interrupted: {e}. Resume with:\n  python -m burgers_jax.train {config_arg} "
-              f"--config.logging.save_dir={workdir} --config.training.resume=True", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (TrainConfigError, RunDirError, data_lib.DataError, ckpt_io.CheckpointError, OutputError) as e:
-        print(f"burgers-train: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: summary[k] for k in ("save_dir", "steps", "best_val_pde_loss", "metrics",
-                                                "plots", "best_adapters", "wall_s")}, indent=2, default=float))
-    return 0
+        try:
+            summary = train_and_evaluate(cfg, workdir)
+        except TrainingInterrupted as e:
+            print(f"interrupted: {e}. Resume with:\n  {_resume_hint(argv, workdir)}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(json.dumps({k: summary[k] for k in SUMMARY_KEYS if k in summary}, indent=2, default=float))
+        return 0
+
+    return cli.run(PROG, body)
 
 
 if __name__ == "__main__":

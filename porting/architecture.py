@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from burgers_jax.model_config import ConfigError, ModelConfig
+from burgers_jax.model.config import ConfigError, ModelConfig
 
 _ENC_CONV = re.compile(r"^encoder_2d\.vector_conv\.(\d+)\.weight$")
 _ENC_RES = re.compile(r"^encoder_2d\.vector_conv\.\d+\.conv\.")

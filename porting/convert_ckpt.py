@@ -1,8 +1,11 @@
-"""Converts a PyTorch `PDECausalModel` checkpoint (SPEC.md section 2) to a Flax/orbax
-checkpoint directory that `burgers_jax.predict` and the trainer load.
+"""`burgers-convert`: converts a PyTorch `PDECausalModel` checkpoint
+(docs/model_and_formats.md) to a Flax/orbax checkpoint directory that predict, evaluate
+and the trainer load; `convert(...)` is the library function.
 
-    python porting/convert_ckpt.py best.pt [--out DIR] [--config train.yaml] [--verify]
-    python porting/convert_ckpt.py best_lora.pt [--lora-for CONVERTED_BASE_DIR] [--out DIR]
+    burgers-convert best.pt [--out DIR] [--config train.yaml] [--verify]
+    burgers-convert best_lora.pt [--lora-for CONVERTED_BASE_DIR] [--out DIR]
+
+(also `python porting/convert_ckpt.py ...`).
 
 Accepted inputs (always `torch.load(weights_only=True)`, never a full unpickle): the
 training checkpoint, a bare state dict (then `--config FILE` gives the architecture),
@@ -37,20 +40,20 @@ import numpy as np
 import psutil
 from absl import logging as absl_logging
 
-from burgers_jax import compilation_cache
-from burgers_jax.checkpoint import (
-    CheckpointError,
+from burgers_jax import cli
+from burgers_jax.errors import UserError
+from burgers_jax.io import compilation_cache
+from burgers_jax.io.checkpoint import (
     check_adapters_out,
     check_converted_out,
     load_model_config,
     save_adapters,
     save_converted,
 )
-from burgers_jax.model_config import ConfigError, LoraConfig, ModelConfig
-from burgers_jax.outputs import OutputError
-from burgers_jax.partition import flatten
+from burgers_jax.model.config import LoraConfig, ModelConfig
+from burgers_jax.model.param_tree import flatten
 from porting.architecture import cross_check
-from porting.mapping import MappingError, lora_torch_to_flax, torch_to_flax
+from porting.mapping import lora_torch_to_flax, torch_to_flax
 from porting.torch_checkpoint import (
     ConvertError,
     PageReleasingDict,
@@ -63,6 +66,7 @@ from porting.torch_checkpoint import (
 )
 from porting.verify import VERIFY_TOLERANCE, verify, worst
 
+PROG = "burgers-convert"
 PARTS = ("encoder_2d", "transformer", "decoder_2d")
 
 
@@ -223,7 +227,7 @@ def _print_summary(meta: Mapping[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="best.pt, a bare state dict, or best_lora.pt")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: <stem>_flax next to it)")
@@ -240,24 +244,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_verify(path: Path, args) -> int:
-    config = load_model_config(args.out)
+def _verify_converted(path: Path, out: Path, config_file: str | None, frames: int, batch: int) -> dict:
+    """Per-seam relative L2 of the converted model against the PyTorch reference; a
+    worse one than `VERIFY_TOLERANCE` (or NaN) is a `ConvertError`."""
+    config = load_model_config(out)
     max_frames = config.transformer.max_position_embeddings // config.tokens_per_frame
-    if args.verify_frames > max_frames:
-        raise ConvertError(f"--verify-frames {args.verify_frames}: the model takes at most {max_frames} frames "
+    if frames > max_frames:
+        raise ConvertError(f"--verify-frames {frames}: the model takes at most {max_frames} frames "
                            f"(max_position_embeddings {config.transformer.max_position_embeddings} / "
                            f"{config.tokens_per_frame} tokens per frame)")
-    errors = verify(path, args.out, frames=args.verify_frames, batch=args.verify_batch, config_file=args.config)
-    print(f"verify (B={args.verify_batch}, T={args.verify_frames}, float32), relative L2 vs torch:")
+    errors = verify(path, out, frames=frames, batch=batch, config_file=config_file)
+    print(f"verify (B={batch}, T={frames}, float32), relative L2 vs torch:")
     for seam, err in errors.items():
         print(f"  {seam:<20} {err:.2e}")
     max_err = worst(errors)
     if not max_err <= VERIFY_TOLERANCE:  # NaN fails too
-        print(f"convert_ckpt: error: {path}: verification failed: max relative L2 {max_err:.2e} > "
-              f"{VERIFY_TOLERANCE:g}", file=sys.stderr)
-        return 2
+        raise ConvertError(f"{path}: verification failed: max relative L2 {max_err:.2e} > {VERIFY_TOLERANCE:g}")
     print(f"verify ok (max {max_err:.2e} <= {VERIFY_TOLERANCE:g})")
-    return 0
+    return errors
+
+
+def convert(path: Path, out: Path | None = None, *, config_file: str | None = None, lora_for: str | None = None,
+            verify: bool = False, verify_frames: int = 2, verify_batch: int = 1, overwrite: bool = False) -> dict:
+    """Converts `best.pt` (or a bare state dict, or `best_lora.pt`) to a Flax directory,
+    printing a summary; with `verify`, checks every seam against PyTorch.
+    -> the conversion's metadata (`out`: the directory written)."""
+    if verify_frames < 1 or verify_batch < 1:
+        raise ConvertError(f"--verify-frames ({verify_frames}) and --verify-batch ({verify_batch}) must be >= 1")
+    path = Path(path)
+    obj, mmapped = load_torch_file(path)
+    if isinstance(obj, Mapping) and "lora_state_dict" in obj:
+        meta = convert_lora(path, out, lora_for, config_file, obj=obj, overwrite=overwrite)
+        print(f"converted LoRA adapters {meta['source']} -> {meta['out']} ({meta['adapter_params']:,} "
+              f"adapter parameters, r={meta['lora'].r}, alpha={meta['lora'].alpha}, {meta['seconds']:.1f} s)")
+        if verify:
+            print("note: --verify checks full models; run it on the base checkpoint")
+        return meta
+    meta = convert_model(path, out, config_file, obj=obj, mmapped=mmapped, overwrite=overwrite)
+    del obj
+    _print_summary(meta)
+    if verify:
+        meta["verify"] = _verify_converted(path, Path(meta["out"]), config_file, verify_frames, verify_batch)
+    return meta
+
+
+def _clipped(e: Exception, path: Path) -> str:
+    """One headline naming the file; long key listings (strict mapping) are clipped."""
+    first, *rest = str(e).splitlines() or [type(e).__name__]
+    msg = "\n".join([first] + [r if len(r) <= 400 else r[:400] + " ..." for r in rest])
+    return msg if str(path) in msg else f"{path}: {msg}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,30 +302,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--verify-frames ({args.verify_frames}) and --verify-batch ({args.verify_batch}) must be >= 1")
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process save
     compilation_cache.enable()
-    path: Path = args.checkpoint
-    try:
-        obj, mmapped = load_torch_file(path)
-        if isinstance(obj, Mapping) and "lora_state_dict" in obj:
-            meta = convert_lora(path, args.out, args.lora_for, args.config, obj=obj, overwrite=args.overwrite)
-            print(f"converted LoRA adapters {meta['source']} -> {meta['out']} ({meta['adapter_params']:,} "
-                  f"adapter parameters, r={meta['lora'].r}, alpha={meta['lora'].alpha}, "
-                  f"{meta['seconds']:.1f} s)")
-            if args.verify:
-                print("note: --verify checks full models; run it on the base checkpoint")
-            return 0
-        meta = convert_model(path, args.out, args.config, obj=obj, mmapped=mmapped, overwrite=args.overwrite)
-        del obj
-        _print_summary(meta)
-        args.out = Path(meta["out"])
-        return _run_verify(path, args) if args.verify else 0
-    except (ConvertError, ConfigError, MappingError, CheckpointError, OutputError) as e:
-        # One headline naming the file; long key listings (strict mapping) are clipped.
-        first, *rest = str(e).splitlines() or [type(e).__name__]
-        msg = "\n".join([first] + [r if len(r) <= 400 else r[:400] + " ..." for r in rest])
-        if str(path) not in msg:
-            msg = f"{path}: {msg}"
-        print(f"convert_ckpt: error: {msg}", file=sys.stderr)
-        return 2
+
+    def body() -> int:
+        try:
+            convert(args.checkpoint, args.out, config_file=args.config, lora_for=args.lora_for, verify=args.verify,
+                    verify_frames=args.verify_frames, verify_batch=args.verify_batch, overwrite=args.overwrite)
+        except UserError as e:
+            raise type(e)(_clipped(e, args.checkpoint)) from None
+        return 0
+
+    return cli.run(PROG, body)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Exports Flax results back to the PyTorch side: the trainer's checkpoint formats
-(`best_lora.pt`, `best.pt`) and a PEFT adapter directory.
+"""`burgers-export`: Flax results back to the PyTorch side: the trainer's checkpoint
+formats (`best_lora.pt`, `best.pt`) and a PEFT adapter directory; `export(...)` is the
+library function.
 
-    python porting/export_torch.py --checkpoint DIR --lora ADAPTERS --out best_lora.pt
-    python porting/export_torch.py --checkpoint DIR [--lora ADAPTERS] --merged --out best.pt
-    python porting/export_torch.py --checkpoint DIR --lora ADAPTERS --peft --out adapters_peft/
+    burgers-export --checkpoint DIR --lora ADAPTERS --out best_lora.pt
+    burgers-export --checkpoint DIR [--lora ADAPTERS] --merged --out best.pt
+    burgers-export --checkpoint DIR --lora ADAPTERS --peft --out adapters_peft/
+
+(also `python porting/export_torch.py ...`).
 
 Without `--merged`: a `best_lora.pt` (`lora_state_dict` with PEFT key names, float32
 adapters, `config` with the model and its lora section) that loads into the
@@ -35,16 +38,20 @@ import numpy as np
 import torch
 from absl import logging as absl_logging
 
-from burgers_jax import outputs
-from burgers_jax.checkpoint import CheckpointError, load_metadata, load_model, load_source_config
-from burgers_jax.model import merge_lora
-from burgers_jax.model_config import ConfigError, ModelConfig
-from burgers_jax.outputs import OutputError
-from burgers_jax.partition import flatten, strip_adapters, unflatten
-from porting.mapping import MappingError, flax_to_torch, lora_flax_to_torch
+from burgers_jax import cli
+from burgers_jax.errors import UserError
+from burgers_jax.io import outputs
+from burgers_jax.io.checkpoint import load_metadata, load_model, load_source_config
+from burgers_jax.model.config import ModelConfig
+from burgers_jax.model.lora import merge_lora
+from burgers_jax.model.param_tree import flatten, strip_adapters, unflatten
+from porting.mapping import flax_to_torch, lora_flax_to_torch
+
+PROG = "burgers-export"
+EXPORT_KINDS = ("lora", "merged", "peft")
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError):
     """A user-facing export failure; printed as one line."""
 
 
@@ -140,7 +147,7 @@ def export_peft(params: Mapping[str, Any], config: ModelConfig, out: Path, metad
         from peft import LoraConfig as PeftLoraConfig
         from safetensors.torch import save_file
     except ImportError as e:
-        raise ExportError(f"--peft needs the reference extra (pip install '.[reference]'): {e}") from None
+        raise ExportError(f"--peft needs the torch extra (pip install 'burgers-jax[torch]'): {e}") from None
     # PEFT files hold the adapter weights without the adapter name ("default").
     sd = {k.replace(".default.", "."): v.contiguous() for k, v in _lora_tensors(params, config).items()}
     lora = config.lora
@@ -167,11 +174,37 @@ def load_for_export(checkpoint: Path, lora: Path | None):
     return params, config, meta, source
 
 
+def export(checkpoint: Path, out: Path, *, lora: Path | None = None, kind: str = "lora",
+           overwrite: bool = False) -> str:
+    """Exports a converted model (plus adapters) to PyTorch: `kind` "lora" (best_lora.pt,
+    PEFT keys), "merged" (a best.pt with the adapters merged in) or "peft" (a PEFT
+    adapter directory). Every output check runs before the work. -> a one-line summary."""
+    if kind not in EXPORT_KINDS:
+        raise ExportError(f"export kind {kind!r}: one of {', '.join(EXPORT_KINDS)}")
+    if kind == "peft":
+        outputs.check_dir(out, "peft_adapters", overwrite)
+    else:
+        outputs.check_file(out, overwrite)
+    params, config, meta, source = load_for_export(checkpoint, lora)
+    if kind == "merged":
+        info = export_merged(params, config, out, meta, source, overwrite)
+        return (f"wrote {out}: best.pt format, {info['tensors']} tensors, {info['parameters']:,} "
+                f"parameters, dtypes {info['dtypes']}" + (" (adapters merged)" if config.lora.r else ""))
+    if kind == "peft":
+        info = export_peft(params, config, out, meta, overwrite)
+        return (f"wrote {out}: PEFT adapter directory, {info['tensors']} tensors, {info['parameters']:,} "
+                f"adapter parameters (r={config.lora.r}, alpha={config.lora.alpha})")
+    info = export_lora(params, config, out, meta, source, overwrite)
+    return (f"wrote {out}: best_lora.pt format, {info['tensors']} tensors, {info['parameters']:,} "
+            f"adapter parameters (r={config.lora.r}, alpha={config.lora.alpha})")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, type=Path, help="converted base directory (convert_ckpt.py)")
-    p.add_argument("--lora", type=Path, default=None, help="adapters directory (training or convert_ckpt.py)")
-    p.add_argument("--out", required=True, type=Path, help="output .pt file (a directory with --peft)")
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, type=Path, help="converted base directory (burgers-convert)")
+    p.add_argument("--lora", type=Path, default=None, help="adapters directory (training or burgers-convert)")
+    p.add_argument("--out", "--output", dest="out", required=True, type=Path,
+                   help="output .pt file (a directory with --peft)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--merged", action="store_true", help="write a best.pt with the adapters merged in")
     kind.add_argument("--peft", action="store_true", help="write a PEFT adapter directory (adapter_config.json, "
@@ -179,28 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (--out)")
     args = p.parse_args(argv)
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process restore
-    try:
-        if args.peft:
-            outputs.check_dir(args.out, "peft_adapters", args.overwrite)
-        else:
-            outputs.check_file(args.out, args.overwrite)
-        params, config, meta, source = load_for_export(args.checkpoint, args.lora)
-        if args.merged:
-            info = export_merged(params, config, args.out, meta, source, args.overwrite)
-            print(f"wrote {args.out}: best.pt format, {info['tensors']} tensors, {info['parameters']:,} "
-                  f"parameters, dtypes {info['dtypes']}" + (" (adapters merged)" if config.lora.r else ""))
-        elif args.peft:
-            info = export_peft(params, config, args.out, meta, args.overwrite)
-            print(f"wrote {args.out}: PEFT adapter directory, {info['tensors']} tensors, {info['parameters']:,} "
-                  f"adapter parameters (r={config.lora.r}, alpha={config.lora.alpha})")
-        else:
-            info = export_lora(params, config, args.out, meta, source, args.overwrite)
-            print(f"wrote {args.out}: best_lora.pt format, {info['tensors']} tensors, {info['parameters']:,} "
-                  f"adapter parameters (r={config.lora.r}, alpha={config.lora.alpha})")
-        return 0
-    except (ExportError, CheckpointError, ConfigError, MappingError, OutputError) as e:
-        print(f"export_torch: error: {e}", file=sys.stderr)
-        return 2
+    kind_name = "merged" if args.merged else "peft" if args.peft else "lora"
+    return cli.run(PROG, lambda: print(export(args.checkpoint, args.out, lora=args.lora, kind=kind_name,
+                                                overwrite=args.overwrite)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every entry is `(torch key, tree path, transform)`. The table is generated from a few
 module templates (a conv, a ResBlock, a Linear, a norm) placed at the sequential
-indices of SPEC section 1, so it reads like the architecture. Conversion is strict:
+indices of docs/model_and_formats.md, "The model", so it reads like the architecture. Conversion is strict:
 each source tensor is used exactly once and each leaf of the model (from
 `jax.eval_shape` of its init for this config, adapters excluded) is filled with the
 right shape, or `MappingError` names every missing, unexpected and mismatched key.
@@ -33,12 +33,14 @@ from typing import Any, Callable, Iterator, Mapping, MutableMapping
 import ml_dtypes
 import numpy as np
 
-from burgers_jax.model import param_shapes
-from burgers_jax.model_config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelConfig
-from burgers_jax.partition import flatten, is_adapter, path_str, unflatten
+from burgers_jax.errors import UserError
+from burgers_jax.model.config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelConfig
+from burgers_jax.model.lora import lora_module_paths
+from burgers_jax.model.network import param_shapes
+from burgers_jax.model.param_tree import flatten, is_adapter, path_str, unflatten
 
 
-class MappingError(ValueError):
+class MappingError(UserError):
     """The state dict and the model disagree (missing, unexpected or mis-shaped tensors)."""
 
 
@@ -181,14 +183,11 @@ def mapping_table(config: ModelConfig) -> list[Entry]:
 def lora_table(config: ModelConfig) -> list[Entry]:
     """PEFT adapter keys of `config.lora` <-> `transformer/layers_i/.../{lora_A,lora_B}`."""
     table = []
-    targets = config.lora.target_modules
-    for i in range(config.transformer.num_hidden_layers):
-        for group, names in (("self_attn", ATTENTION_PROJECTIONS), ("mlp", MLP_PROJECTIONS)):
-            for name in (n for n in names if n in targets):
-                t = f"base_model.model.layers.{i}.{group}.{name}"
-                f = f"transformer/layers_{i}/{group}/{name}"
-                table.append(Entry(f"{t}.lora_A.default.weight", _p(f"{f}/lora_A"), LORA_A))
-                table.append(Entry(f"{t}.lora_B.default.weight", _p(f"{f}/lora_B"), LORA_B))
+    for path in lora_module_paths(config) if config.lora.r > 0 else []:  # ("transformer", "layers_i", group, name)
+        _, layer, group, name = path
+        t = f"base_model.model.layers.{layer.removeprefix('layers_')}.{group}.{name}"
+        table.append(Entry(f"{t}.lora_A.default.weight", path + ("lora_A",), LORA_A))
+        table.append(Entry(f"{t}.lora_B.default.weight", path + ("lora_B",), LORA_B))
     return table
 
 
@@ -250,7 +249,7 @@ def _convert(state_dict: Mapping[str, Any], table: list[Entry], want: Mapping[tu
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], config: ModelConfig, *, consume: bool = False) -> dict:
-    """Full torch state dict (keys as in SPEC section 2, no prefixes) -> Flax param tree.
+    """Full torch state dict (keys as in docs/model_and_formats.md, "Files", no prefixes) -> Flax param tree.
 
     Strict (module docstring). dtypes kept. `consume=True` pops each tensor from a
     mutable `state_dict` once converted, so the source memory is released on the way.
@@ -289,17 +288,11 @@ def flax_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, n
 
 
 def _lora_want(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    tr, r = config.transformer, config.lora.r
-    dims = {"q_proj": (tr.hidden_size, tr.num_attention_heads * tr.head_dim),
-            "k_proj": (tr.hidden_size, tr.num_key_value_heads * tr.head_dim),
-            "v_proj": (tr.hidden_size, tr.num_key_value_heads * tr.head_dim),
-            "o_proj": (tr.num_attention_heads * tr.head_dim, tr.hidden_size),
-            "gate_proj": (tr.hidden_size, tr.intermediate_size),
-            "up_proj": (tr.hidden_size, tr.intermediate_size),
-            "down_proj": (tr.intermediate_size, tr.hidden_size)}
+    """Adapter shapes from the model's own kernel shapes: lora_A `[in, r]`, lora_B `[r, out]`."""
+    r, kernels = config.lora.r, param_shapes(config)
     want = {}
     for e in lora_table(config):
-        fan_in, fan_out = dims[e.path[-2]]
+        fan_in, fan_out = kernels[e.path[:-1] + ("kernel",)]
         want[e.path] = (fan_in, r) if e.path[-1] == "lora_A" else (r, fan_out)
     return want
 

@@ -1,4 +1,4 @@
-"""Reading PyTorch checkpoint files (SPEC.md section 2) without unpickling code.
+"""Reading PyTorch checkpoint files (docs/model_and_formats.md, "Files") without unpickling code.
 
 Always `torch.load(weights_only=True)`, memory-mapped when the file format allows it.
 Accepted: the training checkpoint (`model_state_dict` + `config`), a bare state dict,
@@ -22,12 +22,13 @@ import numpy as np
 import torch
 import yaml
 
-from burgers_jax.model_config import ConfigError, ModelConfig
+from burgers_jax.errors import UserError
+from burgers_jax.model.config import ConfigError, ModelConfig
 
 PREFIXES = ("module.", "_orig_mod.")
 
 
-class ConvertError(RuntimeError):
+class ConvertError(UserError):
     """A user-facing conversion failure; the CLIs print it as one line, no traceback."""
 
 
@@ -175,6 +176,8 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
 
 def model_section(config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """`config['model']` of a full training config, the model section itself (it has a
+    `transformer`), or None."""
     if config is None:
         return None
     if isinstance(config.get("model"), Mapping):

@@ -1,10 +1,10 @@
-"""The PyTorch `PDECausalModel` (SPEC.md section 1) on top of `transformers.LlamaModel`.
+"""The PyTorch `PDECausalModel` (docs/model_and_formats.md, "The model") on top of `transformers.LlamaModel`.
 
 The independent side of every parity test and of `convert_ckpt.py --verify`, written
-from the SPEC: state-dict keys and shapes are those of the original (`encoder_2d.…`,
+from the documented model: state-dict keys and shapes are those of the original (`encoder_2d.…`,
 `transformer.layers.{i}.…`, `transformer.norm.weight`, `decoder_2d.…`; no token
 embedding, no rotary buffers). Also writes checkpoints in the `best.pt` and
-`best_lora.pt` formats of SPEC section 2.
+`best_lora.pt` formats of docs/model_and_formats.md, "Files".
 
 Shapes: B batch, T frames, H/W grid (128), C channels (6), S = T*256 tokens, D hidden.
 
@@ -24,29 +24,25 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from burgers_jax.model.config import architecture
+from porting.torch_checkpoint import model_section
+
 TOKENS_PER_FRAME = 256
 STD_EPS = 1e-6
 
 
-def model_section(config_dict: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`config['model']` of a full training config, or the model section itself."""
-    return config_dict["model"] if "model" in config_dict else config_dict
-
-
 def small_model_config_dict() -> dict[str, Any]:
-    """A tiny architecture at 128x128 (quickstart demo, tests), YAML-shaped: `{'model': {...}}`."""
-    return {
-        "model": {
-            "in_channels": 6,
-            "encoder": {"version": "v2", "channels": [8, 16, 32], "use_resblock": True},
-            "transformer": {
-                "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                "intermediate_size": 128, "hidden_act": "silu", "max_position_embeddings": 4096,
-                "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "attention_dropout": 0.0,
-            },
-            "noise_level": 0.0,
-        }
-    }
+    """The tiny architecture (burgers_jax.model.config.ARCHITECTURES) at 128x128, YAML-shaped:
+    `{'model': {...}}` without a lora section. Only the numbers are shared with the Flax
+    side; the PyTorch model built from them is this module's own."""
+    return architecture_config_dict("tiny")
+
+
+def architecture_config_dict(name: str) -> dict[str, Any]:
+    """One of the project's architectures as a YAML-shaped `{'model': {...}}` dict."""
+    model = architecture(name).to_dict()
+    model.pop("lora")
+    return {"model": model}
 
 
 # ----------------------------------------------------------------------------- encoder / decoder
@@ -248,7 +244,7 @@ def _optimizer_and_scheduler(params):
 
 def write_best_pt(path, model: PDECausalModel, config_dict: Mapping[str, Any], global_step: int = 0,
                   val_rmse: float = 0.0, val_nrmse: float = 0.0, best_val_nrmse: float = 0.0) -> None:
-    """`best.pt` of SPEC section 2: bf16 `model_state_dict` plus the training bookkeeping."""
+    """`best.pt` of docs/model_and_formats.md, "Files": bf16 `model_state_dict` plus the training bookkeeping."""
     config = dict(config_dict) if "model" in config_dict else {"model": dict(config_dict)}
     sd = {k: v.detach().to(torch.bfloat16).clone() for k, v in model.state_dict().items()}
     opt_sd, sched_sd = _optimizer_and_scheduler(list(model.parameters()))
@@ -291,20 +287,16 @@ def write_best_lora_pt(path, peft_model: nn.Module, config_dict: Mapping[str, An
     }, path)
 
 
-def load_best_pt(path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 __all__ = ["PDECausalModel", "build_model", "run_with_intermediates", "randomize_", "wrap_lora",
            "lora_state_dict", "write_best_pt", "write_best_lora_pt", "small_model_config_dict",
-           "block_causal_mask", "load_best_pt", "burgers_pde_loss_upwind"]
+           "block_causal_mask", "burgers_pde_loss_upwind", "architecture_config_dict"]
 
 
 # ----------------------------------------------------------------------------- the residual, as the PyTorch system writes it
 
 
 def burgers_pde_loss_upwind(pred, left, right, bottom, top, nu: float, dt: float):
-    """The PyTorch recipe's residual loss (SPEC.md section 4), written the way the PyTorch
+    """The PyTorch recipe's residual loss (docs/model_and_formats.md, "The PDE residual"), written the way the PyTorch
     system writes it: vectorised over the batch, ghost cells by `torch.cat`, upwinding by
     `torch.where`, one scalar (the batch-mean) nu. The yardstick of the benchmarks (a
     slower copy would flatter us).

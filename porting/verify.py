@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import torch
 
-from burgers_jax.checkpoint import load_converted
-from burgers_jax.model import PDECausalModel
-from burgers_jax.model_config import FLOAT32
+from burgers_jax.io.checkpoint import load_converted
+from burgers_jax.model.config import FLOAT32
+from burgers_jax.model.network import PDECausalModel
 from porting import torch_reference
 from porting.torch_checkpoint import load_torch_file, resolve_config, split_checkpoint
 

@@ -14,18 +14,14 @@ that the prefetcher hides the loading time.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from burgers_jax import data  # noqa: E402
-from burgers_jax.generate import generate  # noqa: E402
+from burgers_jax.data import sources as data
+from burgers_jax.data.writer import write_dataset as generate
 
 
 def bench(source, train_idx, batch_size, steps, prefetch, consumer_s, depth=2):

@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from burgers_jax import analytic, physics
+from burgers_jax.physics import analytic
+from burgers_jax.physics import residual as physics
 from porting import torch_reference
-
 
 
 def _interleaved_medians(fns, runs: int, warmup: int) -> list[float]:

@@ -32,41 +32,31 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from burgers_jax.configs import demo
+from burgers_jax.model import param_tree
+from burgers_jax.model.config import Policy
+from burgers_jax.model.network import Decoder2d, Encoder2d, Transformer
+from burgers_jax.physics import analytic
+from burgers_jax.physics import residual as physics
+from burgers_jax.training import trainer as train
+from porting import convert_ckpt
+from porting import torch_reference as R
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from burgers_jax import analytic, partition, physics, train  # noqa: E402
-try:
-    from burgers_jax.configs import demo  # noqa: E402
-except ImportError:  # an older checkout (for before/after profiles): configs/ at the top
-    from configs import demo  # noqa: E402
-from burgers_jax.model import Decoder2d, Encoder2d, Transformer  # noqa: E402
-from burgers_jax.model_config import Policy  # noqa: E402
-from porting import convert_ckpt  # noqa: E402
-from porting import torch_reference as R  # noqa: E402
-
-SMALL = {"encoder": {"version": "v2", "channels": [16, 32, 64], "use_resblock": True},
-         "transformer": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 8,
-                         "num_key_value_heads": 2, "intermediate_size": 512}}
-FULL = {"encoder": {"version": "v2", "channels": [64, 128, 256], "use_resblock": True},
-        "transformer": {"hidden_size": 768, "num_hidden_layers": 10, "num_attention_heads": 12,
-                        "num_key_value_heads": 4, "intermediate_size": 3072}}
-TRANSFORMER_DEFAULTS = {"hidden_act": "silu", "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
-                        "rope_theta": 500000.0, "attention_dropout": 0.0}
 LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05}
 DT = physics.REFERENCE_DT
 
 
 def model_config(full: bool) -> dict:
-    arch = FULL if full else SMALL
-    return {"model": {"in_channels": 6, "encoder": arch["encoder"],
-                      "transformer": {**arch["transformer"], **TRANSFORMER_DEFAULTS}, "noise_level": 0.0,
-                      "use_flash_attention": False}}
+    config = R.architecture_config_dict("full" if full else "small")
+    config["model"]["use_flash_attention"] = False
+    return config
 
 
 def median_ms(ts) -> float:
@@ -214,7 +204,7 @@ def jax_stages(trainer, trainable, batch: dict) -> dict:
     cfg, model_cfg = trainer.cfg, trainer.model_cfg
     policy = Policy.named(cfg.model.precision)
     dt = policy.compute_dtype
-    params = partition.merge(trainable, trainer.frozen)
+    params = param_tree.merge(trainable, trainer.frozen)
     T = cfg.dataset.temporal_length
     x = jnp.asarray(batch["frames"][:, :T])
     b = x.shape[0]
@@ -294,7 +284,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrained", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        from burgers_jax import compilation_cache
+        from burgers_jax.io import compilation_cache
 
         compilation_cache.enable()
         first_step_child(args.child, args.best_pt, args.pretrained, args.batch, args.frames)
@@ -328,7 +318,7 @@ def main(argv=None) -> int:
     fwd_jax = jax_steps.get("float32") or next(iter(jax_steps.values()))
     # The state after the timed steps (the step donates its input state, so the initial one is gone).
     trainable = jax.tree.map(jnp.copy, getattr(fwd_jax.state, "trainable", None) or fwd_jax.state.adapters)
-    model, params = fwd_jax.trainer.model, partition.merge(trainable, fwd_jax.trainer.frozen)
+    model, params = fwd_jax.trainer.model, param_tree.merge(trainable, fwd_jax.trainer.frozen)
     x = jnp.asarray(batch["frames"][:, :args.frames])
     apply = jax.jit(lambda p, a: model.apply({"params": p}, a))
     fwd = {"jax_float32": lambda: jax.block_until_ready(apply(params, x)), "torch_float32": torch_runs["float32"].forward}

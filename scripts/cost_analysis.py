@@ -42,15 +42,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from burgers_jax import partition, steps  # noqa: E402
-from burgers_jax.configs import burgers  # noqa: E402
-from burgers_jax.model import PDECausalModel, cast_params, init_params  # noqa: E402
-from burgers_jax.model_config import EncoderConfig, ModelConfig, Policy, TransformerConfig  # noqa: E402
+from burgers_jax.configs import burgers
+from burgers_jax.model import param_tree
+from burgers_jax.model.config import ModelConfig, Policy, architecture
+from burgers_jax.model.lora import cast_params
+from burgers_jax.model.network import PDECausalModel, init_params
+from burgers_jax.training import steps
 
 
 def conv(h_out: int, k: int, cin: int, cout: int) -> float:
@@ -95,11 +95,11 @@ def lowered_step(model_config: ModelConfig, cfg, remat: bool, scan_layers: bool 
     model = PDECausalModel(model_config, policy=policy, remat=remat, scan_layers=scan_layers)
     key = jax.random.PRNGKey(0)
     params = jax.eval_shape(lambda: cast_params(init_params(model_config, key), policy))
-    mask = partition.trainable_mask(params)
+    mask = param_tree.trainable_mask(params)
     tx = steps.make_optimizer(cfg.training, mask)
-    trainable, frozen = partition.split(params)
+    trainable, frozen = param_tree.split(params)
     state = jax.eval_shape(lambda t, f: steps.TrainState(
-        step=jnp.zeros((), jnp.int32), trainable=t, opt_state=tx.init(partition.merge(t, f)), rng=key,
+        step=jnp.zeros((), jnp.int32), trainable=t, opt_state=tx.init(param_tree.merge(t, f)), rng=key,
         nonfinite_in_a_row=jnp.zeros((), jnp.int32), nonfinite_total=jnp.zeros((), jnp.int32)), trainable, frozen)
     b, w = cfg.dataloader.batch_size, cfg.dataset.temporal_length + 1
     sds = jax.ShapeDtypeStruct
@@ -121,10 +121,9 @@ def main(argv=None) -> int:
     cfg.dataloader.batch_size, cfg.dataset.temporal_length, cfg.model.precision = args.batch, args.frames, args.precision
     cfg.physics.dt = 1.0 / 999.0
     if args.small:
-        model_config = ModelConfig(encoder=EncoderConfig(channels=(16, 32, 64)), transformer=TransformerConfig(
-            hidden_size=128, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, intermediate_size=512))
+        model_config = architecture("small")
     else:
-        model_config = ModelConfig()  # hidden 768, 10 layers, 12/4 heads, channels 64/128/256
+        model_config = architecture("full")
     model_config = model_config.with_lora(r=16, alpha=32.0, dropout=0.05)
     count = analytic(model_config, args.batch, args.frames)
     out = {"config": {"batch": args.batch, "frames": args.frames, "precision": args.precision,

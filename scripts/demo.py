@@ -4,7 +4,7 @@
 2. the pretrained stand-in (assets/standin/best.pt, a small model pretrained on other
    PDE families and other viscosities) converted to Flax with `--verify` against PyTorch;
 3. fine-tuning on the PDE residual alone (no ground truth) with configs/demo.py;
-4. `burgers_jax.evaluate` of the zero-shot and the fine-tuned model against the truth,
+4. the evaluation (`burgers-evaluate`) of the zero-shot and the fine-tuned model against the truth,
    with persistence and the exact solution as baselines;
 5. the table and where the plots are.
 
@@ -14,15 +14,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from burgers_jax.configs import demo
+from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation
+from burgers_jax.physics import floors
+from burgers_jax.training.trainer import train_and_evaluate
+from porting.convert_ckpt import convert
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 DEMO_MARKER = ".burgers_demo"  # marks a folder this script made (and may replace)
 STANDIN = REPO / "assets" / "standin" / "best.pt"
 
@@ -31,22 +34,24 @@ def banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def run(cmd: list[str]) -> None:
-    print("$ " + " ".join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], cwd=REPO, check=True)
+def show(cmd: str) -> None:
+    """The command line a user would type for the step the demo runs next."""
+    print(f"$ {cmd}", flush=True)
 
 
 def evaluate(pretrained: Path, out: Path, config, lora: Path | None = None) -> dict:
     """The validation windows of the training run (same samples, same stride), with a rollout."""
-    cmd = [sys.executable, "-m", "burgers_jax.evaluate", "--checkpoint", pretrained, "--analytic",
-           "--nu-min", config.dataset.nu_min, "--nu-max", config.dataset.nu_max,
-           "--num-samples", config.dataset.num_samples, "--split", "val",
-           "--temporal-length", config.dataset.temporal_length, "--frame-stride", config.dataset.frame_stride,
-           "--rollout", "8", "--precision", config.model.precision, "--out", out]
-    if lora is not None:
-        cmd += ["--lora", lora]
-    run(cmd)
-    return json.loads((out / "metrics.json").read_text())
+    req = EvalRequest(checkpoint=pretrained, out=out, lora=lora, analytic=True, nu_min=config.dataset.nu_min,
+                      nu_max=config.dataset.nu_max, num_samples=config.dataset.num_samples, split="val",
+                      train_ratio=config.dataset.train_ratio, split_seed=config.dataset.seed,
+                      temporal_length=config.dataset.temporal_length, frame_stride=config.dataset.frame_stride,
+                      rollout=8, precision=config.model.precision)
+    show(f"burgers-evaluate --checkpoint {pretrained}" + (f" --lora {lora}" if lora else "") +
+         f" --analytic --nu-min {req.nu_min} --nu-max {req.nu_max} --num-samples {req.num_samples} --split val"
+         f" --temporal-length {req.temporal_length} --frame-stride {req.frame_stride} --rollout {req.rollout}"
+         f" --precision {req.precision} --out {out}")
+    result, _, _ = run_evaluation(req, show_progress=False)
+    return result
 
 
 def main(argv=None) -> int:
@@ -68,30 +73,28 @@ def main(argv=None) -> int:
 
     if not args.skip_floors:
         banner("1. Physics floors: the PDE loss of reference fields (nu = 0.125, 17 frames, 128^2)")
-        from burgers_jax import floors
-
         print(floors.format_floors_report(floors.floors_report(nu=0.125)))
 
     banner(f"2. The pretrained stand-in ({STANDIN.relative_to(REPO)}), converted and verified against PyTorch")
     pretrained = out / "pretrained"
-    run([sys.executable, "porting/convert_ckpt.py", STANDIN, "--out", pretrained, "--verify"])
-
-    from burgers_jax.configs import demo
+    show(f"burgers-convert {STANDIN.relative_to(REPO)} --out {pretrained} --verify")
+    convert(STANDIN, pretrained, verify=True)
 
     config = demo.get_config()
     banner(f"3. Fine-tuning on the PDE residual alone (configs/demo.py: {config.model.trainable}, "
            f"boundary weight {config.training.lambda_bc:g}, frame stride {config.dataset.frame_stride})")
     save_dir = out / "train"
-    cmd = [sys.executable, "-m", "burgers_jax.train", "--config", "configs/demo.py",
-           f"--config.model.pretrained_path={pretrained}", f"--config.logging.save_dir={save_dir}"]
+    overrides = {"model.pretrained_path": str(pretrained), "logging.save_dir": str(save_dir)}
     if args.steps is not None:
-        cmd.append(f"--config.training.max_steps={args.steps}")
-        cmd.append(f"--config.training.eval_every_steps={max(1, args.steps // 2)}")
-        cmd.append(f"--config.training.warmup_steps={max(0, min(10, args.steps - 1))}")
+        overrides.update({"training.max_steps": args.steps, "training.eval_every_steps": max(1, args.steps // 2),
+                          "training.warmup_steps": max(0, min(10, args.steps - 1))})
     if args.temporal_length is not None:
-        cmd.append(f"--config.dataset.temporal_length={args.temporal_length}")
-        config.dataset.temporal_length = args.temporal_length
-    run(cmd)
+        overrides["dataset.temporal_length"] = args.temporal_length
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        config[section][field] = value
+    show("burgers-train --config configs/demo.py " + " ".join(f"--config.{k}={v}" for k, v in overrides.items()))
+    train_and_evaluate(config, save_dir)
 
     banner("4. Evaluation on the validation windows: zero-shot vs fine-tuned, against persistence and the truth")
     zero = evaluate(pretrained, out / "eval_zero_shot", config)

@@ -27,18 +27,20 @@ directory and evaluations.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from burgers_jax.configs import demo
+from burgers_jax.evaluation import evaluate
+from burgers_jax.io import outputs
+from burgers_jax.training import trainer as train
+from porting import convert_ckpt
 
-from burgers_jax import evaluate, outputs, train  # noqa: E402
-from burgers_jax.configs import demo  # noqa: E402
-from porting import convert_ckpt  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # name -> (label, config overrides); every run also gets the common settings of `base_config`.
 ROWS = {
@@ -101,33 +103,28 @@ def run_eval(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, 
              precision: str = "fp32_output") -> dict:
     """Every result evaluated the same way, in the precision it was trained in; an
     evaluation made earlier by the same command, after its model was written, is kept."""
-    argv = eval_argv(args, checkpoint, out, lora, stride, in_range, precision)
+    req = eval_request(args, checkpoint, out, lora, stride, in_range, precision)
+    key = json.loads(json.dumps(dataclasses.asdict(req), default=str))
     done = out / "metrics.json"
     inputs = [checkpoint] + ([lora] if lora is not None else [])
-    if done.is_file() and (out / "command.json").is_file() and \
-            json.loads((out / "command.json").read_text()) == argv and \
+    if done.is_file() and (out / "request.json").is_file() and \
+            json.loads((out / "request.json").read_text()) == key and \
             all(done.stat().st_mtime > p.stat().st_mtime for p in inputs):
-        print(f"{out.name}: evaluated earlier by the same command, kept")
+        print(f"{out.name}: evaluated earlier with the same request, kept")
         return json.loads(done.read_text())
-    if evaluate.main(argv) != 0:
-        raise RuntimeError(f"evaluation failed: {argv}")
-    (out / "command.json").write_text(json.dumps(argv) + "\n")
-    return json.loads(done.read_text())
+    result, _, _ = evaluate.run_evaluation(req)
+    (out / "request.json").write_text(json.dumps(key) + "\n")
+    return result
 
 
-def eval_argv(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, in_range: bool,
-              precision: str) -> list[str]:
-    argv = ["--checkpoint", str(checkpoint), "--analytic", "--temporal-length", str(args.temporal_length),
-            "--frame-stride", str(stride), "--rollout", str(args.rollout), "--out", str(out), "--overwrite",
-            "--precision", precision]
+def eval_request(args, checkpoint: Path, out: Path, lora: Path | None, stride: int, in_range: bool,
+                 precision: str) -> evaluate.EvalRequest:
+    common = dict(checkpoint=checkpoint, out=out, lora=lora, analytic=True, temporal_length=args.temporal_length,
+                  frame_stride=stride, rollout=args.rollout, overwrite=True, precision=precision)
     if in_range:
-        argv += ["--nu-min", "0.1", "--nu-max", "0.15", "--num-samples", "100", "--split", "val",
-                 "--windows-per-sample", str(args.windows_per_sample)]
-    else:
-        argv += ["--nu-min", "0.18", "--nu-max", "0.3", "--num-samples", str(args.out_samples), "--split", "all"]
-    if lora is not None:
-        argv += ["--lora", str(lora)]
-    return argv
+        return evaluate.EvalRequest(**common, nu_min=0.1, nu_max=0.15, num_samples=100, split="val",
+                                    windows_per_sample=args.windows_per_sample)
+    return evaluate.EvalRequest(**common, nu_min=0.18, nu_max=0.3, num_samples=args.out_samples, split="all")
 
 
 def summarize(results: dict, args) -> str:
@@ -236,8 +233,7 @@ def main(argv=None) -> int:
 
     pretrained = args.out / "pretrained"
     if not (pretrained / "params").is_dir():
-        if convert_ckpt.main([str(args.standin), "--out", str(pretrained), "--verify"]) != 0:
-            raise RuntimeError("the stand-in does not convert and verify")
+        convert_ckpt.convert(args.standin, pretrained, verify=True)
     results: dict = {"config": {"steps": steps, "strides": strides, "seeds": seeds, "rows": rows,
                                 "lambda_bc": args.lambda_bc, "temporal_length": args.temporal_length,
                                 "rollout": args.rollout, "standin": str(args.standin)},

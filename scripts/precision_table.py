@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:
@@ -28,8 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--policies", default="reference,fp32_output,float32")
     args = ap.parse_args(argv)
 
-    from burgers_jax import train
     from burgers_jax.configs import demo
+    from burgers_jax.training import trainer as train
 
     rows = []
     for policy in args.policies.split(","):

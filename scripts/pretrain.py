@@ -1,8 +1,8 @@
 """Pretrains the stand-in "foundation model": supervised next-frame prediction on
-closed-form solutions of three PDE families (burgers_jax/families.py: Burgers outside
+closed-form solutions of three PDE families (burgers_jax/physics/families.py: Burgers outside
 the fine-tuning viscosities, diffusion of Fourier modes, periodic advection of a bump),
-all weights trained, float32. The result is written as a PyTorch `best.pt` (SPEC
-format, bf16 weights, through the project's export), so it enters the fine-tuning path
+all weights trained, float32. The result is written as a PyTorch `best.pt` (the
+`best.pt` format, bf16 weights, through the project's export), so it enters the fine-tuning path
 by the same door as a user's checkpoint: `burgers-convert best.pt --verify`.
 
     python scripts/pretrain.py --out assets/standin            # the committed stand-in
@@ -21,33 +21,27 @@ Out: best.pt, curve.jsonl, curve.png, summary.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
-import dataclasses  # noqa: E402
+from burgers_jax.data import sources as data_lib
+from burgers_jax.io.progress import make_progress
+from burgers_jax.model import param_tree
+from burgers_jax.model.config import ARCHITECTURES, Policy
+from burgers_jax.model.lora import cast_params
+from burgers_jax.model.network import PDECausalModel, init_params
+from burgers_jax.physics import families, metrics
+from burgers_jax.training import steps
+from porting.export_torch import export_merged
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from burgers_jax import data as data_lib  # noqa: E402
-from burgers_jax import families, metrics, partition, steps  # noqa: E402
-from burgers_jax.model import PDECausalModel, cast_params, init_params  # noqa: E402
-from burgers_jax.model_config import EncoderConfig, ModelConfig, Policy, TransformerConfig, tiny_config  # noqa: E402
-from burgers_jax.progress import make_progress  # noqa: E402
-from porting.export_torch import export_merged  # noqa: E402
-
-ARCHS = {
-    "small": ModelConfig(encoder=EncoderConfig(channels=(16, 32, 64)),
-                         transformer=TransformerConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=8,
-                                                       num_key_value_heads=2, intermediate_size=512)),
-    "tiny": tiny_config(),
-}
 ACTIVE = 2  # (u, v) in channels 0, 1; the other four are zero
 
 
@@ -82,7 +76,7 @@ def normalized_mse(out, target):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output folder (best.pt, curve, summary)")
-    ap.add_argument("--arch", choices=sorted(ARCHS), default="small")
+    ap.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--frames", type=int, default=4, help="input frames T (windows hold T + 1)")
@@ -96,13 +90,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t_start = time.time()
 
-    config = dataclasses.replace(ARCHS[args.arch], noise_level=args.noise_level)
+    config = dataclasses.replace(ARCHITECTURES[args.arch], noise_level=args.noise_level)
     model = PDECausalModel(config, policy=Policy.named("float32"))
     params = init_params(config, jax.random.PRNGKey(args.seed))
     training = ml_collections.ConfigDict(dict(
         learning_rate=args.lr, min_lr=args.lr / 100, warmup_steps=min(args.warmup, args.steps - 1),
         max_steps=args.steps, betas=(0.9, 0.999), grad_clip=1.0, weight_decay=1e-4))
-    tx = steps.make_optimizer(training, partition.trainable_mask(params, "all"))
+    tx = steps.make_optimizer(training, param_tree.trainable_mask(params, "all"))
     opt_state = tx.init(params)
     T = args.frames
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_best_pt(tmp_path_factory):
-    """A tiny model written by the PyTorch reference as `best.pt` (SPEC section 2), with a
+    """A tiny model written by the PyTorch reference as `best.pt` (docs/model_and_formats.md, "Files"), with a
     full training config that carries keys only PyTorch reads (use_flash_attention)."""
     import torch
 

@@ -18,8 +18,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from burgers_jax.model_config import ConfigError, ModelConfig, Policy, tiny_config  # noqa: E402
-from burgers_jax.partition import flatten, unflatten  # noqa: E402
+from burgers_jax.model.config import ConfigError, ModelConfig, Policy, tiny_config  # noqa: E402
+from burgers_jax.model.param_tree import flatten, unflatten  # noqa: E402
 from porting import convert_ckpt as cc  # noqa: E402
 from porting.architecture import cross_check  # noqa: E402
 from porting.verify import rel_l2  # noqa: E402
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 T_FRAMES = 2  # short T keeps the tests fast; the model is T-generic
 
 
-# ----------------------------------------------------------------------------- SPEC §1 state dicts
+# ----------------------------------------------------------------------------- docs/model_and_formats.md, "The model" state dicts
 
 
 def _resblock(prefix: str, c: int) -> dict[str, tuple]:
@@ -39,7 +39,7 @@ def _resblock(prefix: str, c: int) -> dict[str, tuple]:
 
 
 def spec_shapes(cfg: ModelConfig) -> dict[str, tuple]:
-    """Keys and shapes of `model_state_dict`, written from SPEC.md §1 (not from the code
+    """Keys and shapes of `model_state_dict`, written from docs/model_and_formats.md, "The model" (not from the code
     under test), so the loading and cross-check tests do not depend on the mapping."""
     c1, c2, c3 = cfg.encoder.channels
     mid, tr = 2 * c3, cfg.transformer
@@ -109,7 +109,7 @@ def model_dict(cfg: ModelConfig) -> dict:
 
 
 def training_checkpoint(sd: dict, cfg: ModelConfig | None, model_section: dict | None = None) -> dict:
-    """A dict in the `best.pt` layout of SPEC §2."""
+    """A dict in the `best.pt` layout of docs/model_and_formats.md, "Files"."""
     ckpt = {"global_step": 123, "model_state_dict": sd,
             "optimizer_state_dict": {"state": {}, "param_groups": []}, "scheduler_state_dict": {},
             "val_rmse": 0.25, "val_nrmse": 0.5, "best_val_nrmse": 0.5}
@@ -203,7 +203,7 @@ def test_wrong_head_count_names_field_and_lists_every_consistent_split(tmp_path,
 
 
 def test_full_size_head_layouts_are_told_apart():
-    # SPEC §1.2: pretraining 16/4 heads (k_proj 192 rows) vs fine-tuning YAML 12/4 (256 rows).
+    # docs/model_and_formats.md, "The model": pretraining 16/4 heads (k_proj 192 rows) vs fine-tuning YAML 12/4 (256 rows).
     cfg_12 = ModelConfig()  # 12 / 4
     cfg_16 = dataclasses.replace(cfg_12, transformer=dataclasses.replace(cfg_12.transformer,
                                                                           num_attention_heads=16))
@@ -254,7 +254,7 @@ def flax_forward(params, cfg: ModelConfig, x: np.ndarray) -> dict:
     """Converted Flax model, float32 policy with exact float32 matmuls, plus its seams."""
     import jax
 
-    from burgers_jax.model import PDECausalModel
+    from burgers_jax.model.network import PDECausalModel
 
     with jax.default_matmul_precision("highest"):
         out, inter = PDECausalModel(cfg, policy=Policy.named("float32")).apply(
@@ -304,7 +304,7 @@ def ref(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(ref):
-    from burgers_jax.checkpoint import load_converted
+    from burgers_jax.io.checkpoint import load_converted
 
     meta = cc.convert_model(ref.root / "best.pt", ref.root / "best_flax", None)
     params, cfg = load_converted(ref.root / "best_flax")
@@ -331,7 +331,7 @@ def jax_leaves(tree):
 
 
 def test_input_variants_convert_to_the_same_params(ref, converted, tmp_path):
-    from burgers_jax.checkpoint import load_converted
+    from burgers_jax.io.checkpoint import load_converted
 
     full = torch.load(ref.root / "best.pt", weights_only=True)
     sd = full["model_state_dict"]
@@ -362,13 +362,13 @@ def test_missing_and_extra_tensor(ref, tmp_path, capsys):
 
 
 def _flax_with_adapters(base_dir: Path, adapters_dir: Path):
-    from burgers_jax.checkpoint import load_model
+    from burgers_jax.io.checkpoint import load_model
 
     return load_model(base_dir, adapters_dir, policy=Policy.named("float32"))
 
 
 def test_lora_checkpoint_reproduces_peft(ref, converted, tmp_path):
-    from burgers_jax.checkpoint import load_metadata
+    from burgers_jax.io.checkpoint import load_metadata
 
     meta = cc.convert_lora(ref.root / "best_lora.pt", tmp_path / "adapters", None, None)
     assert meta["global_step"] == 9 and meta["adapter_params"] == sum(
@@ -394,7 +394,7 @@ def test_lora_without_alpha_fails(ref, tmp_path, capsys):
 
 def _random_adapters(cfg: ModelConfig, seed: int = 7) -> dict:
     """Random float32 adapters (non-zero B) for every target of cfg.lora, written in Flax."""
-    from burgers_jax.model import param_shapes
+    from burgers_jax.model.network import param_shapes
 
     rng = np.random.default_rng(seed)
     r, flat = cfg.lora.r, {}
@@ -408,7 +408,7 @@ def _random_adapters(cfg: ModelConfig, seed: int = 7) -> dict:
 def test_export_lora_and_merged(ref, converted, tmp_path):
     import copy
 
-    from burgers_jax.checkpoint import save_adapters
+    from burgers_jax.io.checkpoint import save_adapters
     from porting import export_torch
 
     lcfg = ref.cfg.with_lora(r=2, alpha=6.0, target_modules=("q_proj", "v_proj", "down_proj"))
@@ -474,7 +474,7 @@ def test_verify_flag(ref, tmp_path, capsys, monkeypatch):
 
 
 def test_cli_end_to_end(ref, tmp_path):
-    from burgers_jax.checkpoint import load_converted, load_metadata
+    from burgers_jax.io.checkpoint import load_converted, load_metadata
 
     out = tmp_path / "cli_flax"
     proc = subprocess.run([sys.executable, "porting/convert_ckpt.py", str(ref.root / "best.pt"), "--out", str(out)],

@@ -2,7 +2,7 @@
 out here (exp form, float64), the reference split and nu draws against numpy's legacy
 global RNG, loader errors, stateless training batches, validation coverage, prefetch."""
 
-import importlib.util
+
 import pickle
 import time
 from pathlib import Path
@@ -11,8 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from burgers_jax import analytic, data
-from burgers_jax.outputs import OutputError
+from burgers_jax import generate as generate_cmd
+from burgers_jax.data import sources as data
+from burgers_jax.data import writer
+from burgers_jax.io.outputs import OutputError
+from burgers_jax.physics import analytic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,19 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 F32_ATOL = 2.0**-24
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location(
-        "generate_burgers_data", ROOT / "scripts" / "generate_burgers_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = _load_generator()
 
 
 def formula(nu, x, y, t):
-    """SPEC.md section 3 written directly (not analytic.py's tanh form)."""
+    """docs/model_and_formats.md, "Burgers data" written directly (not analytic.py's tanh form)."""
     e = np.exp((-4.0 * x + 4.0 * y - t) / (32.0 * nu))
     return 0.75 - 0.25 / (1.0 + e), 0.75 + 0.25 / (1.0 + e)
 
@@ -55,7 +49,7 @@ def expected_sample(nu, times, n):
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "small.h5"
-    gen.generate(path, num_samples=4, num_frames=40, resolution=32, progress=False)
+    writer.write_dataset(path, num_samples=4, num_frames=40, resolution=32, progress=False)
     return path
 
 
@@ -64,7 +58,7 @@ def small_file(tmp_path_factory):
 
 def test_generated_layout_is_the_reference_layout(tmp_path):
     path = tmp_path / "layout.h5"
-    summary = gen.generate(path, num_samples=3, num_frames=20, resolution=128, progress=False)
+    summary = writer.write_dataset(path, num_samples=3, num_frames=20, resolution=128, progress=False)
     assert summary["samples"] == 3 and summary["data_shape"] == (20, 128, 128, 2)
     t, n = 20, 128
     with h5py.File(path, "r") as f:
@@ -133,14 +127,14 @@ def test_fast_fields_equal_analytic_fields():
 
 def test_refuses_to_overwrite(tmp_path, capsys):
     path = tmp_path / "x.h5"
-    gen.generate(path, num_samples=1, num_frames=17, resolution=8, progress=False)
+    writer.write_dataset(path, num_samples=1, num_frames=17, resolution=8, progress=False)
     before = path.read_bytes()
     with pytest.raises(OutputError, match="--overwrite"):
-        gen.generate(path, num_samples=2, num_frames=17, resolution=8, progress=False)
+        writer.write_dataset(path, num_samples=2, num_frames=17, resolution=8, progress=False)
     argv = ["--output", str(path), "--num-samples", "2", "--num-frames", "17", "--resolution", "8"]
-    assert gen.main(argv) == 2  # errors exit 2 in every command
+    assert generate_cmd.main(argv) == 2  # errors exit 2 in every command
     assert path.read_bytes() == before
-    assert gen.main(argv + ["--overwrite"]) == 0
+    assert generate_cmd.main(argv + ["--overwrite"]) == 0
     with h5py.File(path, "r") as f:
         assert sorted(f.keys()) == ["0", "1"]
     assert "samples            2" in capsys.readouterr().out
@@ -148,7 +142,7 @@ def test_refuses_to_overwrite(tmp_path, capsys):
 
 def test_compression_and_chunks_read_back_the_same(tmp_path, small_file):
     path = tmp_path / "gz.h5"
-    gen.generate(path, num_samples=4, num_frames=40, resolution=32, compression="gzip",
+    writer.write_dataset(path, num_samples=4, num_frames=40, resolution=32, compression="gzip",
                  chunk_frames=10, progress=False)
     with h5py.File(path, "r") as f, h5py.File(small_file, "r") as g:
         assert f["2/vector/data"].compression == "gzip"

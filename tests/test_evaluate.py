@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from burgers_jax import analytic, data, generate, metrics, partition, physics, steps, train
 from burgers_jax.configs import demo
+from burgers_jax.data import sources as data
+from burgers_jax.data import writer
+from burgers_jax.model import param_tree
+from burgers_jax.physics import analytic, metrics
+from burgers_jax.physics import residual as physics
+from burgers_jax.training import steps
+from burgers_jax.training import trainer as train
 
 N = 32  # grid of the hand-made fields
 
@@ -71,7 +77,7 @@ def test_boundary_rmse_sees_only_the_outer_ring():
 def test_constraint_error_hand_case():
     pred = np.full((1, 1, 4, 4, 2), 0.75)
     pred[0, 0, 1, 2, 0] = 0.85  # u + v = 1.6 at one of 16 cells
-    mean, mx = metrics.constraint_error(pred)
+    mean, mx = metrics.window_constraint_error(pred)
     assert float(mean[0]) == pytest.approx(0.1 / 16) and float(mx[0]) == pytest.approx(0.1)
 
 
@@ -90,7 +96,7 @@ def test_boundary_term_sits_at_the_floor_on_the_exact_solution():
 
 
 def test_frame_stride_in_data_dt_and_residual(tmp_path):
-    path = generate.generate(tmp_path / "d.h5", num_samples=2, num_frames=60, resolution=128,
+    path = writer.write_dataset(tmp_path / "d.h5", num_samples=2, num_frames=60, resolution=128,
                              progress=False)["path"]
     src = data.HDF5Source(path, min_frames=2)
     w = src.read_window(1, 5, 4, stride=10)
@@ -117,17 +123,17 @@ def test_trainable_variants_keep_the_rest_bit_identical(tiny_converted, tmp_path
     cfg.model.trainable = trainable
     tr = train.Trainer(cfg)
     state = tr.initial_state()
-    before = jax.device_get(partition.merge(state.trainable, tr.frozen))
+    before = jax.device_get(param_tree.merge(state.trainable, tr.frozen))
     for s in range(2):
         state, _ = tr.train_step(state, tr.frozen, tr.shard_batch(tr.train_batch(s)))
-    after = jax.device_get(partition.merge(state.trainable, tr.frozen))
+    after = jax.device_get(param_tree.merge(state.trainable, tr.frozen))
     moved = set()
-    for path, a in partition.flatten(before).items():
-        b = partition.flatten(after)[path]
+    for path, a in param_tree.flatten(before).items():
+        b = param_tree.flatten(after)[path]
         if not np.array_equal(np.asarray(a), np.asarray(b)):
-            moved.add(path[0] if not partition.is_adapter(path) else "adapters")
+            moved.add(path[0] if not param_tree.is_adapter(path) else "adapters")
     assert moved == set(moves) | {"adapters"}, moved
-    for path, leaf in partition.flatten(state.trainable).items():
+    for path, leaf in param_tree.flatten(state.trainable).items():
         assert leaf.dtype == jnp.float32, path  # trained leaves keep float32 master weights
 
 
@@ -135,7 +141,7 @@ def test_trainable_variants_keep_the_rest_bit_identical(tiny_converted, tmp_path
 
 
 def test_evaluate_command_on_a_tiny_file(tiny_converted, tmp_path):
-    path = generate.generate(tmp_path / "d.h5", num_samples=10, num_frames=12, resolution=128,
+    path = writer.write_dataset(tmp_path / "d.h5", num_samples=10, num_frames=12, resolution=128,
                              progress=False)["path"]
     out = tmp_path / "eval"
     rc, stdout, err = run_cli(["-m", "burgers_jax.evaluate", "--checkpoint", str(tiny_converted), "--data",

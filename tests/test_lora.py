@@ -15,8 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from burgers_jax.model import add_lora, cast_params, merge_lora  # noqa: E402
-from burgers_jax.model_config import ModelConfig, Policy  # noqa: E402
+from burgers_jax.model.config import ModelConfig, Policy  # noqa: E402
+from burgers_jax.model.lora import add_lora, cast_params, merge_lora  # noqa: E402
 from porting import torch_reference as R  # noqa: E402
 from porting.mapping import MappingError, lora_flax_to_torch, lora_torch_to_flax, torch_to_flax  # noqa: E402
 

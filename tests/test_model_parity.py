@@ -24,9 +24,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from burgers_jax.layers import Conv2d, ConvTranspose2d, GroupNorm, gelu  # noqa: E402
-from burgers_jax.model import PDECausalModel, Transformer, add_lora, cast_params, merge_lora  # noqa: E402
-from burgers_jax.model_config import ModelConfig, Policy  # noqa: E402
+from burgers_jax.model.config import ModelConfig, Policy  # noqa: E402
+from burgers_jax.model.layers import Conv2d, ConvTranspose2d, GroupNorm, gelu  # noqa: E402
+from burgers_jax.model.lora import add_lora, cast_params, merge_lora  # noqa: E402
+from burgers_jax.model.network import PDECausalModel, Transformer  # noqa: E402
 from porting import torch_reference as R  # noqa: E402
 from porting.mapping import (  # noqa: E402
     MappingError,
@@ -148,7 +149,7 @@ def test_float32_parity_per_seam(which, frames, request):
 def test_every_attention_impl_matches_torch(pair_plain, impl):
     """Every attention path (the GPU's fused kernel included, run here on the CPU) on the
     torch encoder tokens, block-causal mask included (transformer only, T=3)."""
-    from burgers_jax import attention
+    from burgers_jax.model import attention
 
     assert attention.resolve("auto") == ("dot_product_attention" if jax.default_backend() == "gpu" else "frames")
     x = make_input(1, 3, seed=3)

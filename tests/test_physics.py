@@ -1,7 +1,7 @@
-"""Tests of burgers_jax.physics (SPEC.md section 4).
+"""Tests of burgers_jax.physics (docs/model_and_formats.md, "The PDE residual").
 
 The parity reference is `torch_pde_terms` below: an independent PyTorch float64
-implementation of SPEC section 4 written from the spec (torch.cat padding,
+implementation of docs/model_and_formats.md, "The PDE residual" written from the spec (torch.cat padding,
 `b + (b - interior)` ghosts, torch.diff stencils, torch.where on the padded tensor's
 differences, a per-sample loop for per-sample nu). `scripts/bench_physics.py` imports it.
 
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from burgers_jax import analytic, floors, physics
+from burgers_jax.physics import analytic, floors
+from burgers_jax.physics import residual as physics
 from porting.verify import rel_l2  # relative 2-norm: the residuals change sign, pointwise is meaningless
 
 DT = 1.0 / 999.0
@@ -180,7 +181,7 @@ def test_terms_match_torch_reference(x64):
 
 
 def test_analytic_floor_and_noise(x64):
-    """Exact solution: loss <= 1e-6 across nu in [0.1, 0.15]; 1% noise: >= 1e3 (SPEC: ~1e4)."""
+    """Exact solution: loss <= 1e-6 across nu in [0.1, 0.15]; 1% noise: >= 1e3 (documented: ~1e4)."""
     batch = analytic.analytic_batch([0.1, 0.125, 0.15], start=[0, 400, 983], frames=3, resolution=128)
     for i, nu in enumerate(batch["nu"]):
         one = {k: batch[k][i : i + 1] for k in ("pred", *BOUNDARIES)}

@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from burgers_jax import checkpoint as ck
-from burgers_jax import partition
-from burgers_jax import predict as pr
-from burgers_jax.model import PDECausalModel, init_params
-from burgers_jax.model_config import Policy, tiny_config
+from burgers_jax import predict as predict_cmd
+from burgers_jax.io import checkpoint as ck
+from burgers_jax.model import param_tree
+from burgers_jax.model.config import Policy, tiny_config
+from burgers_jax.model.network import PDECausalModel, init_params
 from porting.verify import rel_l2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def random_params(cfg, seed=0):
     shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
     rng = np.random.default_rng(seed)
     flat = {}
-    for path, s in partition.flatten(shapes).items():
+    for path, s in param_tree.flatten(shapes).items():
         z = rng.standard_normal(s.shape)
         if path[-1] in ("kernel", "lora_A", "lora_B"):
             z = z / np.sqrt(np.prod(s.shape[:-1]))
@@ -45,7 +45,7 @@ def random_params(cfg, seed=0):
         else:
             z = 0.1 * z
         flat[path] = z.astype(np.float32)
-    return partition.unflatten(flat)
+    return param_tree.unflatten(flat)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,9 @@ def converted(tmp_path_factory):
     cfg = tiny_config()
     lcfg = cfg.with_lora(r=4, alpha=8.0)
     with_lora = random_params(lcfg)
-    params = partition.strip_adapters(with_lora)
+    params = param_tree.strip_adapters(with_lora)
     ck.save_converted(root / "model", params, cfg, {"source": "test"})
-    ck.save_adapters(root / "adapters", partition.extract_adapters(with_lora), lcfg.lora)
+    ck.save_adapters(root / "adapters", param_tree.extract_adapters(with_lora), lcfg.lora)
     x = np.random.default_rng(0).standard_normal((3, T_FRAMES, 128, 128, 6)).astype(np.float32)
     np.save(root / "in.npy", x)
     return root, cfg, params, lcfg, with_lora, x
@@ -105,12 +105,12 @@ def test_wrong_shape(converted, tmp_path, capsys):
     root = converted[0]
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((1, 2, 64, 64, 6), np.float32))
-    assert pr.main(["--checkpoint", str(root / "model"), "--input", str(bad), "--output",
+    assert predict_cmd.main(["--checkpoint", str(root / "model"), "--input", str(bad), "--output",
                     str(tmp_path / "o.npy")]) == 2
     err = capsys.readouterr().err
     assert "(1, 2, 64, 64, 6)" in err and "[B, T, 128, 128, 6]" in err, err
     np.save(bad, np.zeros((1, 17, 128, 128, 6), np.float32))  # tiny config: at most 4096/256 = 16 frames
-    assert pr.main(["--checkpoint", str(root / "model"), "--input", str(bad), "--output",
+    assert predict_cmd.main(["--checkpoint", str(root / "model"), "--input", str(bad), "--output",
                     str(tmp_path / "o.npy")]) == 2
     assert "T=17" in capsys.readouterr().err
     assert not (tmp_path / "o.npy").exists()
@@ -118,12 +118,12 @@ def test_wrong_shape(converted, tmp_path, capsys):
 
 def test_missing_checkpoint(converted, tmp_path, capsys):
     root = converted[0]
-    assert pr.main(["--checkpoint", str(tmp_path / "nope"), "--input", str(root / "in.npy"), "--output",
+    assert predict_cmd.main(["--checkpoint", str(tmp_path / "nope"), "--input", str(root / "in.npy"), "--output",
                     str(tmp_path / "o.npy")]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "does not exist" in err and "Traceback" not in err
     (tmp_path / "empty").mkdir()
-    assert pr.main(["--checkpoint", str(tmp_path / "empty"), "--input", str(root / "in.npy"), "--output",
+    assert predict_cmd.main(["--checkpoint", str(tmp_path / "empty"), "--input", str(root / "in.npy"), "--output",
                     str(tmp_path / "o.npy")]) == 2
     assert "model_config.json" in capsys.readouterr().err
 
@@ -131,8 +131,8 @@ def test_missing_checkpoint(converted, tmp_path, capsys):
 def test_adapters_not_fitting(converted, tmp_path, capsys):
     root = converted[0]
     other = tiny_config(hidden_size=32).with_lora(r=4, alpha=8.0)  # adapters of a narrower model
-    ck.save_adapters(tmp_path / "other", partition.extract_adapters(random_params(other)), other.lora)
-    assert pr.main(["--checkpoint", str(root / "model"), "--input", str(root / "in.npy"), "--output",
+    ck.save_adapters(tmp_path / "other", param_tree.extract_adapters(random_params(other)), other.lora)
+    assert predict_cmd.main(["--checkpoint", str(root / "model"), "--input", str(root / "in.npy"), "--output",
                     str(tmp_path / "o.npy"), "--lora", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err
     assert "do not fit" in err and "transformer/layers_0/self_attn/q_proj" in err, err

@@ -20,10 +20,18 @@ import pytest
 import torch
 from conftest import REPO, metrics_rows, run_cli
 
-from burgers_jax import checkpoint as ck
-from burgers_jax import data, generate, outputs, rundir, train
+from burgers_jax import generate as generate_cmd
+from burgers_jax import predict as predict_cmd
+from burgers_jax import train as train_cmd
 from burgers_jax.configs import demo
-from burgers_jax.model_config import LoraConfig
+from burgers_jax.data import sources as data
+from burgers_jax.data import writer
+from burgers_jax.io import checkpoint as ck
+from burgers_jax.io import outputs
+from burgers_jax.model.config import LoraConfig
+from burgers_jax.training import rundir
+from burgers_jax.training import trainer as train
+from burgers_jax.training.setup import TrainConfigError
 from porting import convert_ckpt as cc
 from porting import export_torch
 
@@ -148,26 +156,25 @@ def test_nan_weight_refused_at_conversion_naming_the_tensor(tiny_best_pt, tmp_pa
 
 
 def test_predict_refuses_nonfinite_inputs_and_adapters(tiny_converted, tmp_path, capsys):
-    from burgers_jax import predict
 
     x = np.random.default_rng(0).standard_normal((2, 2, 128, 128, 6)).astype(np.float32)
     x[1, 1, 7, 9, 0] = np.nan
     np.save(tmp_path / "in.npy", x)
     args = ["--checkpoint", str(tiny_converted), "--input", str(tmp_path / "in.npy"), "--output",
             str(tmp_path / "out.npy")]
-    assert predict.main(args) == 2
+    assert predict_cmd.main(args) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "sample 1, frame 1" in line and "non-finite" in line, line
     x[1, 1, 7, 9, 0] = np.inf
     np.save(tmp_path / "in.npy", x)
-    assert predict.main(args) == 2
+    assert predict_cmd.main(args) == 2
     assert "sample 1, frame 1" in capsys.readouterr().err
     bad = {"transformer": {f"layers_{i}": {"mlp": {"down_proj": {
         "lora_A": np.full((128, 2), np.nan if i else 0.0, np.float32), "lora_B": np.ones((2, 64), np.float32)}}}
         for i in (0, 1)}}
     ck.save_adapters(tmp_path / "nan_ad", bad, LoraConfig(r=2, alpha=4.0, target_modules=("down_proj",)))
     np.save(tmp_path / "in.npy", np.zeros((1, 1, 128, 128, 6), np.float32))
-    assert predict.main(args + ["--lora", str(tmp_path / "nan_ad")]) == 2
+    assert predict_cmd.main(args + ["--lora", str(tmp_path / "nan_ad")]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "transformer/layers_1/mlp/down_proj/lora_A" in line and "non-finite" in line, line
     assert not (tmp_path / "out.npy").exists()
@@ -185,7 +192,7 @@ def test_bad_optimizer_fields_refused_before_any_work(tiny_converted, tmp_path, 
     cfg = demo.get_config("smoke")
     cfg.model.pretrained_path = str(tiny_converted)
     cfg.training[field] = value
-    with pytest.raises(train.TrainConfigError, match=named.replace(".", r"\.").replace("(", r"\(")
+    with pytest.raises(TrainConfigError, match=named.replace(".", r"\.").replace("(", r"\(")
                        .replace(")", r"\)")):
         train.train_and_evaluate(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
@@ -195,7 +202,7 @@ def test_log_interval_zero_refused(tiny_converted, tmp_path):
     cfg = demo.get_config("smoke")
     cfg.model.pretrained_path = str(tiny_converted)
     cfg.logging.log_interval = 0
-    with pytest.raises(train.TrainConfigError, match=r"logging\.log_interval=0"):
+    with pytest.raises(TrainConfigError, match=r"logging\.log_interval=0"):
         train.train_and_evaluate(cfg, tmp_path / "run")
 
 
@@ -218,7 +225,7 @@ def test_negative_or_zero_viscosity_refused(tmp_path, capsys):
             data.HDF5Source(_h5(tmp_path / f"nu{nu}.h5", nu=nu))
         argv = ["--output", str(tmp_path / f"gen{nu}.h5"), "--num-samples", "2", "--num-frames", "4",
                 "--resolution", "8", "--nu-min", str(nu)]
-        assert generate.main(argv) == 2
+        assert generate_cmd.main(argv) == 2
         assert "--nu-min" in _one_error_line(capsys.readouterr().err)
         assert not (tmp_path / f"gen{nu}.h5").exists()
 
@@ -252,10 +259,10 @@ def test_generation_interrupted_leaves_no_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C during the third sample
         return real(*args, **kwargs)
 
-    real = generate.burgers_fields32
-    monkeypatch.setattr(generate, "burgers_fields32", flaky)
+    real = writer.burgers_fields32
+    monkeypatch.setattr(writer, "burgers_fields32", flaky)
     with pytest.raises(KeyboardInterrupt):
-        generate.generate(tmp_path / "d.h5", num_samples=5, num_frames=4, resolution=8, progress=False)
+        writer.write_dataset(tmp_path / "d.h5", num_samples=5, num_frames=4, resolution=8, progress=False)
     assert list(tmp_path.iterdir()) == [], "neither the file nor its temporary may remain"
 
 
@@ -269,7 +276,6 @@ def test_loader_refuses_a_file_with_fewer_samples_than_written(tmp_path):
 
 
 def test_read_only_outputs_refused_before_work(readonly_dir, tiny_best_pt, tiny_converted, tmp_path, capsys):
-    from burgers_jax import predict
 
     target = readonly_dir / "sub" / "out"
     assert cc.main([str(tiny_best_pt), "--out", str(target)]) == 2
@@ -277,10 +283,10 @@ def test_read_only_outputs_refused_before_work(readonly_dir, tiny_best_pt, tiny_
     assert export_torch.main(["--checkpoint", str(tiny_converted), "--merged", "--out", str(target)]) == 2
     assert "not writable" in _one_error_line(capsys.readouterr().err)
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 128, 128, 6), np.float32))
-    assert predict.main(["--checkpoint", str(tiny_converted), "--input", str(tmp_path / "x.npy"),
+    assert predict_cmd.main(["--checkpoint", str(tiny_converted), "--input", str(tmp_path / "x.npy"),
                          "--output", str(target)]) == 2
     assert "not writable" in _one_error_line(capsys.readouterr().err)
-    assert generate.main(["--output", str(target), "--num-samples", "1", "--num-frames", "3",
+    assert generate_cmd.main(["--output", str(target), "--num-samples", "1", "--num-frames", "3",
                           "--resolution", "8"]) == 2
     assert "not writable" in _one_error_line(capsys.readouterr().err)
     cfg = demo.get_config("smoke")
@@ -298,7 +304,7 @@ def test_verify_frames_zero(tiny_best_pt, tmp_path, capsys):
 
 
 def test_truncated_hdf5_is_a_named_error(tmp_path):
-    path = generate.generate(tmp_path / "full.h5", num_samples=2, num_frames=20, resolution=8,
+    path = writer.write_dataset(tmp_path / "full.h5", num_samples=2, num_frames=20, resolution=8,
                              progress=False)["path"]
     cut = tmp_path / "cut.h5"
     cut.write_bytes(Path(path).read_bytes()[: Path(path).stat().st_size * 2 // 3])
@@ -310,7 +316,7 @@ def test_truncated_hdf5_is_a_named_error(tmp_path):
 
 
 def test_unknown_config_field_names_the_closest(capsys):
-    rc = train.main(["burgers-train", "--config", "configs/demo.py:smoke", "--config.training.learning_rat=1"])
+    rc = train_cmd.main(["burgers-train", "--config", "configs/demo.py:smoke", "--config.training.learning_rat=1"])
     assert rc == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "config.training.learning_rat" in line and "did you mean config.training.learning_rate" in line
@@ -319,7 +325,7 @@ def test_unknown_config_field_names_the_closest(capsys):
 @pytest.mark.parametrize("flag,value", [("--num-frames", "1"), ("--num-samples", "0"), ("--chunk-frames", "0")])
 def test_generator_arguments(tmp_path, capsys, flag, value):
     argv = ["--output", str(tmp_path / "g.h5"), "--num-samples", "1", "--num-frames", "3", "--resolution", "8"]
-    assert generate.main(argv + [flag, value]) == 2
+    assert generate_cmd.main(argv + [flag, value]) == 2
     assert flag in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "g.h5").exists()
 
@@ -339,19 +345,18 @@ def test_corrupt_adapter_chunk_is_one_message(tiny_converted, tmp_path):
 
 
 def test_text_file_named_npy_and_exact_output_path(tiny_converted, tmp_path, capsys):
-    from burgers_jax import predict
 
     (tmp_path / "notes.npy").write_text("these are my notes, not an array\n")
     args = ["--checkpoint", str(tiny_converted), "--input", str(tmp_path / "notes.npy"), "--output",
             str(tmp_path / "pred")]
-    assert predict.main(args) == 2
+    assert predict_cmd.main(args) == 2
     assert "not a .npy array" in _one_error_line(capsys.readouterr().err)
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 128, 128, 6), np.float32))
     args[3] = str(tmp_path / "x.npy")
-    assert predict.main(args) == 0
+    assert predict_cmd.main(args) == 0
     assert (tmp_path / "pred").is_file() and not (tmp_path / "pred.npy").exists()  # exactly the path given
     assert np.load(tmp_path / "pred").shape == (1, 1, 128, 128, 6)
-    assert predict.main(args) == 2  # occupied
+    assert predict_cmd.main(args) == 2  # occupied
     assert "--overwrite" in capsys.readouterr().err
 
 

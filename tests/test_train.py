@@ -15,11 +15,14 @@ import numpy as np
 import optax
 import pytest
 
-from burgers_jax import checkpoint as ckpt_io
-from burgers_jax import model as model_lib
-from burgers_jax import partition, steps, train
-from burgers_jax.model_config import Policy, tiny_config
 from burgers_jax.configs import demo
+from burgers_jax.io import checkpoint as ckpt_io
+from burgers_jax.model import lora as lora_lib
+from burgers_jax.model import network as model_lib
+from burgers_jax.model import param_tree
+from burgers_jax.model.config import Policy, tiny_config
+from burgers_jax.training import steps
+from burgers_jax.training import trainer as train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,11 +49,10 @@ def make_full_finetune_step(model, tx_full, cfg):
     """A full fine-tuning step of the same model (every weight differentiated and
     updated): what the LoRA step avoids, by compiled FLOP count."""
     T = cfg.dataset.temporal_length
-    policy = Policy.named(cfg.model.precision)
 
     def step(params, opt_state, batch, rng):
         def loss_fn(p):
-            pred = steps.forward(model, p, batch, temporal_length=T, policy=policy, train=True, rng=rng)
+            pred = steps.forward(model, p, batch, temporal_length=T, train=True, rng=rng)
             return steps.residual_loss(pred, batch, cfg.physics.dt)[0]
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -62,25 +64,25 @@ def make_full_finetune_step(model, tx_full, cfg):
 
 def test_every_param_classified_and_unknown_path_rejected(pretrained):
     params, cfg = ckpt_io.load_converted(pretrained)
-    params = model_lib.add_lora(params, cfg.with_lora(r=4, alpha=8.0), jax.random.PRNGKey(1))
-    labels = jax.tree.leaves(partition.labels(params))
-    assert set(labels) == {partition.TRAINABLE, partition.FROZEN}
+    params = lora_lib.add_lora(params, cfg.with_lora(r=4, alpha=8.0), jax.random.PRNGKey(1))
+    labels = jax.tree.leaves(param_tree.labels(params))
+    assert set(labels) == {param_tree.TRAINABLE, param_tree.FROZEN}
     n_layers = cfg.transformer.num_hidden_layers
-    assert labels.count(partition.TRAINABLE) == n_layers * 7 * 2  # A and B on 7 projections
-    with pytest.raises(partition.PartitionError, match="extra/bias"):
-        partition.labels({"extra": {"bias": jnp.zeros(3)}})
-    adapters, frozen = partition.split(params)
-    assert partition.count(adapters) + partition.count(frozen) == partition.count(params)
+    assert labels.count(param_tree.TRAINABLE) == n_layers * 7 * 2  # A and B on 7 projections
+    with pytest.raises(param_tree.ParamTreeError, match="extra/bias"):
+        param_tree.labels({"extra": {"bias": jnp.zeros(3)}})
+    adapters, frozen = param_tree.split(params)
+    assert param_tree.count(adapters) + param_tree.count(frozen) == param_tree.count(params)
 
 
 def test_trainable_count_equals_peft_full_size():
     """The 12/4-head full-size config: our adapter count equals PEFT's on the HF
-    LlamaModel (built on the meta device: shapes only), and SPEC's 2,662,400."""
+    LlamaModel (built on the meta device: shapes only), and the documented 2,662,400."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaModel
 
-    from burgers_jax.model_config import ModelConfig
+    from burgers_jax.model.config import ModelConfig
 
     cfg = ModelConfig().with_lora(r=16, alpha=32.0, dropout=0.05)
     tc = cfg.transformer
@@ -93,8 +95,8 @@ def test_trainable_count_equals_peft_full_size():
                                                    target_modules=list(cfg.lora.target_modules)))
     peft_count = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     shapes = jax.eval_shape(lambda: model_lib.init_params(cfg, jax.random.PRNGKey(0)))
-    adapters, _ = partition.split(shapes)
-    assert partition.count(adapters) == peft_count == 2_662_400
+    adapters, _ = param_tree.split(shapes)
+    assert param_tree.count(adapters) == peft_count == 2_662_400
 
 
 def _one_step_trainer(pretrained, tmp_path, **training):
@@ -112,15 +114,15 @@ def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_adapters(pretr
     assert int(state.step) == 3 and int(state.nonfinite_total) == 0
     # frozen: bit-identical to the converted checkpoint (after the float32 cast)
     for (p, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(tr.frozen),
-                              jax.tree_util.tree_leaves_with_path(model_lib.cast_params(base, Policy.named("float32")))):
-        assert np.array_equal(np.asarray(a), np.asarray(b)), partition.path_str(p)
+                              jax.tree_util.tree_leaves_with_path(lora_lib.cast_params(base, Policy.named("float32")))):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), param_tree.path_str(p)
     # adapters did move (lora_B leaves start at zero and must not stay there)
     moved = [not np.array_equal(np.asarray(x), np.asarray(y))
              for x, y in zip(jax.tree.leaves(state.trainable), jax.tree.leaves(b0))]
     assert all(moved)
     # optax.masked keeps moments for adapter leaves only
     opt_elems = sum(np.size(x) for x in jax.tree.leaves(state.opt_state))
-    n_adapt = partition.count(state.trainable)
+    n_adapt = param_tree.count(state.trainable)
     assert 2 * n_adapt <= opt_elems < 2 * n_adapt + 16
 
 
@@ -129,7 +131,7 @@ def test_lora_step_flops_at_most_three_quarters_of_full_finetuning(pretrained, t
     state = tr.initial_state()
     batch = tr.shard_batch(tr.train_batch(0))
     lora_cost = tr.train_step.lower(state, tr.frozen, batch).compile().cost_analysis()
-    params = partition.merge(state.trainable, tr.frozen)
+    params = param_tree.merge(state.trainable, tr.frozen)
     tx_full = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=1e-4))
     full_step = jax.jit(make_full_finetune_step(tr.model, tx_full, tr.cfg))  # tr.cfg: dt resolved
     full_cost = full_step.lower(params, tx_full.init(params), batch, jax.random.PRNGKey(0)).compile().cost_analysis()

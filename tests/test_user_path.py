@@ -20,12 +20,15 @@ import torch
 import yaml
 from conftest import REPO, run_cli
 
-from burgers_jax import checkpoint as ck
-from burgers_jax import generate, predict, reporting, train
+from burgers_jax import predict as predict_cmd
 from burgers_jax.configs import demo, from_yaml
-from burgers_jax.data import HDF5Source
-from burgers_jax.physics import REFERENCE_DT
-from burgers_jax.train_setup import TrainConfigError, build_data
+from burgers_jax.data import writer
+from burgers_jax.data.sources import DataError, HDF5Source
+from burgers_jax.io import checkpoint as ck
+from burgers_jax.physics.residual import REFERENCE_DT
+from burgers_jax.training import reporting
+from burgers_jax.training import trainer as train
+from burgers_jax.training.setup import TrainConfigError, build_data
 from porting import convert_ckpt as cc
 from porting import export_torch
 from porting import torch_reference as R
@@ -182,7 +185,7 @@ def test_time_step_comes_from_the_data(tiny_converted, tmp_path):
     cfg = demo.get_config("smoke")
     cfg.model.pretrained_path = str(tiny_converted)
     cfg.dataset.source = "hdf5"
-    cfg.dataset.path = str(generate.generate(tmp_path / "prefix.h5", num_samples=4, num_frames=6,
+    cfg.dataset.path = str(writer.write_dataset(tmp_path / "prefix.h5", num_samples=4, num_frames=6,
                                              resolution=128, dt=REFERENCE_DT, progress=False)["path"])
     assert HDF5Source(cfg.dataset.path, min_frames=3).dt == pytest.approx(REFERENCE_DT, rel=1e-12)
     *_, dt, note = build_data(cfg)  # the first 6 frames of a 1000-frame trajectory: 1/999, not 1/5
@@ -190,7 +193,7 @@ def test_time_step_comes_from_the_data(tiny_converted, tmp_path):
     cfg.physics.dt = 0.001001001  # the PyTorch YAML's rounding of 1/999: agrees
     assert build_data(cfg)[3] == pytest.approx(REFERENCE_DT, rel=1e-12)
     cfg.physics.dt = 0.2
-    with pytest.raises(TrainConfigError, match=r"physics\.dt=0\.2 disagrees with the time axis"):
+    with pytest.raises(DataError, match=r"physics\.dt=0\.2 disagrees with the time axis"):
         build_data(cfg)
     with h5py.File(cfg.dataset.path, "a") as f:  # the PyTorch generator writes no time axis
         for key in list(f.attrs):
@@ -203,17 +206,17 @@ def test_time_step_comes_from_the_data(tiny_converted, tmp_path):
 
 
 def test_predict_reads_hdf5_windows_and_two_channel_arrays(tiny_converted, tmp_path):
-    path = generate.generate(tmp_path / "d.h5", num_samples=3, num_frames=5, resolution=128,
+    path = writer.write_dataset(tmp_path / "d.h5", num_samples=3, num_frames=5, resolution=128,
                              progress=False)["path"]
     window = HDF5Source(path, min_frames=2).read_window(2, 1, 2)["data"][None]  # [1, 2, 128, 128, 2]
-    assert predict.main(["--checkpoint", str(tiny_converted), "--data", str(path), "--sample", "2",
+    assert predict_cmd.main(["--checkpoint", str(tiny_converted), "--data", str(path), "--sample", "2",
                          "--start", "1", "--frames", "2", "--output", str(tmp_path / "h5.npy")]) == 0
     np.save(tmp_path / "uv.npy", window)
-    assert predict.main(["--checkpoint", str(tiny_converted), "--input", str(tmp_path / "uv.npy"),
+    assert predict_cmd.main(["--checkpoint", str(tiny_converted), "--input", str(tmp_path / "uv.npy"),
                          "--output", str(tmp_path / "uv_out.npy")]) == 0
     six = np.concatenate([window, np.zeros(window.shape[:-1] + (4,), np.float32)], axis=-1)
     np.save(tmp_path / "six.npy", six)
-    assert predict.main(["--checkpoint", str(tiny_converted), "--input", str(tmp_path / "six.npy"),
+    assert predict_cmd.main(["--checkpoint", str(tiny_converted), "--input", str(tmp_path / "six.npy"),
                          "--output", str(tmp_path / "six_out.npy")]) == 0
     from_h5, from_uv, from_six = (np.load(tmp_path / n) for n in ("h5.npy", "uv_out.npy", "six_out.npy"))
     assert from_h5.shape == from_uv.shape == (1, 2, 128, 128, 2) and from_six.shape == (1, 2, 128, 128, 6)
@@ -350,7 +353,13 @@ def test_documentation_is_the_projects_own():
             assert (page.parent / link).exists(), f"{page.name} links {link}, which does not exist"
     for path in [REPO / "README.md", *docs, *(REPO / "burgers_jax").rglob("*.py"), *(REPO / "porting").glob("*.py"),
                  *(REPO / "configs").glob("*.py"), *(REPO / "scripts").glob("*.py")]:
-        assert "../shared" not in path.read_text(), f"{path} points users to ../shared"
+        text = path.read_text()
+        assert "../shared" not in text, f"{path} points users to ../shared"
+        # The contract documents live outside the repository: cite docs/ instead.
+        for dangling in re.findall(r"\b(?:SPEC|DESIGN)\.md|\bSPEC (?:section|§)", text):
+            raise AssertionError(f"{path} cites {dangling!r}, which the repository does not ship")
+        for cited in re.findall(r"\bdocs/([\w.]+\.md)", text):
+            assert (REPO / "docs" / cited).is_file(), f"{path} cites docs/{cited}, which does not exist"
     model_page = (REPO / "docs" / "model_and_formats.md").read_text()
     for topic in ("best.pt", "best_lora.pt", "vector/boundary", "ghost", "upwind", "block-causal"):
         assert topic in model_page, topic

@@ -7,26 +7,26 @@ AdamW 1e-4, 100 warmup steps, cosine to 1e-6 over 5000 steps, PDE residual only)
 Runbook (paste into a terminal; `make demo` once to create .venv):
 
   # 1. Convert the pretrained PyTorch checkpoint (architecture is read from it)
-  .venv/bin/python porting/convert_ckpt.py /path/to/best.pt --out checkpoints/pretrained --verify
+  .venv/bin/burgers-convert /path/to/best.pt --out checkpoints/pretrained --verify
 
   # 2. Point at the reference data, or generate it (~13 GB, 100 samples x 1000 frames x 128^2)
-  .venv/bin/python scripts/generate_burgers_data.py --output data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5
+  .venv/bin/burgers-generate --out data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5
 
   # 3. Fine-tune with LoRA on the PDE residual alone
-  .venv/bin/python -m burgers_jax.train --config configs/burgers.py \
+  .venv/bin/burgers-train --config configs/burgers.py \
       --config.model.pretrained_path=checkpoints/pretrained \
       --config.dataset.path=data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5 \
       --config.logging.save_dir=runs/burgers_lora
 
   # 4. Resume after an interruption (same batches, same loss curve; the run's saved
   #    config is used, so no override needs repeating)
-  .venv/bin/python -m burgers_jax.train --config configs/burgers.py \
+  .venv/bin/burgers-train --config configs/burgers.py \
       --config.logging.save_dir=runs/burgers_lora --config.training.resume=True
 
   # 5. Predict with the best adapters / export them back to PyTorch
-  .venv/bin/python -m burgers_jax.predict --checkpoint checkpoints/pretrained \
-      --lora runs/burgers_lora/best_adapters --input in.npy --output out.npy
-  .venv/bin/python porting/export_torch.py --checkpoint checkpoints/pretrained \
+  .venv/bin/burgers-predict --checkpoint checkpoints/pretrained \
+      --lora runs/burgers_lora/best_adapters --input in.npy --out out.npy
+  .venv/bin/burgers-export --checkpoint checkpoints/pretrained \
       --lora runs/burgers_lora/best_adapters --out best_lora.pt
 
 Single values are overridden as `--config.training.max_steps=10`.
@@ -35,21 +35,21 @@ Single values are overridden as `--config.training.max_steps=10`.
 import ml_collections
 from ml_collections import config_dict
 
-from burgers_jax.model_config import DEFAULT_LORA_TARGETS
+from burgers_jax.model.config import DEFAULT_LORA_TARGETS
 
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.model = ml_collections.ConfigDict()
-    c.model.pretrained_path = "checkpoints/pretrained"  # output of porting/convert_ckpt.py
-    # reference | fp32_output | float32 (see burgers_jax.model_config.Policy);
+    c.model.pretrained_path = "checkpoints/pretrained"  # output of burgers-convert
+    # reference | fp32_output | float32 (see burgers_jax.model.config.Policy);
     # fp32_output keeps the bf16 trunk but computes the last decoder stage, the
     # denormalization and the residual in float32 (chosen from the demo's policy table).
     c.model.precision = "fp32_output"
     c.model.remat = False  # gradient checkpointing of the transformer layers
     # What trains: adapters (the reference) | adapters+decoder |
-    # adapters+encoder+decoder (burgers_jax.partition.TRAINABLE_SETS)
+    # adapters+encoder+decoder (burgers_jax.model.param_tree.TRAINABLE_SETS)
     c.model.trainable = "adapters"
     c.model.noise_level = 0.0  # input noise in training (the pretraining used some; fine-tuning none)
     # JSON {"encoder": {...}, "transformer": {...}} the checkpoint must match (configs/from_yaml.py sets it)

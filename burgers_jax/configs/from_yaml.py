@@ -9,7 +9,7 @@ the project's later versions (`max_epochs`, `eval_interval`, `t_input`): a diffe
 recipe, not this one.
 
 - `model.pretrained_path` names the PyTorch `best.pt`; training reads its conversion,
-  `<stem>_flax` beside it (what `porting/convert_ckpt.py best.pt` writes by default).
+  `<stem>_flax` beside it (what `burgers-convert best.pt` writes by default).
 - `model.encoder` / `model.transformer` must agree with the converted checkpoint:
   training compares them field by field.
 - `training.mixed_precision: bf16` is the all-bf16 recipe, `model.precision=reference`
@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from burgers_jax.configs import burgers
+from burgers_jax.errors import UserError
 
 LATER_VERSION_KEYS = ("max_epochs", "eval_interval", "t_input")
 PRECISION_OF = {"bf16": "reference", "bfloat16": "reference", "fp32": "float32", "no": "float32",
@@ -55,7 +56,7 @@ LORA_KEYS = {"r": "r", "alpha": "alpha", "lora_alpha": "alpha", "dropout": "drop
              "target_modules": "target_modules"}
 
 
-class YamlConfigError(ValueError):
+class YamlConfigError(UserError):
     pass
 
 

@@ -21,8 +21,9 @@ jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processe
 
 import numpy as np  # noqa: E402
 
-from burgers_jax import partition, train  # noqa: E402
 from burgers_jax.configs import demo  # noqa: E402
+from burgers_jax.model import param_tree  # noqa: E402
+from burgers_jax.training import trainer as train  # noqa: E402
 
 cfg = demo.get_config("smoke")
 cfg.model.pretrained_path = pretrained
@@ -35,7 +36,7 @@ before = train.to_host(state.trainable)
 state, m = trainer.train_step(state, trainer.frozen, trainer.shard_batch(trainer.train_batch(1)))
 after = train.to_host(state.trainable)
 m = train.to_host(m)
-flat_before, flat_after = partition.flatten(before), partition.flatten(after)
+flat_before, flat_after = param_tree.flatten(before), param_tree.flatten(after)
 np.savez(f"{out_dir}/process_{process_id}.npz", loss=m["loss"], grad_norm=m["grad_norm"],
          **{"/".join(p): flat_after[p] - flat_before[p] for p in flat_before})
 if sys.argv[6:] == ["train"]:

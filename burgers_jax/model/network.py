@@ -1,4 +1,4 @@
-"""Flax port of the PyTorch `PDECausalModel` (SPEC.md section 1), LoRA included.
+"""Flax port of the PyTorch `PDECausalModel` (docs/model_and_formats.md, "The model"), LoRA included.
 
     x [B, T, 128, 128, 6] -> normalize per (sample, frame, channel) over (H, W)
       -> (+ noise, training only) -> encoder_2d -> tokens [B, S = T*256, D]
@@ -9,7 +9,7 @@
 Shapes: B batch, T frames, H/W grid (128), C channels (6), S = T*256 tokens,
 D hidden, N = B*T images, Hq query heads, K key/value heads, G = Hq/K, hd head dim.
 
-The param tree mirrors torch module names (DESIGN.md), e.g.
+The param tree mirrors torch module names (docs/model_and_formats.md), e.g.
 `encoder_2d/vector_conv/2/conv_0/scale` <-> `encoder_2d.vector_conv.2.conv.0.weight`,
 `transformer/layers_3/self_attn/q_proj/kernel` <-> `transformer.layers.3.self_attn.q_proj.weight`;
 porting/mapping.py holds the full table. LoRA leaves `lora_A`/`lora_B` sit beside the
@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from burgers_jax import attention
-from burgers_jax.layers import (
+from burgers_jax.model import attention
+from burgers_jax.model.config import FLOAT32, ModelConfig, Policy
+from burgers_jax.model.layers import (
     Conv2d,
     ConvTranspose2d,
     Linear,
@@ -42,13 +43,12 @@ from burgers_jax.layers import (
     RMSNorm,
     gelu,
 )
-from burgers_jax.lora import add_lora, cast_params, merge_lora  # noqa: F401  (public API of this module)
-from burgers_jax.model_config import FLOAT32, ModelConfig, Policy
-from burgers_jax.partition import flatten, is_adapter
+from burgers_jax.model.lora import cast_params
+from burgers_jax.model.param_tree import flatten, is_adapter
 
 Dtype = Any
 RESOLUTION = 128
-STD_EPS = 1e-6  # added to the (unbiased) std, not the variance (SPEC 1, step 1)
+STD_EPS = 1e-6  # added to the (unbiased) std, not the variance (docs/model_and_formats.md, "The model", step 1)
 ATTENTION_IMPLS = attention.IMPLS  # see burgers_jax/attention.py
 
 
@@ -184,8 +184,7 @@ class LlamaAttention(nn.Module):
 
     def _proj(self, name: str, features: int):
         lora = self.config.lora
-        r = lora.r if name in lora.target_modules else 0
-        return Linear(features, use_bias=False, lora_rank=r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        return Linear(features, use_bias=False, lora_rank=lora.rank_of(name), lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       dtype=self.dtype, name=name)
 
     @nn.compact
@@ -213,8 +212,7 @@ class LlamaMLP(nn.Module):
         tr, lora = self.config.transformer, self.config.lora
 
         def proj(name, features):
-            r = lora.r if name in lora.target_modules else 0
-            return Linear(features, lora_rank=r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            return Linear(features, lora_rank=lora.rank_of(name), lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                           dtype=self.dtype, name=name)
 
         gate = proj("gate_proj", tr.intermediate_size)(x, train=self.train)
@@ -349,6 +347,20 @@ class PDECausalModel(nn.Module):
         if return_intermediates:
             return out, {"encoder_tokens": tokens, "transformer_output": hidden, "decoder_output": dec}
         return out
+
+
+def forward_frames(model: PDECausalModel, params, frames, *, train: bool = False, rngs=None):
+    """The model on input frames [B, T, H, W, C] (C = the model's channels, or 2 for
+    (u, v), zero-padded here) -> its output [B, T, H, W, C] in float32, output frame k
+    predicting the state one step after input frame k. The input is cast to
+    the model's `policy.input_dtype` (bf16 under `reference`, as in the PyTorch recipe).
+    The one forward on frames that training, evaluation and prediction share."""
+    channels = frames.shape[-1]
+    in_channels = model.config.in_channels
+    if channels < in_channels:  # (u, v) only: the model's other channels are zero
+        frames = jnp.pad(frames, ((0, 0),) * (frames.ndim - 1) + ((0, in_channels - channels),))
+    out = model.apply({"params": params}, frames.astype(model.policy.input_dtype), train=train, rngs=rngs)
+    return out[..., :channels].astype(jnp.float32)
 
 
 def init_params(config: ModelConfig, rng: jax.Array, policy: Policy = FLOAT32) -> dict:

@@ -10,23 +10,21 @@ import copy
 import dataclasses
 import difflib
 import json
-import math
 from pathlib import Path
 
-from burgers_jax import checkpoint as ckpt_io
-from burgers_jax import data as data_lib
-from burgers_jax import model as model_lib
-from burgers_jax import partition
-from burgers_jax.model_config import ConfigError, LoraConfig, Policy
-from burgers_jax.physics import REFERENCE_DT
-from burgers_jax.rundir import RunDir, merge_saved
+from burgers_jax.data import sources as data_lib
+from burgers_jax.errors import UserError
+from burgers_jax.io import checkpoint as ckpt_io
+from burgers_jax.model import lora as lora_lib
+from burgers_jax.model import param_tree
+from burgers_jax.model.config import ConfigError, LoraConfig, Policy
+from burgers_jax.training.rundir import RunDir, merge_saved
 
 # dt agreement between the data's time axis and an explicit physics.dt: the PyTorch YAML
 # writes 1/999 as 0.001001001 (relative difference 1e-9).
-DT_RTOL = 1e-6
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(UserError):
     """A configuration that cannot run; raised before any work is done."""
 
 
@@ -69,7 +67,7 @@ def check_config(cfg, num_devices: int) -> None:
         problems.append(f"model.lora.r={lc.r}: LoRA fine-tuning needs r > 0")
     if not lc.alpha > 0 or not 0 <= lc.dropout < 1:
         problems.append(f"model.lora.alpha={lc.alpha} must be > 0 and model.lora.dropout={lc.dropout} in [0, 1)")
-    if lc.get("init_path") and not Path(lc.init_path).is_dir():
+    if lc.init_path and not Path(lc.init_path).is_dir():
         problems.append(f"model.lora.init_path={lc.init_path!r} is not an adapters directory")
     if dc.source not in ("hdf5", "analytic"):
         problems.append(f"dataset.source={dc.source!r} is not 'hdf5' or 'analytic'")
@@ -83,33 +81,16 @@ def check_config(cfg, num_devices: int) -> None:
             problems.append(f"dataloader.{name}={b} is not a positive multiple of the {num_devices} devices")
     if dc.temporal_length < 1:
         problems.append(f"dataset.temporal_length={dc.temporal_length} must be >= 1")
-    if dc.get("frame_stride", 1) < 1:
+    if dc.frame_stride < 1:
         problems.append(f"dataset.frame_stride={dc.frame_stride} must be >= 1")
-    if cfg.training.get("lambda_bc", 0.0) < 0:
+    if cfg.training.lambda_bc < 0:
         problems.append(f"training.lambda_bc={cfg.training.lambda_bc} must be >= 0")
-    if cfg.model.get("trainable", "adapters") not in partition.TRAINABLE_SETS:
-        problems.append(f"model.trainable={cfg.model.trainable!r} is not one of {', '.join(partition.TRAINABLE_SETS)}")
+    if cfg.model.trainable not in param_tree.TRAINABLE_SETS:
+        problems.append(f"model.trainable={cfg.model.trainable!r} is not one of {', '.join(param_tree.TRAINABLE_SETS)}")
     if cfg.physics.dt is not None and not cfg.physics.dt > 0:
         problems.append(f"physics.dt={cfg.physics.dt} must be > 0 (or None: from the data)")
     if problems:
         raise TrainConfigError("bad configuration:\n  " + "\n  ".join(problems))
-
-
-def resolve_dt(configured: float | None, data_dt: float | None, source_name: str) -> tuple[float, str | None]:
-    """The frame spacing training uses -> (dt, note to print or None).
-
-    The data's own time axis wins; an explicit `physics.dt` that disagrees with it is an
-    error. A file without a time axis (the PyTorch generator's) takes `physics.dt`, as
-    the PyTorch script does; never a guess from the frame count."""
-    if data_dt is not None:
-        if configured is not None and not math.isclose(configured, data_dt, rel_tol=DT_RTOL):
-            raise TrainConfigError(f"physics.dt={configured} disagrees with the time axis of {source_name} "
-                                   f"(dt={data_dt}); drop the override or fix the data")
-        return data_dt, None
-    if configured is not None:
-        return configured, None
-    return REFERENCE_DT, (f"{source_name} records no time axis and physics.dt is not set: using the "
-                          f"reference dt = 1/999 ({REFERENCE_DT:.9g}), as the PyTorch recipe's config")
 
 
 def build_data(cfg):
@@ -117,7 +98,7 @@ def build_data(cfg):
     temporal_length + 1 frames must fit every sample."""
     dc = cfg.dataset
     window = dc.temporal_length + 1
-    stride = int(dc.get("frame_stride", 1))
+    stride = int(dc.frame_stride)
     if dc.source == "hdf5":
         source = data_lib.HDF5Source(dc.path, min_frames=data_lib.span(window, stride))
     else:
@@ -129,7 +110,7 @@ def build_data(cfg):
     if source.num_frames < data_lib.span(window, stride):
         raise TrainConfigError(f"dataset.temporal_length={dc.temporal_length} with frame_stride={stride} needs "
                                f"{data_lib.span(window, stride)} frames; {source.name} has {source.num_frames}")
-    dt, note = resolve_dt(cfg.physics.dt, source.dt, source.name)
+    dt, note = data_lib.resolve_dt(cfg.physics.dt, source.dt, source.name, flag="physics.dt")
     train_idx, val_idx = data_lib.split_indices(source.num_samples, dc.train_ratio, dc.seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise TrainConfigError(f"dataset has {source.num_samples} samples: the split with "
@@ -149,14 +130,14 @@ def load_params(cfg, rng):
     lc = cfg.model.lora
     want = LoraConfig(r=int(lc.r), alpha=float(lc.alpha), dropout=float(lc.dropout),
                       target_modules=tuple(lc.target_modules))
-    init_path = lc.get("init_path", None)
+    init_path = lc.init_path
     params, model_cfg = ckpt_io.load_model(cfg.model.pretrained_path, init_path or None)
     tokens = cfg.dataset.temporal_length * model_cfg.tokens_per_frame
     if tokens > model_cfg.transformer.max_position_embeddings:
         raise TrainConfigError(f"dataset.temporal_length={cfg.dataset.temporal_length} gives {tokens} "
                                f"tokens > max_position_embeddings={model_cfg.transformer.max_position_embeddings}")
-    _check_architecture(cfg.model.get("expected_architecture", ""), model_cfg, cfg.model.pretrained_path)
-    model_cfg = dataclasses.replace(model_cfg, noise_level=float(cfg.model.get("noise_level", 0.0)))
+    _check_architecture(cfg.model.expected_architecture, model_cfg, cfg.model.pretrained_path)
+    model_cfg = dataclasses.replace(model_cfg, noise_level=float(cfg.model.noise_level))
     if init_path:
         got = model_cfg.lora
         if (got.r, got.alpha, sorted(got.target_modules)) != (want.r, want.alpha, sorted(want.target_modules)):
@@ -167,10 +148,10 @@ def load_params(cfg, rng):
     else:
         # A base checkpoint might carry adapters of its own: start from fresh ones.
         model_cfg = model_cfg.with_lora(want)
-        params = model_lib.add_lora(partition.strip_adapters(params), model_cfg, rng)
-    trainable = cfg.model.get("trainable", "adapters")
-    keep_float32 = lambda path: partition.label_of(path, trainable) == partition.TRAINABLE  # noqa: E731
-    return model_lib.cast_params(params, Policy.named(cfg.model.precision), keep_float32), model_cfg
+        params = lora_lib.add_lora(param_tree.strip_adapters(params), model_cfg, rng)
+    trainable = cfg.model.trainable
+    keep_float32 = lambda path: param_tree.label_of(path, trainable) == param_tree.TRAINABLE  # noqa: E731
+    return lora_lib.cast_params(params, Policy.named(cfg.model.precision), keep_float32), model_cfg
 
 
 def _check_architecture(expected_json: str, model_cfg, pretrained_path: str) -> None:

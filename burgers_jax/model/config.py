@@ -1,5 +1,5 @@
 """Architecture description of `PDECausalModel`, mirroring `config['model']` of the
-PyTorch training YAML (SPEC.md section 2).
+PyTorch training YAML (docs/model_and_formats.md, "Files").
 
 The pretrained checkpoint carries this config; the converter cross-checks it against
 the tensor shapes, so these dataclasses never guess an architecture.
@@ -12,12 +12,14 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from burgers_jax.errors import UserError
+
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A model config that is incomplete or disagrees with the weights."""
 
 
@@ -117,6 +119,12 @@ class LoraConfig:
     def scale(self) -> float:
         return self.alpha / self.r if self.r else 0.0
 
+    def rank_of(self, projection: str) -> int:
+        """The adapter rank of a transformer projection (`q_proj`, ..., `down_proj`): `r`
+        when targeted, else 0. The one rule of adapter placement: the model's layers,
+        `lora.lora_module_paths` and the PyTorch mapping all ask it."""
+        return self.r if projection in self.target_modules else 0
+
     def to_dict(self) -> dict[str, Any]:
         return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout,
                 "target_modules": list(self.target_modules)}
@@ -193,9 +201,28 @@ class ModelConfig:
         return dataclasses.replace(self, lora=dataclasses.replace(lora or self.lora, **kwargs))
 
 
+# The architectures the project builds itself, all at the real 128x128 resolution (one
+# table: tests, the stand-in's pretraining, the benchmarks and the PyTorch reference read it).
+ARCHITECTURES = {
+    # tests and smoke runs (~0.2 M parameters)
+    "tiny": ModelConfig(encoder=EncoderConfig(channels=(8, 16, 32)), transformer=TransformerConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128)),
+    # the pretrained stand-in (assets/standin, 1.65 M parameters) and the CPU benchmarks
+    "small": ModelConfig(encoder=EncoderConfig(channels=(16, 32, 64)), transformer=TransformerConfig(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, intermediate_size=512)),
+    # the reference model: hidden 768, 10 layers, 12/4 heads, channels 64/128/256
+    "full": ModelConfig(),
+}
+
+
+def architecture(name: str) -> ModelConfig:
+    """One of `ARCHITECTURES` by name."""
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"architecture {name!r}: one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
 def tiny_config(**transformer_overrides) -> ModelConfig:
-    """A small architecture at the real 128x128 resolution, for tests and the demo."""
-    tr = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=128)
-    tr.update(transformer_overrides)
-    return ModelConfig(encoder=EncoderConfig(channels=(8, 16, 32)), transformer=TransformerConfig(**tr))
+    """The tiny architecture (tests, the demo's smoke runs), with transformer fields replaced."""
+    base = ARCHITECTURES["tiny"]
+    return dataclasses.replace(base, transformer=dataclasses.replace(base.transformer, **transformer_overrides))

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from burgers_jax.analytic import burgers_uv, cell_centres
-from burgers_jax.physics import REFERENCE_DT
+from burgers_jax.physics.analytic import burgers_uv, cell_centres
+from burgers_jax.physics.residual import REFERENCE_DT
 
 FAMILIES = ("burgers", "diffusion", "advection")
 BURGERS_NU_RANGES = ((0.03, 0.08), (0.18, 0.3))  # outside the fine-tuning range [0.1, 0.15]

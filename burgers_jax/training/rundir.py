@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from burgers_jax import outputs
+from burgers_jax.errors import UserError
+from burgers_jax.io import outputs
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
@@ -36,7 +37,7 @@ RESUMABLE_CHANGES = (
 )
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     """A run directory that cannot be (re)used as asked."""
 
 
@@ -136,7 +137,7 @@ class RunDir:
             return []
         changes = config_changes(saved, config_dict(cfg))
         forbidden = forbidden_changes(changes)
-        if forbidden and not cfg.training.get("allow_config_change", False):
+        if forbidden and not cfg.training.allow_config_change:
             listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in forbidden.items())
             raise RunDirError(f"cannot resume {self.path}: the config changes the run ({listed}). Resume with "
                               "the saved config (--config.training.resume=True --config.logging.save_dir=DIR "

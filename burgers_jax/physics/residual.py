@@ -1,4 +1,4 @@
-"""PDE residual of 2D viscous Burgers in JAX (SPEC.md section 4), and the numbers that
+"""PDE residual of 2D viscous Burgers in JAX (docs/model_and_formats.md, "The PDE residual"), and the numbers that
 say what a residual value means.
 
     res_u = u_t + u u_x + v u_y - nu (u_xx + u_yy)        (same for v)
@@ -25,11 +25,11 @@ scale of |u| and, amplified by nu/dx^2 ~ 2e3, adds ~1e-8 to a float32 loss.
 reference script passes the *batch-mean* nu (a known flaw; a [B] tensor would broadcast
 wrongly in its code). The loss functions are pure, dtype generic (they compute in the
 promoted dtype of pred and the boundaries; float64 under `jax.enable_x64`), jitted, and
-run per device under `jax.pmap`. Cast a bf16 model output to float32 first (SPEC 5):
+run per device under `jax.pmap`. Cast a bf16 model output to float32 first (docs/model_and_formats.md):
 the floors report shows bf16 values alone already cost a loss of ~1e2.
 
 What a loss value means (the floors of exact, rounded, frozen and noisy fields):
-`python -m burgers_jax.floors` (also `python -m burgers_jax.physics`).
+`python -m burgers_jax.floors`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from burgers_jax import analytic
-from burgers_jax.analytic import CONSTRAINT_SUM
+from burgers_jax.physics.analytic import CONSTRAINT_SUM
 
 REFERENCE_DT = 1.0 / 999.0  # t = linspace(0, 1, 1000)
 TERM_NAMES = ("u_t", "u*u_x", "v*u_y", "nu*lap(u)", "v_t", "u*v_x", "v*v_y", "nu*lap(v)")
@@ -51,11 +50,7 @@ __all__ = [
     "pde_terms",
     "residual_terms",
     "constraint_error",
-    "burgers_uv",
 ]
-
-burgers_uv = analytic.burgers_uv  # re-exported: (u, v) at broadcastable (x, y, t, nu)
-
 
 # ----------------------------------------------------------------------------- checks
 
@@ -170,7 +165,7 @@ def _fields_impl(pred, left, right, bottom, top, nu, dt):
 
 @jax.jit
 def burgers_pde_loss(pred, left, right, bottom, top, nu, dt):
-    """PDE residual loss of SPEC.md section 4.
+    """PDE residual loss of docs/model_and_formats.md, "The PDE residual".
 
     Args:
       pred: [B, T, H, W, 2] (u, v).
@@ -239,8 +234,3 @@ def constraint_error(pred):
     err = jnp.abs(pred[..., 0] + pred[..., 1] - CONSTRAINT_SUM)
     return jnp.mean(err), jnp.max(err)
 
-
-if __name__ == "__main__":  # `python -m burgers_jax.physics`: the floors report, kept as a command
-    from burgers_jax.floors import main
-
-    main()

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from burgers_jax.layers import peft_lora_a_init
-from burgers_jax.model_config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelConfig, Policy
-from burgers_jax.partition import extract_adapters, flatten, is_adapter, path_str, unflatten
+from burgers_jax.model.config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelConfig, Policy
+from burgers_jax.model.layers import peft_lora_a_init
+from burgers_jax.model.param_tree import extract_adapters, flatten, is_adapter, path_str, unflatten
 
 
 def cast_params(params: Mapping[str, Any], policy: Policy, float32_leaf: Callable[[Any], bool] = is_adapter) -> dict:
@@ -42,7 +42,7 @@ def lora_module_paths(config: ModelConfig) -> list[tuple[str, ...]]:
     paths = []
     for i in range(config.transformer.num_hidden_layers):
         for group, names in (("self_attn", ATTENTION_PROJECTIONS), ("mlp", MLP_PROJECTIONS)):
-            paths += [("transformer", f"layers_{i}", group, n) for n in names if n in lora.target_modules]
+            paths += [("transformer", f"layers_{i}", group, n) for n in names if lora.rank_of(n) > 0]
     return paths
 
 

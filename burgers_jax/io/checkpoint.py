@@ -9,7 +9,7 @@ Layouts on disk:
       model_config.json               lora_config.json
       metadata.json                   metadata.json
 
-`params` mirror the PyTorch module names (DESIGN.md); the frozen weights keep the dtype
+`params` mirror the PyTorch module names (docs/model_and_formats.md); the frozen weights keep the dtype
 they were saved with (bf16 for a converted `best.pt`). Adapter trees hold only the
 `lora_A` `[in, r]` / `lora_B` `[r, out]` leaves, float32, at the path of the kernel
 they adapt (`transformer/layers_0/self_attn/q_proj/lora_A`).
@@ -31,13 +31,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from burgers_jax import outputs
-from burgers_jax.lora import lora_module_paths
-from burgers_jax.model import cast_params, param_shapes
-from burgers_jax.model_config import ConfigError, LoraConfig, ModelConfig, Policy
-from burgers_jax.partition import (
+from burgers_jax.errors import UserError
+from burgers_jax.io import outputs
+from burgers_jax.model.config import ConfigError, LoraConfig, ModelConfig, Policy
+from burgers_jax.model.lora import cast_params, lora_module_paths
+from burgers_jax.model.network import param_shapes
+from burgers_jax.model.param_tree import (
     ADAPTER_LEAVES,
-    PartitionError,
+    ParamTreeError,
     extract_adapters,
     flatten,
     is_adapter,
@@ -54,11 +55,9 @@ LORA_CONFIG_FILE = "lora_config.json"
 METADATA_FILE = outputs.METADATA_FILE
 SOURCE_CONFIG_FILE = "source_config.json"  # the PyTorch checkpoint's full training config, verbatim
 CONVERTED, ADAPTERS = "converted_model", "adapters"  # output kinds (outputs.format_marker)
-LEGACY_FILES = {CONVERTED: (PARAMS_DIR, MODEL_CONFIG_FILE, METADATA_FILE),
-                ADAPTERS: (ADAPTERS_DIR, LORA_CONFIG_FILE, METADATA_FILE)}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint directory that is missing, incomplete or does not fit the model."""
 
 
@@ -162,11 +161,11 @@ def _require_dir(directory: str | os.PathLike, what: str) -> Path:
 
 def check_converted_out(directory: str | os.PathLike, overwrite: bool = False) -> Path:
     """Before any work: may a converted model be written at `directory`? (outputs.check_dir)"""
-    return outputs.check_dir(directory, CONVERTED, overwrite, LEGACY_FILES[CONVERTED])
+    return outputs.check_dir(directory, CONVERTED, overwrite)
 
 
 def check_adapters_out(directory: str | os.PathLike, overwrite: bool = False) -> Path:
-    return outputs.check_dir(directory, ADAPTERS, overwrite, LEGACY_FILES[ADAPTERS])
+    return outputs.check_dir(directory, ADAPTERS, overwrite)
 
 
 def save_converted(directory: str | os.PathLike, params: Mapping[str, Any], model_config: ModelConfig,
@@ -183,7 +182,7 @@ def save_converted(directory: str | os.PathLike, params: Mapping[str, Any], mode
             _write_json(tmp / SOURCE_CONFIG_FILE, dict(source_config))
         _write_json(tmp / METADATA_FILE, {**dict(metadata or {}), **outputs.format_marker(CONVERTED)})
 
-    return outputs.write_dir(directory, fill, CONVERTED, overwrite, LEGACY_FILES[CONVERTED])
+    return outputs.write_dir(directory, fill, CONVERTED, overwrite)
 
 
 def check_params_fit(params: Mapping[str, Any], config: ModelConfig, source: str = "params") -> None:
@@ -206,7 +205,7 @@ def check_params_fit(params: Mapping[str, Any], config: ModelConfig, source: str
     if adapters:
         try:
             merge_adapters(strip_adapters(params), adapters)  # validates adapter shapes
-        except PartitionError as e:
+        except ParamTreeError as e:
             raise CheckpointError(f"{source}: {e}") from None
 
 
@@ -273,7 +272,7 @@ def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any
             _write_json(tmp / SOURCE_CONFIG_FILE, dict(source_config))
         _write_json(tmp / METADATA_FILE, {**dict(metadata or {}), **outputs.format_marker(ADAPTERS)})
 
-    return outputs.write_dir(directory, fill, ADAPTERS, overwrite, LEGACY_FILES[ADAPTERS])
+    return outputs.write_dir(directory, fill, ADAPTERS, overwrite)
 
 
 def load_adapters(directory: str | os.PathLike):
@@ -310,7 +309,7 @@ def load_model(base_dir: str | os.PathLike, adapters_dir: str | os.PathLike | No
         adapters, lora = load_adapters(adapters_dir)
         try:
             params = merge_adapters(strip_adapters(params), adapters)
-        except PartitionError as e:
+        except ParamTreeError as e:
             raise CheckpointError(f"{adapters_dir}: {e} (base model: {base_dir})") from None
         config = config.with_lora(lora)
         want = {path + (leaf,) for path in lora_module_paths(config) for leaf in ADAPTER_LEAVES}

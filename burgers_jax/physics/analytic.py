@@ -1,4 +1,4 @@
-"""Analytic solution of 2D viscous Burgers on the unit square (SPEC.md section 3).
+"""Analytic solution of 2D viscous Burgers on the unit square (docs/model_and_formats.md, "Burgers data").
 
     e = exp((-4x + 4y - t) / (32 nu)),  u = 0.75 - 0.25 / (1 + e),  v = 0.75 + 0.25 / (1 + e)
 
@@ -35,7 +35,7 @@ def _stack(u, v, xp):
 
 
 def analytic_fields(nu: float, times, resolution: int = 128, xp=np, dtype=np.float64) -> dict:
-    """Fields and boundaries of one sample in the HDF5 layout of SPEC.md section 3.
+    """Fields and boundaries of one sample in the HDF5 layout of docs/model_and_formats.md, "Burgers data".
 
     Returns `data [T, H, W, 2]`, `left`/`right [T, H, 1, 2]` (x = 0 / x = 1),
     `bottom`/`top [T, 1, W, 2]` (y = 0 / y = 1), boundaries sampled at the cell centres

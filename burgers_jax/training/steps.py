@@ -24,8 +24,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from burgers_jax import metrics, partition, physics
-from burgers_jax.model_config import Policy
+from burgers_jax.model import param_tree
+from burgers_jax.model.network import forward_frames
+from burgers_jax.physics import metrics
+from burgers_jax.physics import residual as physics
 
 
 @flax.struct.dataclass
@@ -58,26 +60,23 @@ def make_optimizer(training, mask) -> optax.GradientTransformation:
 def window_dt(cfg) -> float:
     """The time between consecutive frames of a window: the data's frame spacing times
     `dataset.frame_stride`."""
-    return float(cfg.physics.dt) * int(cfg.dataset.get("frame_stride", 1))
+    return float(cfg.physics.dt) * int(cfg.dataset.frame_stride)
 
 
-def forward(model, params, batch, *, temporal_length: int, policy: Policy, train: bool, rng=None):
+def forward(model, params, batch, *, temporal_length: int, train: bool, rng=None):
     """Runs the model on frames[:T] and returns the T+1-frame (u, v) prediction in float32.
 
-    Output frame k predicts frame k + 1, so the prediction is the input frame 0
-    followed by the T outputs. The input (and so frame 0) is cast to
-    `policy.input_dtype`: bf16 under `reference`, as in the PyTorch recipe.
+    Output frame k predicts frame k + 1, so the prediction is the input frame 0 (as the
+    model saw it: cast to the policy's input dtype) followed by the T outputs.
     """
-    frames = batch["frames"]
-    x = frames[:, :temporal_length].astype(policy.input_dtype)
+    x = batch["frames"][:, :temporal_length]
     rngs = None
     if train:
         k_drop, k_noise = jax.random.split(rng)
         rngs = {"dropout": k_drop, "noise": k_noise}
-    out = model.apply({"params": params}, x, train=train, rngs=rngs)
-    frame0 = x[:, :1]
-    pred = jnp.concatenate([frame0.astype(out.dtype), out], axis=1)
-    return pred[..., :2].astype(jnp.float32)
+    out = forward_frames(model, params, x, train=train, rngs=rngs)[..., :2]
+    frame0 = x[:, :1, ..., :2].astype(model.policy.input_dtype).astype(jnp.float32)
+    return jnp.concatenate([frame0, out], axis=1)
 
 
 def residual_loss(pred_uv, batch, dt):
@@ -88,15 +87,14 @@ def residual_loss(pred_uv, batch, dt):
 def make_train_step(model, tx, cfg) -> Callable:
     """Returns `train_step(state, frozen, batch) -> (state, metrics)`."""
     T = cfg.dataset.temporal_length
-    policy = Policy.named(cfg.model.precision)
     training = cfg.training
     dt = window_dt(cfg)
     schedule = lr_schedule(training)
-    lambda_bc = float(training.get("lambda_bc", 0.0))
+    lambda_bc = float(training.lambda_bc)
 
     def loss_fn(trainable, frozen, batch, rng):
-        params = partition.merge(trainable, frozen)
-        pred = forward(model, params, batch, temporal_length=T, policy=policy, train=True, rng=rng)
+        params = param_tree.merge(trainable, frozen)
+        pred = forward(model, params, batch, temporal_length=T, train=True, rng=rng)
         total, loss_u, loss_v, _, _ = residual_loss(pred, batch, dt)
         data = jnp.mean(metrics.nrmse(pred[:, 1:], batch["frames"][:, 1:T + 1, ..., :2]))
         bc = physics.boundary_loss(pred, batch["left"], batch["right"], batch["bottom"], batch["top"])
@@ -112,8 +110,8 @@ def make_train_step(model, tx, cfg) -> Callable:
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable, frozen, batch, rng)
         # optax.masked needs the full tree; frozen "gradients" are zeros that the mask
         # passes through and that are then dropped, so XLA removes them entirely.
-        full_params = partition.merge(state.trainable, frozen)
-        full_grads = partition.merge(grads, jax.tree.map(jnp.zeros_like, frozen))
+        full_params = param_tree.merge(state.trainable, frozen)
+        full_grads = param_tree.merge(grads, jax.tree.map(jnp.zeros_like, frozen))
         updates, new_opt_state = tx.update(full_grads, state.opt_state, full_params)
         trainable_updates = _select(updates, grads)
         new_trainable = optax.apply_updates(state.trainable, trainable_updates)
@@ -137,8 +135,8 @@ def make_train_step(model, tx, cfg) -> Callable:
 
 def _select(full: dict, like: dict) -> dict:
     """The leaves of `full` at the paths of `like`."""
-    flat = partition.flatten(full)
-    return partition.unflatten({p: flat[p] for p in partition.flatten(like)})
+    flat = param_tree.flatten(full)
+    return param_tree.unflatten({p: flat[p] for p in param_tree.flatten(like)})
 
 
 def make_eval_step(model, cfg) -> Callable:
@@ -146,22 +144,16 @@ def make_eval_step(model, cfg) -> Callable:
     per-sample [B] metrics (the host weights them by `batch['valid']`, so padded items
     never count) and the (u, v) prediction [B, T+1, H, W, 2] in float32."""
     T = cfg.dataset.temporal_length
-    policy = Policy.named(cfg.model.precision)
     dt = window_dt(cfg)
 
     def eval_step(trainable, frozen, batch):
-        params = partition.merge(trainable, frozen)
-        pred = forward(model, params, batch, temporal_length=T, policy=policy, train=False)
-        _, _, _, res_u, res_v = residual_loss(pred, batch, dt)
+        params = param_tree.merge(trainable, frozen)
+        pred = forward(model, params, batch, temporal_length=T, train=False)
         true = batch["frames"][:, :T + 1, ..., :2]
-        per_sample = lambda r: jnp.mean(r ** 2, axis=(1, 2, 3))
-        mean_dev, max_dev = metrics.constraint_error(pred[:, 1:])
+        bounds = {k: batch[k][:, :T + 1] for k in ("left", "right", "bottom", "top")}
+        per_window = metrics.window_metrics(pred[:, 1:], true[:, 1:], pred[:, :1], bounds, batch["nu"], dt)
         return {
-            "pde_loss": per_sample(res_u) + per_sample(res_v),
-            "constraint_error": mean_dev,
-            "constraint_error_max": max_dev,
-            "nrmse": metrics.nrmse(pred[:, 1:], true[:, 1:]),
-            "vrmse": metrics.vrmse(pred[:, 1:], true[:, 1:]),
+            **per_window,
             # Trivial-solution monitors: a collapsed prediction has no spatial
             # structure or stops moving in time, while its residual can look fine.
             "pred_spatial_std": jnp.mean(jnp.std(pred[:, 1:], axis=(2, 3)), axis=(1, 2)),

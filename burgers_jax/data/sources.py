@@ -4,7 +4,7 @@ training batches, deterministic validation batches and background prefetching (g
 Shapes: B batch, L window frames (17 = temporal_length + 1), T frames of a sample,
 H/W grid (H is y, W is x), C = 6 model channels (u, v, then four zeros).
 
-File layout (SPEC.md section 3), one group per sample "0", "1", ...:
+File layout (docs/model_and_formats.md, "Burgers data"), one group per sample "0", "1", ...:
   nu [] float32, scalar (empty), vector/data [T, H, W, 2],
   vector/boundary/left|right [T, H, 1, 2], vector/boundary/bottom|top [T, 1, W, 2].
 
@@ -18,6 +18,7 @@ bottom, top [L,1,W,2], nu []}` (all float32). A batch is a dict of numpy arrays:
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from pathlib import Path
@@ -27,14 +28,16 @@ import grain
 import h5py
 import numpy as np
 
-from burgers_jax.analytic import burgers_fields32, reference_times
+from burgers_jax.errors import UserError
+from burgers_jax.physics.analytic import burgers_fields32, reference_times
+from burgers_jax.physics.residual import REFERENCE_DT
 
 WINDOW = 17  # temporal_length 16 + 1: the model's 16 inputs and one frame beyond
 NUM_CHANNELS = 6
 BOUNDARIES = ("left", "right", "bottom", "top")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad data; the message names the file (or source) and the sample at fault."""
 
 
@@ -58,6 +61,28 @@ def split_indices(num_samples: int, train_ratio: float = 0.9,
     perm = np.random.RandomState(seed).permutation(num_samples)
     n_train = int(train_ratio * num_samples)
     return perm[:n_train], perm[n_train:]
+
+
+DT_RTOL = 1e-6  # float32 storage of 1/999 and friends
+
+
+def resolve_dt(explicit: float | None, data_dt: float | None, source_name: str,
+               flag: str = "physics.dt") -> tuple[float, str | None]:
+    """The one time-step rule of training and evaluation -> (dt, note to print or None).
+
+    The data's own time axis wins; an explicit value (`flag`: `physics.dt` in training,
+    `--dt` in evaluation) that disagrees with it is an error. A file without a time axis
+    (the PyTorch generator's) takes the explicit value, as the PyTorch script does, or
+    the reference dt = 1/999 with a note; never a guess from the frame count."""
+    if data_dt is not None:
+        if explicit is not None and not math.isclose(explicit, data_dt, rel_tol=DT_RTOL):
+            raise DataError(f"{flag}={explicit} disagrees with the time axis of {source_name} "
+                            f"(dt={data_dt}); drop {flag} or fix the data")
+        return data_dt, None
+    if explicit is not None:
+        return explicit, None
+    return REFERENCE_DT, (f"{source_name} records no time axis and {flag} is not set: using the "
+                          f"reference dt = 1/999 ({REFERENCE_DT:.9g})")
 
 
 # --------------------------------------------------------------------------- sources
@@ -157,7 +182,7 @@ class HDF5Source:
         try:
             with h5py.File(self.path, "r") as f:
                 self._validate(f, min_frames)
-                self.dt = _file_dt(f, self.num_frames)
+                self.dt = _file_dt(f)
                 expected = f.attrs.get("num_samples")
                 self._nus = {i: float(np.asarray(f[f"{i}/nu"][()]).reshape(())) for i in range(self.num_samples)}
         except OSError as e:  # truncated or corrupt: h5py raises OSError from the C library
@@ -260,13 +285,11 @@ class HDF5Source:
         return window
 
 
-def _file_dt(f: h5py.File, num_frames: int) -> float | None:
-    """The frame spacing a file records: attribute `dt`, or (files of earlier versions of
-    our generator) `t_start`/`t_end` spanning its frames; None when it records none."""
+def _file_dt(f: h5py.File) -> float | None:
+    """The frame spacing a file records (attribute `dt`, as `burgers-generate` writes it);
+    None when it records none (the PyTorch generator's files)."""
     if "dt" in f.attrs:
         return float(f.attrs["dt"])
-    if "t_start" in f.attrs and "t_end" in f.attrs and num_frames > 1:
-        return (float(f.attrs["t_end"]) - float(f.attrs["t_start"])) / (num_frames - 1)
     return None
 
 

@@ -1,5 +1,6 @@
 """Error metrics of predicted fields against the truth, one value per window: the numbers
-`burgers_jax.evaluate` reports and training's validation logs (one definition each).
+evaluation reports and training's validation logs. `window_metrics` is the one function
+both call; the others define one metric each.
 
 Shapes: pred, true [B, T, H, W, C]: B windows, T predicted frames, H/W grid, C channels
 ((u, v) for Burgers). Every function returns per-window values [B] (a dict of them for
@@ -28,7 +29,8 @@ import math
 
 import jax.numpy as jnp
 
-from burgers_jax.analytic import CONSTRAINT_SUM
+from burgers_jax.physics.analytic import CONSTRAINT_SUM
+from burgers_jax.physics.residual import pde_terms
 
 EPS = 1e-30
 FREQ_BANDS = (("low", 0, 4), ("mid", 4, 12), ("high", 12, math.inf))  # r in [lo, hi)
@@ -76,7 +78,7 @@ def frmse(pred, true) -> dict:
     return out
 
 
-def constraint_error(pred):
+def window_constraint_error(pred):
     """(mean, max) over frames and grid of |u + v - 1.5| ([B] each); the exact Burgers
     solution has u + v = 1.5."""
     dev = jnp.abs(pred[..., 0] + pred[..., 1] - CONSTRAINT_SUM)
@@ -96,3 +98,21 @@ def residual_term_rms(terms: dict) -> dict:
         "advection": rms(terms["u*u_x"] + terms["v*u_y"], terms["u*v_x"] + terms["v*v_y"]),
         "diffusion": rms(terms["nu*lap(u)"], terms["nu*lap(v)"]),
     }
+
+
+def window_metrics(pred, true, frame0, bounds: dict, nu, dt) -> dict:
+    """Every per-window metric [B] of predicted frames `pred` [B, T, H, W, 2] against
+    `true`: the PDE loss and its parts' RMS on the sequence [frame0 [B, 1, ...], pred]
+    (with `bounds` of its T + 1 frames: left/right/bottom/top), the constraint error,
+    RMSE, nRMSE, VRMSE, bRMSE and the fRMSE bands. Training's validation and evaluation
+    both report these (one definition), so their numbers agree for the same windows."""
+    seq = jnp.concatenate([frame0, pred], axis=1)
+    terms = pde_terms(seq, bounds["left"], bounds["right"], bounds["bottom"], bounds["top"], nu, dt)
+    per_window = lambda r: jnp.mean(jnp.square(r), axis=(1, 2, 3))  # noqa: E731
+    mean_dev, max_dev = window_constraint_error(pred)
+    out = {"pde_loss": per_window(terms["res_u"]) + per_window(terms["res_v"]),
+           "rmse": rmse(pred, true), "nrmse": nrmse(pred, true), "vrmse": vrmse(pred, true),
+           "brmse": brmse(pred, true), "constraint_error": mean_dev, "constraint_error_max": max_dev}
+    out.update({f"residual_rms_{k}": v for k, v in residual_term_rms(terms).items()})
+    out.update({f"frmse_{k}": v for k, v in frmse(pred, true).items()})
+    return out

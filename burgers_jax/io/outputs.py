@@ -21,13 +21,15 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
+
+from burgers_jax.errors import UserError
 
 FORMAT_KEY = "format"  # in metadata.json: "burgers_jax.<kind>"
 METADATA_FILE = "metadata.json"
 
 
-class OutputError(ValueError):
+class OutputError(UserError):
     """An output path that cannot be written without losing something, or at all."""
 
 
@@ -36,19 +38,14 @@ def format_marker(kind: str) -> dict[str, str]:
     return {FORMAT_KEY: f"burgers_jax.{kind}"}
 
 
-def is_ours(directory: Path, kind: str, legacy_files: Iterable[str] = ()) -> bool:
-    """Whether `directory` is an output of `kind` that we wrote: its metadata carries our
-    marker, or (outputs written before the marker existed) it holds exactly the files of
-    that kind."""
+def is_ours(directory: Path, kind: str) -> bool:
+    """Whether `directory` is an output of `kind` that we wrote: its metadata carries our marker."""
     meta = directory / METADATA_FILE
     try:
         marker = json.loads(meta.read_text()).get(FORMAT_KEY)
     except (OSError, ValueError, AttributeError):
-        marker = None
-    if marker is not None:
-        return marker == format_marker(kind)[FORMAT_KEY]
-    names = {p.name for p in directory.iterdir()}
-    return bool(legacy_files) and names == set(legacy_files)
+        return False
+    return marker == format_marker(kind)[FORMAT_KEY]
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -68,14 +65,13 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     return p
 
 
-def check_dir(path: str | os.PathLike, kind: str, overwrite: bool = False,
-              legacy_files: Iterable[str] = ()) -> Path:
+def check_dir(path: str | os.PathLike, kind: str, overwrite: bool = False) -> Path:
     """Before any work: may an output directory of `kind` be written at `path`?"""
     p = Path(path).expanduser().absolute()
     if p.exists() and not p.is_dir():
         raise OutputError(f"{p}: exists and is a file; not replacing it (choose another output path)")
     if p.is_dir() and any(p.iterdir()):
-        if not is_ours(p, kind, legacy_files):
+        if not is_ours(p, kind):
             raise OutputError(f"{p}: exists and holds files this tool did not write; not touching it "
                               "(choose a new or empty directory)")
         if not overwrite:
@@ -118,14 +114,13 @@ def clean_leftovers(final: Path) -> list[Path]:
     return removed
 
 
-def write_dir(path: str | os.PathLike, fill: Callable[[Path], Any], kind: str, overwrite: bool = False,
-              legacy_files: Iterable[str] = ()) -> Path:
+def write_dir(path: str | os.PathLike, fill: Callable[[Path], Any], kind: str, overwrite: bool = False) -> Path:
     """Calls `fill(tmp_dir)` on a fresh temporary sibling and renames it to `path`.
 
     `fill` must write `metadata.json` with `format_marker(kind)`. An earlier output of
     ours at `path` is replaced only with `overwrite`; anything else there is refused.
     """
-    final = check_dir(path, kind, overwrite, legacy_files)
+    final = check_dir(path, kind, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(final)
     tmp = _temp_sibling(final)

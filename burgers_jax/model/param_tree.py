@@ -22,6 +22,8 @@ import flax
 import jax
 import numpy as np
 
+from burgers_jax.errors import UserError
+
 TRAINABLE = "trainable"
 FROZEN = "frozen"
 ADAPTER_LEAVES = ("lora_A", "lora_B")
@@ -51,7 +53,7 @@ TRAINABLE_SETS: dict[str, tuple[tuple[str, str], ...]] = {
 RULES = TRAINABLE_SETS["adapters"]
 
 
-class PartitionError(ValueError):
+class ParamTreeError(UserError):
     """A param tree that does not fit the rules or the tree it is merged into."""
 
 
@@ -89,7 +91,7 @@ def count(params) -> int:
 
 def rules(trainable: str = "adapters") -> tuple[tuple[str, str], ...]:
     if trainable not in TRAINABLE_SETS:
-        raise PartitionError(f"model.trainable={trainable!r} is not one of {', '.join(TRAINABLE_SETS)}")
+        raise ParamTreeError(f"model.trainable={trainable!r} is not one of {', '.join(TRAINABLE_SETS)}")
     return TRAINABLE_SETS[trainable]
 
 
@@ -99,8 +101,8 @@ def label_of(path, trainable: str = "adapters") -> str:
     hits = [label for label, pattern in rules(trainable) if re.search(pattern, path)]
     if len(hits) != 1:
         what = "no rule" if not hits else f"several rules {hits}"
-        raise PartitionError(f"param {path!r} matches {what} of model.trainable={trainable!r}; "
-                             "see burgers_jax.partition.TRAINABLE_SETS")
+        raise ParamTreeError(f"param {path!r} matches {what} of model.trainable={trainable!r}; "
+                             "see burgers_jax.model.param_tree.TRAINABLE_SETS")
     return hits[0]
 
 
@@ -127,7 +129,7 @@ def merge(a: Mapping, b: Mapping) -> dict:
     flat_a, flat_b = flatten(a), flatten(b)
     both = flat_a.keys() & flat_b.keys()
     if both:
-        raise PartitionError(f"leaf {path_str(min(both))!r} present in both trees")
+        raise ParamTreeError(f"leaf {path_str(min(both))!r} present in both trees")
     return unflatten({**flat_a, **flat_b})
 
 
@@ -180,5 +182,5 @@ def merge_adapters(base: Mapping[str, Any], adapters: Mapping[str, Any]) -> dict
                 f"{name}: adapter shapes lora_A {a_shape}, lora_B {b_shape} do not fit the kernel "
                 f"{(k_in, k_out)} (need lora_A [{k_in}, r], lora_B [r, {k_out}])")
     if errors:
-        raise PartitionError("adapters do not fit the model:\n  " + "\n  ".join(errors))
+        raise ParamTreeError("adapters do not fit the model:\n  " + "\n  ".join(errors))
     return unflatten({**flat_base, **flat_ad})

@@ -1,0 +1,293 @@
+"""Evaluates a model on Burgers windows against the truth and two baselines (the library
+behind `burgers-evaluate`).
+
+Windows are deterministic and cover every sample of the split (training's split,
+`data.sources.split_indices`, with the run's train ratio and seed); their
+`(sample, start)` pairs are written out.
+
+One step (teacher forced: T true frames in, the T predicted next frames out), for three
+methods: the model; persistence (next frame = this frame: at dt = 1/999 already an
+excellent predictor); the truth rounded to the model's output dtype (the floor). Per
+method: PDE loss and the RMS of the residual's parts (u_t, advection, diffusion) on the
+window [input frame 0, predictions], the constraint error |u + v - 1.5| (mean, max),
+RMSE, nRMSE, VRMSE, bRMSE and fRMSE in low/mid/high wavenumber bands
+(burgers_jax/metrics.py defines each).
+
+Rollout (`--rollout N`): the model fed its own predictions (a sliding window of T
+frames) for N steps; VRMSE and nRMSE against the truth at each horizon, for the model and
+for persistence (the last true frame, held), and the last horizon up to which the model
+beats persistence at every step.
+
+Out: metrics.json (`windows`, `one_step.{model,persistence,truth}.{...}`,
+`rollout.{horizons,model,persistence,...}`), metrics.md (a table), rollout.png (error
+vs horizon) and window.png (fields and errors of one window).
+
+Shapes: B windows, T frames, H/W grid (128), last axis (u, v).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from burgers_jax.data import sources as data_lib
+from burgers_jax.errors import UserError
+from burgers_jax.io import outputs
+from burgers_jax.io.checkpoint import load_model
+from burgers_jax.io.progress import progress
+from burgers_jax.model.config import Policy
+from burgers_jax.model.network import PDECausalModel, forward_frames
+from burgers_jax.physics import metrics
+
+METHODS = ("model", "persistence", "truth")
+OUT_KIND = "evaluation"
+
+
+class EvaluateError(UserError):
+    pass
+
+
+def frame_metrics(pred, true) -> dict:
+    return {"vrmse": metrics.vrmse(pred, true), "nrmse": metrics.nrmse(pred, true)}
+
+
+@dataclasses.dataclass
+class EvalRequest:
+    """One evaluation, as the `burgers-evaluate` flags describe it (defaults alike)."""
+    checkpoint: Path
+    out: Path
+    lora: Path | None = None
+    data: Path | None = None  # an HDF5 file of the Burgers layout, or
+    analytic: bool = False  # exact solutions at nu_min..nu_max
+    nu_min: float = 0.1
+    nu_max: float = 0.15
+    num_samples: int = 10
+    num_frames: int = 1000
+    seed: int = 42
+    split: str | None = None  # val | train | all; default val for data, all for analytic
+    train_ratio: float = 0.9  # the split: dataset.train_ratio / dataset.seed of the run
+    split_seed: int = 42
+    frame_stride: int = 1
+    temporal_length: int = 16
+    rollout: int = 0
+    windows_per_sample: int = 1
+    precision: str = "fp32_output"
+    dt: float | None = None
+    batch_size: int = 4
+    overwrite: bool = False
+
+
+def build_source(req: EvalRequest):
+    """-> (source, dt): the analytic source, or the HDF5 file with the one time-step rule
+    of training (`data.sources.resolve_dt`: the file's time axis wins over `--dt`)."""
+    if req.analytic:
+        nus = data_lib.reference_nus(req.num_samples, req.seed, (req.nu_min, req.nu_max))
+        return data_lib.AnalyticSource(nus, num_frames=req.num_frames), 1.0 / (req.num_frames - 1)
+    window = data_lib.span(req.temporal_length + max(req.rollout, 1), req.frame_stride)
+    source = data_lib.HDF5Source(req.data, min_frames=window)
+    dt, note = data_lib.resolve_dt(req.dt, source.dt, source.name, flag="--dt")
+    if note:
+        print(f"note: {note}")
+    return source, dt
+
+
+def evaluation_windows(source, split: str, window: int, stride: int, per_sample: int,
+                       train_ratio: float = 0.9, split_seed: int = 42) -> list[tuple[int, int]]:
+    """Deterministic windows covering every sample of `split`; the split is training's
+    (`data.sources.split_indices` with the run's train_ratio and seed)."""
+    train_idx, val_idx = data_lib.split_indices(source.num_samples, train_ratio, split_seed)
+    idx = {"val": val_idx, "train": train_idx, "all": np.arange(source.num_samples)}[split]
+    if len(idx) == 0:
+        raise EvaluateError(f"the {split} split of {source.name} is empty ({source.num_samples} samples)")
+    return data_lib.val_windows(source.num_frames, sorted(idx), window, per_sample, stride)
+
+
+def evaluate(params, config, policy: Policy, source, items, *, temporal_length: int, stride: int, dt: float,
+             rollout: int = 0, batch_size: int = 4, show_progress: bool = True) -> dict:
+    """The metrics of one evaluation (module docstring) as plain Python numbers."""
+    T = temporal_length
+    model = PDECausalModel(config, policy=policy)
+    window = T + max(rollout, 1)
+    step_dt = dt * stride
+
+    def predict(p, x):  # [B, T, H, W, 2] -> next frames [B, T, H, W, 2], float32
+        return forward_frames(model, p, x)
+
+    @jax.jit
+    def one_step(p, frames, bounds, nu):
+        x, true = frames[:, :T], frames[:, 1:T + 1]
+        preds = {"model": predict(p, x), "persistence": x,
+                 "truth": true.astype(policy.output_dtype).astype(jnp.float32)}
+        b = {k: v[:, :T + 1] for k, v in bounds.items()}
+        return {m: metrics.window_metrics(pr, true, frames[:, :1], b, nu, step_dt) for m, pr in preds.items()}, preds
+
+    @jax.jit
+    def roll(p, frames):
+        def body(win, h):
+            nxt = predict(p, win)[:, -1:]
+            return jnp.concatenate([win[:, 1:], nxt], axis=1), nxt[:, 0]
+
+        _, pred = jax.lax.scan(body, frames[:, :T], jnp.arange(rollout))  # [N, B, H, W, 2]
+        pred = jnp.moveaxis(pred, 0, 1)
+        true = frames[:, T:T + rollout]
+        held = jnp.repeat(frames[:, T - 1:T], rollout, axis=1)
+        per_h = lambda a: jax.vmap(frame_metrics, in_axes=(1, 1))(a[:, :, None], true[:, :, None])  # noqa: E731
+        return {"model": per_h(pred), "persistence": per_h(held)}
+
+    sums: dict = {}
+    count = 0.0
+    shown = None
+    batches = data_lib.window_batches(source, items, batch_size, window, stride)
+    total = -(-len(items) // batch_size)
+    with jax.default_matmul_precision(policy.matmul_precision):
+        for batch in progress(batches, desc="evaluate", unit="batch", total=total, enabled=show_progress):
+            frames = jnp.asarray(batch["frames"][..., :2])
+            bounds = {k: jnp.asarray(batch[k]) for k in data_lib.BOUNDARIES}
+            w = np.asarray(batch["valid"], np.float64)
+            per, preds = one_step(params, frames, bounds, jnp.asarray(batch["nu"]))
+            parts = {"one_step": jax.device_get(per)}
+            if rollout:
+                parts["rollout"] = jax.device_get(roll(params, frames))
+            _accumulate(sums, parts, w)
+            count += w.sum()
+            if shown is None:
+                shown = {m: np.asarray(pr[0, -1]) for m, pr in preds.items()} | {"true": np.asarray(frames[0, T])}
+    result = jax.tree.map(lambda s: s / count, sums)
+    result["windows"] = [[int(i), int(s)] for i, s in items]
+    if rollout:
+        r = result["rollout"]
+        r["horizons"] = list(range(1, rollout + 1))
+        better = np.asarray(r["model"]["vrmse"]) < np.asarray(r["persistence"]["vrmse"])
+        r["model_beats_persistence_until"] = int(np.argmin(better)) if not better.all() else rollout
+    return {"result": _plain(result), "shown": shown}
+
+
+def _accumulate(sums: dict, parts, weights: np.ndarray) -> None:
+    for key, value in parts.items():
+        if isinstance(value, dict):
+            _accumulate(sums.setdefault(key, {}), value, weights)
+        else:
+            v = np.asarray(value, np.float64)  # [B] or [N, B] (rollout: horizons first)
+            sums[key] = sums.get(key, 0.0) + (v * weights).sum(axis=-1)
+
+
+def _plain(tree):
+    if isinstance(tree, dict):
+        return {k: _plain(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_plain(v) for v in tree]
+    a = np.asarray(tree)
+    if a.ndim:
+        return a.tolist()
+    return int(a) if np.issubdtype(a.dtype, np.integer) else float(a)
+
+
+# ----------------------------------------------------------------------------- report
+
+TABLE_KEYS = (("vrmse", "VRMSE"), ("nrmse", "nRMSE"), ("rmse", "RMSE"), ("brmse", "bRMSE"), ("pde_loss", "PDE loss"),
+              ("constraint_error", "|u+v-1.5| mean"), ("frmse_low", "fRMSE low"), ("frmse_mid", "fRMSE mid"),
+              ("frmse_high", "fRMSE high"))
+
+
+def markdown(result: dict, title: str) -> str:
+    lines = [f"# {title}", "", f"{len(result['windows'])} windows, one step (teacher forced):", "",
+             "| method | " + " | ".join(name for _, name in TABLE_KEYS) + " |",
+             "|---|" + "---|" * len(TABLE_KEYS)]
+    for m in METHODS:
+        row = result["one_step"][m]
+        lines.append(f"| {m} | " + " | ".join(f"{row[k]:.3e}" for k, _ in TABLE_KEYS) + " |")
+    if "rollout" in result:
+        r = result["rollout"]
+        lines += ["", f"Rollout VRMSE (the model fed its own predictions); the model beats persistence up to "
+                      f"horizon {r['model_beats_persistence_until']}:", "",
+                  "| horizon | model | persistence |", "|---|---|---|"]
+        for h, a, b in zip(r["horizons"], r["model"]["vrmse"], r["persistence"]["vrmse"]):
+            lines.append(f"| {h} | {a:.3e} | {b:.3e} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, shown: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    if "rollout" in result:
+        r = result["rollout"]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+        for ax, key in zip(axes, ("vrmse", "nrmse")):
+            for m in ("model", "persistence"):
+                ax.semilogy(r["horizons"], r[m][key], "o-" if m == "model" else "s--", label=m)
+            ax.set_xlabel("rollout horizon (steps)")
+            ax.set_title(key.upper().replace("RMSE", "RMSE"))
+            ax.legend()
+        fig.suptitle("error vs horizon")
+        fig.savefig(out / "rollout.png", dpi=90)
+        plt.close(fig)
+        paths.append(out / "rollout.png")
+    fig, axes = plt.subplots(2, 4, figsize=(15, 7), constrained_layout=True)
+    for row, name in enumerate("uv"):
+        true = shown["true"][..., row]
+        panels = [(true, f"true {name}", "viridis"), (shown["model"][..., row] - true, f"model error {name}", "RdBu_r"),
+                  (shown["persistence"][..., row] - true, f"persistence error {name}", "RdBu_r"),
+                  (shown["truth"][..., row] - true, f"floor (rounding) error {name}", "RdBu_r")]
+        for col, (img, label, cmap) in enumerate(panels):
+            ax = axes[row, col]
+            kw = {} if cmap == "viridis" else {"vmin": -np.abs(img).max() - 1e-30, "vmax": np.abs(img).max() + 1e-30}
+            im = ax.imshow(img, origin="lower", extent=(0, 1, 0, 1), cmap=cmap, **kw)
+            ax.set_title(label)
+            fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle("first window, last predicted frame")
+    fig.savefig(out / "window.png", dpi=80)
+    plt.close(fig)
+    return paths + [out / "window.png"]
+
+
+def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, Path, str]:
+    """Evaluates `req` and writes metrics.json, metrics.md and the plots into `req.out`
+    (refusing a folder we did not write). -> (result, the folder written, markdown)."""
+    for name in ("frame_stride", "temporal_length", "windows_per_sample", "batch_size", "num_samples"):
+        if getattr(req, name) < 1:
+            raise EvaluateError(f"--{name.replace('_', '-')} must be >= 1")
+    if req.rollout < 0:
+        raise EvaluateError("--rollout must be >= 0")
+    if req.analytic == (req.data is not None):
+        raise EvaluateError("give exactly one of --data FILE.h5 and --analytic")
+    outputs.check_dir(req.out, OUT_KIND, req.overwrite)
+    policy = Policy.named(req.precision)
+    params, config = load_model(req.checkpoint, req.lora, policy=policy)
+    if req.temporal_length * config.tokens_per_frame > config.transformer.max_position_embeddings:
+        raise EvaluateError(f"--temporal-length {req.temporal_length}: more frames than the model's "
+                            f"max_position_embeddings allow")
+    source, dt = build_source(req)
+    split = req.split or ("all" if req.analytic else "val")
+    window = req.temporal_length + max(req.rollout, 1)
+    items = evaluation_windows(source, split, window, req.frame_stride, req.windows_per_sample,
+                               req.train_ratio, req.split_seed)
+    out = evaluate(params, config, policy, source, items, temporal_length=req.temporal_length,
+                   stride=req.frame_stride, dt=dt, rollout=req.rollout, batch_size=req.batch_size,
+                   show_progress=show_progress)
+    result = out["result"]
+    result["config"] = {"checkpoint": str(req.checkpoint), "lora": str(req.lora) if req.lora else None,
+                        "data": "analytic" if req.analytic else str(req.data), "split": split,
+                        "train_ratio": req.train_ratio, "split_seed": req.split_seed,
+                        "nu_range": [req.nu_min, req.nu_max] if req.analytic else None,
+                        "frame_stride": req.frame_stride, "dt": dt, "window_dt": dt * req.frame_stride,
+                        "temporal_length": req.temporal_length, "rollout": req.rollout,
+                        "precision": req.precision}
+    title = f"Evaluation of {req.checkpoint}" + (f" + {req.lora}" if req.lora else "")
+
+    def fill(tmp: Path) -> None:
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+        (tmp / "metrics.md").write_text(markdown(result, title))
+        plot(result, out["shown"], tmp)
+        (tmp / outputs.METADATA_FILE).write_text(json.dumps(outputs.format_marker(OUT_KIND)) + "\n")
+
+    final = outputs.write_dir(req.out, fill, OUT_KIND, req.overwrite)
+    return result, final, markdown(result, title)
