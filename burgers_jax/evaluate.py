@@ -37,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=10, help="with --analytic")
     p.add_argument("--num-frames", type=int, default=1000, help="with --analytic (t in [0, 1])")
     p.add_argument("--seed", type=int, default=42, help="with --analytic: the viscosity draw")
-    p.add_argument("--train-ratio", type=float, default=0.9,
-                   help="the split of --data: the run's dataset.train_ratio")
-    p.add_argument("--split-seed", type=int, default=42, help="the split of --data: the run's dataset.seed")
+    p.add_argument("--train-ratio", type=float, default=None,
+                   help="the split: default the run's own (recorded with --lora RUN/best_adapters), else 0.9")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="the split's seed: default the run's own, else 42")
     p.add_argument("--split", choices=("val", "train", "all"), default=None,
                    help="default: val for --data, all for --analytic")
     p.add_argument("--frame-stride", type=int, default=1)

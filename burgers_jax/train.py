@@ -21,7 +21,7 @@ from burgers_jax.training.trainer import Trainer, TrainingInterrupted, train_and
 PROG = "burgers-train"
 EXIT_INTERRUPTED = 130  # the shell's status for a run stopped by SIGINT
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull")
-SUMMARY_KEYS = ("save_dir", "steps", "best_val_pde_loss", "metrics", "plots", "best_adapters",
+SUMMARY_KEYS = ("save_dir", "steps", "best_val", "selected_by", "metrics", "plots", "best_adapters",
                 "wall_s")
 
 

@@ -113,7 +113,10 @@ def export_lora(params: Mapping[str, Any], config: ModelConfig, out: Path, metad
 
 def export_merged(params: Mapping[str, Any], config: ModelConfig, out: Path, metadata: Mapping | None = None,
                   source_config: Mapping[str, Any] | None = None, overwrite: bool = False) -> dict:
-    base_dtypes = {p: np.asarray(v).dtype for p, v in flatten(strip_adapters(params)).items()}
+    # Parts a run trained (the decoder, ...) keep their float32 values; the rest its dtype.
+    trained = set((metadata or {}).get("trained_parts") or ())
+    base_dtypes = {p: (np.dtype(np.float32) if p[0] in trained else np.asarray(v).dtype)
+                   for p, v in flatten(strip_adapters(params)).items()}
     if config.lora.r > 0:
         merged = strip_adapters(merge_lora(params, config))
     else:
@@ -186,6 +189,11 @@ def export(checkpoint: Path, out: Path, *, lora: Path | None = None, kind: str =
     else:
         outputs.check_file(out, overwrite)
     params, config, meta, source = load_for_export(checkpoint, lora)
+    parts = meta.get("trained_parts") or [] if lora is not None else []
+    if parts and kind != "merged":
+        raise ExportError(f"{lora}: the run trained {', '.join(parts)} besides the adapters "
+                          f"(model.trainable={meta.get('trainable')}); a {'PEFT directory' if kind == 'peft' else 'best_lora.pt'} "
+                          "holds adapters only and would silently drop them. Export the whole model with --merged")
     if kind == "merged":
         info = export_merged(params, config, out, meta, source, overwrite)
         return (f"wrote {out}: best.pt format, {info['tensors']} tensors, {info['parameters']:,} "

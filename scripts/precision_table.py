@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         s = train.train_and_evaluate(cfg, cfg.logging.save_dir)
         rows.append((policy, s["first_val"]["val/pde_loss"], s["last_val"]["val/pde_loss"],
-                     s["best_val_pde_loss"], s["last_val"]["val/nrmse"], time.time() - t0, s["steps"]))
+                     s["best_val"], s["last_val"]["val/nrmse"], time.time() - t0, s["steps"]))
 
     print("\n| precision | val PDE loss step 0 | val PDE loss end | best | val nRMSE end | wall s | steps |")
     print("|---|---|---|---|---|---|---|")

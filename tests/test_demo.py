@@ -13,14 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_path_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--out", str(out), "--steps", "2", "--temporal-length", "1",
+        [sys.executable, "scripts/demo.py", "--out", str(out), "--steps", "2", "--temporal-length", "2",
          "--skip-floors"],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "pretrained" / "model_config.json").is_file()
     assert "verify ok" in proc.stdout
     config = json.loads((out / "train" / "config.json").read_text())
-    assert config["model"]["trainable"] == "adapters+decoder" and config["training"]["lambda_bc"] > 0
+    assert config["model"]["trainable"] == "adapters+decoder" and config["training"]["residual"] == "precond"
+    assert config["model"]["precision"] == "float32"
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert summary["steps"] == 2
     assert summary["nonfinite_total"] == 0
@@ -29,7 +30,10 @@ def test_demo_path_runs_end_to_end(tmp_path):
     assert all(r["train/pde_loss"] > 0 for r in rows if "train/pde_loss" in r)
     assert sorted(p.name for p in (out / "train" / "plots").iterdir()) == [
         "val_step000000.png", "val_step000001.png", "val_step000002.png"]
-    for name in ("eval_zero_shot", "eval_finetuned"):
-        m = json.loads((out / name / "metrics.json").read_text())
-        assert set(m["one_step"]) == {"model", "persistence", "truth"} and len(m["rollout"]["horizons"]) == 8
-    assert "| zero-shot |" in proc.stdout and "| fine-tuned (PDE residual only) |" in proc.stdout
+    for who in ("zero_shot", "finetuned"):
+        for data in ("test", "heldout"):
+            m = json.loads((out / f"eval_{who}_{data}" / "metrics.json").read_text())
+            assert set(m["one_step"]) == {"model", "persistence", "truth"} and len(m["rollout"]["horizons"]) == 30
+            assert m["config"]["lora"] == (str(out / "train" / "best_adapters") if who == "finetuned" else None)
+    assert "| zero-shot |" in proc.stdout and "| fine-tuned (label-free) |" in proc.stdout
+    assert "The fine-tuned model is BETTER" in proc.stdout or "is NOT better" in proc.stdout

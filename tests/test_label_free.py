@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from burgers_jax.physics import analytic, label_free
+from burgers_jax.physics import analytic, label_free, metrics
 from burgers_jax.physics import residual as physics
 
 BOUNDARIES = ("left", "right", "bottom", "top")
@@ -375,33 +375,29 @@ def test_crossover_horizon():
         ch(np.ones(3), np.ones(4))
 
 
-def test_dct_band_rmse_single_modes_and_parseval():
-    n = 16  # max radius sqrt(2) * 15 = 21.2: thirds at 7.1 and 14.1
-    c = label_free._dct_matrix(n)
+def test_dct_frmse_single_modes_and_parseval():
+    """metrics.dct_frmse: a single DCT-II mode (ky, kx) lands in the band of
+    r = floor(sqrt(kx^2 + ky^2) / 2) (low < 4 <= mid < 12 <= high), with value 1/n for a
+    unit coefficient; the squared bands add up to RMSE^2."""
+    n = 32
+    c = metrics._dct_ortho(n)
     try:  # the numpy matrix is scipy's orthonormal DCT-II where scipy is installed
         from scipy.fft import dctn
         e = np.random.default_rng(3).standard_normal((n, n))
         np.testing.assert_allclose(c @ e @ c.T, dctn(e, type=2, norm="ortho"), atol=1e-12)
     except ImportError:
         pass
-    masks = label_free.dct_band_masks(n, n)
-    counts = {k: int(m.sum()) for k, m in masks.items()}
-    assert sum(counts.values()) == n * n and min(counts.values()) > 0
-    # incl. modes just either side of the edges 7.07 (|k| = 7, 7.21) and 14.14 (14, 14.32)
-    for (ky, kx), band in (((0, 0), "low"), ((2, 3), "low"), ((0, 7), "low"), ((4, 6), "mid"),
-                           ((8, 8), "mid"), ((0, 14), "mid"), ((3, 14), "high"), ((15, 15), "high")):
+    for (ky, kx), band in (((0, 0), "low"), ((0, 7), "low"), ((0, 8), "mid"), ((10, 20), "mid"),
+                           ((0, 24), "high"), ((31, 31), "high")):
         coef = np.zeros((n, n))
         coef[ky, kx] = 1.0
-        field = c.T @ coef @ c  # inverse orthonormal DCT: a single cosine mode
-        out = label_free.dct_band_rmse(field)
-        assert set(out) == {"low", "mid", "high"}
+        field = (c.T @ coef @ c)[None, None, :, :, None]  # [B, T, H, W, C]: one cosine mode
+        out = metrics.dct_frmse(jnp.asarray(field, jnp.float32), jnp.zeros(field.shape, jnp.float32))
         for name, value in out.items():
-            want = 1.0 / np.sqrt(counts[name]) if name == band else 0.0
-            assert value == pytest.approx(want, abs=1e-12), ((ky, kx), name, value)
-    # Parseval: count-weighted squared bands recombine to the total RMS (leading axes pooled)
-    err = np.random.default_rng(4).standard_normal((2, 3, n, n)) * np.linspace(0.1, 2, n)
-    out = label_free.dct_band_rmse(err)
-    total_sq = sum(counts[k] * out[k] ** 2 for k in out) / (n * n)
-    assert total_sq == pytest.approx(np.mean(err**2), rel=1e-12)
-    # a non-square grid and a different band count partition the coefficients too
-    assert sum(int(m.sum()) for m in label_free.dct_band_masks(8, 12, bands=5).values()) == 96
+            want = 1.0 / n if name == band else 0.0
+            assert float(value[0]) == pytest.approx(want, abs=1e-6), ((ky, kx), name, float(value[0]))
+    err = np.random.default_rng(4).standard_normal((2, 3, n, n, 2)) * np.linspace(0.1, 2, n)[:, None]
+    out = metrics.dct_frmse(jnp.asarray(err), jnp.zeros(err.shape))
+    total = sum(np.asarray(v) ** 2 for v in out.values())
+    np.testing.assert_allclose(total, np.asarray(metrics.rmse(jnp.asarray(err), jnp.zeros(err.shape))) ** 2,
+                               rtol=1e-5)

@@ -23,6 +23,7 @@ from burgers_jax.model import param_tree
 from burgers_jax.model.config import Policy, tiny_config
 from burgers_jax.training import steps
 from burgers_jax.training import trainer as train
+from burgers_jax.training.setup import TrainConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,7 +196,7 @@ def test_bad_configs_fail_before_any_work(pretrained, tmp_path):
         for key, value in overrides.items():
             section, name = key.split("__")
             cfg[section][name] = value
-        with pytest.raises(train.TrainConfigError, match=expected.replace(".", r"\.")):
+        with pytest.raises(TrainConfigError, match=expected.replace(".", r"\.")):
             train.train_and_evaluate(cfg, cfg.logging.save_dir)
         assert not (tmp_path / "bad").exists()
 

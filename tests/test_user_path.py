@@ -127,7 +127,7 @@ def test_wandb_offline_and_tensorboard_images_and_config(user_run):
     images = [v for e in events for v in e.summary.value if v.tag == "val/window" and v.image.encoded_image_string]
     assert len(images) == 3, "one validation plot per eval (steps 0, 2, 4)"
     assert any(t.startswith("config") for t in tags), tags
-    assert "hparams/best_val_pde_loss" in tags and "_hparams_/experiment" in tags, tags
+    assert "hparams/best_val" in tags and "_hparams_/experiment" in tags, tags
 
 
 def test_export_keeps_bookkeeping_and_the_source_config(user_run, tiny_converted, tiny_best_pt, tmp_path):
@@ -289,7 +289,7 @@ def test_only_process_zero_writes_logs_plots_and_best_adapters(tmp_path):
 
         def evaluate(self, adapters):
             pred = np.zeros((3, 128, 128, 2), np.float32)
-            return {"val/pde_loss": 1.0}, (pred, pred, 0)
+            return {"val/pde_loss": 1.0, "val/loss": 1.0}, (pred, pred, 0)
 
     class FakeManager:
         saved = []

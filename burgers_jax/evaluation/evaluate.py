@@ -38,11 +38,12 @@ import numpy as np
 from burgers_jax.data import sources as data_lib
 from burgers_jax.errors import UserError
 from burgers_jax.io import outputs
-from burgers_jax.io.checkpoint import load_model
+from burgers_jax.io.checkpoint import load_metadata, load_model
 from burgers_jax.io.progress import progress
 from burgers_jax.model.config import Policy
 from burgers_jax.model.network import PDECausalModel, forward_frames
 from burgers_jax.physics import metrics
+from burgers_jax.physics.label_free import crossover_horizon
 
 METHODS = ("model", "persistence", "truth")
 OUT_KIND = "evaluation"
@@ -70,8 +71,10 @@ class EvalRequest:
     num_frames: int = 1000
     seed: int = 42
     split: str | None = None  # val | train | all; default val for data, all for analytic
-    train_ratio: float = 0.9  # the split: dataset.train_ratio / dataset.seed of the run
-    split_seed: int = 42
+    # The split: the run's own (recorded in its best_adapters/) when --lora is a run's
+    # result, else these flags, else the reference (0.9, 42).
+    train_ratio: float | None = None
+    split_seed: int | None = None
     frame_stride: int = 1
     temporal_length: int = 16
     rollout: int = 0
@@ -124,7 +127,7 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
         preds = {"model": predict(p, x), "persistence": x,
                  "truth": true.astype(policy.output_dtype).astype(jnp.float32)}
         b = {k: v[:, :T + 1] for k, v in bounds.items()}
-        return {m: metrics.window_metrics(pr, true, frames[:, :1], b, nu, step_dt) for m, pr in preds.items()}, preds
+        return {m: metrics.window_metrics(pr, true, frames[:, :1], b, nu, step_dt, x) for m, pr in preds.items()}, preds
 
     @jax.jit
     def roll(p, frames):
@@ -142,6 +145,7 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
     sums: dict = {}
     count = 0.0
     shown = None
+    per_window: dict = {m: [] for m in METHODS}  # one-step VRMSE of each window (for intervals)
     batches = data_lib.window_batches(source, items, batch_size, window, stride)
     total = -(-len(items) // batch_size)
     with jax.default_matmul_precision(policy.matmul_precision):
@@ -154,16 +158,21 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
             if rollout:
                 parts["rollout"] = jax.device_get(roll(params, frames))
             _accumulate(sums, parts, w)
+            for m in METHODS:
+                per_window[m] += [float(v) for v, ok in zip(parts["one_step"][m]["vrmse"], w) if ok > 0]
             count += w.sum()
             if shown is None:
                 shown = {m: np.asarray(pr[0, -1]) for m, pr in preds.items()} | {"true": np.asarray(frames[0, T])}
     result = jax.tree.map(lambda s: s / count, sums)
     result["windows"] = [[int(i), int(s)] for i, s in items]
+    result["per_window_vrmse"] = per_window
     if rollout:
         r = result["rollout"]
         r["horizons"] = list(range(1, rollout + 1))
         better = np.asarray(r["model"]["vrmse"]) < np.asarray(r["persistence"]["vrmse"])
         r["model_beats_persistence_until"] = int(np.argmin(better)) if not better.all() else rollout
+        # h*: the first horizon from which the model beats persistence at every later one
+        r["crossover_horizon"] = crossover_horizon(r["model"]["vrmse"], r["persistence"]["vrmse"])
     return {"result": _plain(result), "shown": shown}
 
 
@@ -177,6 +186,8 @@ def _accumulate(sums: dict, parts, weights: np.ndarray) -> None:
 
 
 def _plain(tree):
+    if tree is None:  # e.g. no crossover horizon
+        return None
     if isinstance(tree, dict):
         return {k: _plain(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
@@ -203,8 +214,12 @@ def markdown(result: dict, title: str) -> str:
         lines.append(f"| {m} | " + " | ".join(f"{row[k]:.3e}" for k, _ in TABLE_KEYS) + " |")
     if "rollout" in result:
         r = result["rollout"]
+        h_star = r.get("crossover_horizon")
         lines += ["", f"Rollout VRMSE (the model fed its own predictions); the model beats persistence up to "
-                      f"horizon {r['model_beats_persistence_until']}:", "",
+                      f"horizon {r['model_beats_persistence_until']}, and at every horizon from "
+                      f"h* = {h_star} on:" if h_star is not None else
+                  f"Rollout VRMSE (the model fed its own predictions); the model beats persistence up to "
+                  f"horizon {r['model_beats_persistence_until']} and not at the last horizon (no h*):", "",
                   "| horizon | model | persistence |", "|---|---|---|"]
         for h, a, b in zip(r["horizons"], r["model"]["vrmse"], r["persistence"]["vrmse"]):
             lines.append(f"| {h} | {a:.3e} | {b:.3e} |")
@@ -249,6 +264,28 @@ def plot(result: dict, shown: dict, out: Path) -> list[Path]:
     return paths + [out / "window.png"]
 
 
+REFERENCE_SPLIT = (0.9, 42)
+
+
+def run_split(req: EvalRequest) -> tuple[float, int, str]:
+    """-> (train_ratio, seed, where they came from): explicit flags win, then the split a
+    training run recorded with its result (`--lora RUN/best_adapters`), then the
+    reference split. A flag that contradicts the run's record is an error: its "val"
+    would hold samples the run trained on."""
+    record = load_metadata(req.lora).get("split") if req.lora is not None else None
+    if record is not None:
+        for flag, mine, theirs in (("--train-ratio", req.train_ratio, record["train_ratio"]),
+                                   ("--split-seed", req.split_seed, record["seed"])):
+            if mine is not None and mine != theirs:
+                raise EvaluateError(f"{flag} {mine} contradicts the split the run in {req.lora} trained with "
+                                    f"({theirs}); drop the flag to evaluate on the run's own validation samples")
+        return record["train_ratio"], record["seed"], f"the run ({req.lora})"
+    if req.train_ratio is not None or req.split_seed is not None:
+        return (req.train_ratio if req.train_ratio is not None else REFERENCE_SPLIT[0],
+                req.split_seed if req.split_seed is not None else REFERENCE_SPLIT[1], "flags")
+    return (*REFERENCE_SPLIT, "the reference split")
+
+
 def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, Path, str]:
     """Evaluates `req` and writes metrics.json, metrics.md and the plots into `req.out`
     (refusing a folder we did not write). -> (result, the folder written, markdown)."""
@@ -267,16 +304,17 @@ def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, 
                             f"max_position_embeddings allow")
     source, dt = build_source(req)
     split = req.split or ("all" if req.analytic else "val")
+    train_ratio, split_seed, split_from = run_split(req)
     window = req.temporal_length + max(req.rollout, 1)
     items = evaluation_windows(source, split, window, req.frame_stride, req.windows_per_sample,
-                               req.train_ratio, req.split_seed)
+                               train_ratio, split_seed)
     out = evaluate(params, config, policy, source, items, temporal_length=req.temporal_length,
                    stride=req.frame_stride, dt=dt, rollout=req.rollout, batch_size=req.batch_size,
                    show_progress=show_progress)
     result = out["result"]
     result["config"] = {"checkpoint": str(req.checkpoint), "lora": str(req.lora) if req.lora else None,
                         "data": "analytic" if req.analytic else str(req.data), "split": split,
-                        "train_ratio": req.train_ratio, "split_seed": req.split_seed,
+                        "train_ratio": train_ratio, "split_seed": split_seed, "split_from": split_from,
                         "nu_range": [req.nu_min, req.nu_max] if req.analytic else None,
                         "frame_stride": req.frame_stride, "dt": dt, "window_dt": dt * req.frame_stride,
                         "temporal_length": req.temporal_length, "rollout": req.rollout,

@@ -50,6 +50,7 @@ from burgers_jax.model.param_tree import (
 
 PARAMS_DIR = "params"
 ADAPTERS_DIR = "adapters"
+TRAINED_DIR = "trained_params"  # non-adapter leaves a run trained (decoder, encoder), float32
 MODEL_CONFIG_FILE = "model_config.json"
 LORA_CONFIG_FILE = "lora_config.json"
 METADATA_FILE = outputs.METADATA_FILE
@@ -250,10 +251,18 @@ def load_source_config(directory: str | os.PathLike) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- adapters
 
 
+def trained_parts(trained: Mapping[str, Any] | None) -> list[str]:
+    """The top-level modules (`decoder_2d`, `encoder_2d`, ...) of a tree of trained leaves."""
+    return sorted({p[0] for p in flatten(trained or {})})
+
+
 def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any], lora_config: LoraConfig,
                   metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
-                  source_config: Mapping[str, Any] | None = None) -> Path:
-    """Writes only the lora_A/lora_B leaves (float32) plus lora_config.json.
+                  source_config: Mapping[str, Any] | None = None, trained: Mapping[str, Any] | None = None) -> Path:
+    """Writes the lora_A/lora_B leaves (float32), lora_config.json and, when a run trained
+    more than the adapters, those leaves too (`trained`, float32, under trained_params/;
+    metadata `trained_parts` names their modules), so that the directory is the run's
+    whole result: `load_model(base, directory)` gives the trained model.
 
     `metadata` carries the bookkeeping the PyTorch format keeps (`global_step`,
     `metrics`), so it survives an export to `best_lora.pt` and back."""
@@ -263,10 +272,16 @@ def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any
         raise CheckpointError(f"save_adapters: non-adapter leaves given: {bad[:5]}")
     if not flat:
         raise CheckpointError("save_adapters: the adapter tree is empty")
+    extra = flatten(trained or {})
+    if any(is_adapter(p) for p in extra):
+        raise CheckpointError("save_adapters: `trained` holds adapter leaves; pass them as adapter_params")
     tree = unflatten({p: np.asarray(v, dtype=np.float32) for p, v in flat.items()})
+    metadata = {**dict(metadata or {}), "trained_parts": trained_parts(trained)}
 
     def fill(tmp: Path) -> None:
         _save_tree(tmp / ADAPTERS_DIR, tree)
+        if extra:
+            _save_tree(tmp / TRAINED_DIR, unflatten({p: np.asarray(v, np.float32) for p, v in extra.items()}))
         _write_json(tmp / LORA_CONFIG_FILE, lora_config.to_dict())
         if source_config is not None:
             _write_json(tmp / SOURCE_CONFIG_FILE, dict(source_config))
@@ -295,16 +310,28 @@ def load_adapters(directory: str | os.PathLike):
     return unflatten({p: np.asarray(v, dtype=np.float32) for p, v in flat.items()}), lora
 
 
+def load_trained(directory: str | os.PathLike) -> dict[str, Any]:
+    """The non-adapter leaves a run trained, saved beside its adapters ({} if none)."""
+    d = _require_dir(directory, "adapters")
+    if not (d / TRAINED_DIR).is_dir():
+        return {}
+    tree = _restore_tree(d / TRAINED_DIR)
+    check_finite(tree, str(d / TRAINED_DIR))
+    return tree
+
+
 # ----------------------------------------------------------------------------- base + adapters
 
 
 def load_model(base_dir: str | os.PathLike, adapters_dir: str | os.PathLike | None = None,
                policy: Policy | None = None) -> tuple[dict[str, Any], ModelConfig]:
-    """Converted base weights plus, when given, an adapters directory merged beside the
-    kernels they adapt: `(params, ModelConfig)`, the config's `lora` read from the
-    adapters. `policy` casts the tree (None keeps the stored dtypes). Adapters that do
+    """Converted base weights plus, when given, a run's result (an adapters directory):
+    its adapters beside the kernels they adapt and any non-adapter leaves it trained in
+    place of the pretrained ones: `(params, ModelConfig)`, the config's `lora` read from
+    the adapters. `policy` casts the tree (None keeps the stored dtypes). Adapters that do
     not fit the base model are a CheckpointError naming both directories."""
     params, config = load_converted(base_dir)
+    trained_paths: set = set()
     if adapters_dir is not None:
         adapters, lora = load_adapters(adapters_dir)
         try:
@@ -312,15 +339,31 @@ def load_model(base_dir: str | os.PathLike, adapters_dir: str | os.PathLike | No
         except ParamTreeError as e:
             raise CheckpointError(f"{adapters_dir}: {e} (base model: {base_dir})") from None
         config = config.with_lora(lora)
+        trained = load_trained(adapters_dir)
+        trained_paths = {path_str(p) for p in flatten(trained)}
+        params = _replace_trained(params, trained, adapters_dir, base_dir)
         want = {path + (leaf,) for path in lora_module_paths(config) for leaf in ADAPTER_LEAVES}
         missing = sorted(path_str(p) for p in want - set(flatten(adapters)))
         if missing:
             raise CheckpointError(f"{adapters_dir}: lora_config.json targets {list(lora.target_modules)} in every "
                                   f"layer, but {len(missing)} adapter leaves are missing: {', '.join(missing[:6])}"
                                   + (" ..." if len(missing) > 6 else ""))
-    if policy is not None:
-        params = cast_params(params, policy)
+    if policy is not None:  # adapters and trained leaves stay float32, as in training
+        params = cast_params(params, policy, lambda path: is_adapter(path) or path_str(path) in trained_paths)
     return params, config
+
+
+def _replace_trained(params: Mapping[str, Any], trained: Mapping[str, Any], adapters_dir, base_dir) -> dict:
+    """The base tree with the run's trained non-adapter leaves in place of the pretrained
+    ones, in the base leaf's dtype unless that is lower than float32 (trained weights
+    keep their float32 values)."""
+    flat, new = flatten(params), flatten(trained)
+    wrong = [f"{path_str(p)} {np.shape(v)}" + (f" (base {np.shape(flat[p])})" if p in flat else " (not in base)")
+             for p, v in new.items() if p not in flat or np.shape(flat[p]) != np.shape(v)]
+    if wrong:
+        raise CheckpointError(f"{adapters_dir}: trained leaves do not fit the base model {base_dir}: "
+                              + ", ".join(wrong[:5]))
+    return unflatten({**flat, **{p: np.asarray(v, np.float32) for p, v in new.items()}})
 
 
 # ----------------------------------------------------------------------------- training state

@@ -1,5 +1,5 @@
-"""Label-free losses anchored on the model's input frames, their preconditioning, and two
-evaluation helpers.
+"""Label-free losses anchored on the model's input frames, their preconditioning, and the
+rollout crossover horizon.
 
 Shape legend: B batch, T model steps, H = W grid (unit square, dx = 1/H, cell centred,
 axis H is y, axis W is x), last axis 2 = (u, v). A model step maps input frame x_k to
@@ -46,7 +46,6 @@ import numpy as np
 from burgers_jax.physics import residual as physics
 
 SCHEMES = ("euler", "bdf2")
-BAND_NAMES = ("low", "mid", "high")
 _HIGHEST = jax.lax.Precision.HIGHEST  # TF32 matmuls on GPU would spoil the ~1e-7 relative basis
 
 
@@ -59,8 +58,6 @@ __all__ = [
     "anchored_pde_loss",
     "anchored_residual",
     "crossover_horizon",
-    "dct_band_masks",
-    "dct_band_rmse",
     "dirichlet_eigenvalues",
     "dst_basis",
     "precondition",
@@ -312,46 +309,3 @@ def crossover_horizon(model_err, persistence_err):
         return None
     losses = np.flatnonzero(~wins)
     return int(losses[-1]) + 2 if losses.size else 1
-
-
-def _dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II [k, i]: sqrt(2/n) cos(pi (i + 1/2) k / n), row 0 times sqrt(1/2)
-    (equals scipy.fft.dct(np.eye(n), norm="ortho", axis=0))."""
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None, :] + 0.5
-    c = np.sqrt(2.0 / n) * np.cos(np.pi * i * k / n)
-    c[0] *= np.sqrt(0.5)
-    return c
-
-
-def dct_band_masks(h: int, w: int, bands: int = 3) -> dict:
-    """Boolean [H, W] masks of the DCT coefficients (ky, kx) in each band: radial
-    wavenumber sqrt(kx^2 + ky^2) in equal fractions of its maximum sqrt((W-1)^2 + (H-1)^2),
-    the maximum itself in the last band. Names `BAND_NAMES` for 3 bands, else band0..."""
-    ky, kx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    radius = np.hypot(kx, ky)
-    rmax = max(float(radius.max()), 1.0)
-    index = np.minimum((bands * radius / rmax).astype(np.int64), bands - 1)
-    names = BAND_NAMES if bands == 3 else tuple(f"band{i}" for i in range(bands))
-    return {name: index == i for i, name in enumerate(names)}
-
-
-def dct_band_rmse(err, bands: int = 3) -> dict:
-    """Banded RMS (fRMSE) of a non-periodic error field err [..., H, W], in float64 numpy.
-
-    The orthonormal 2-D DCT-II (no periodic wrap, so the jump between opposite edges of
-    a non-periodic field does not leak into the high band as an FFT would) is split by
-    `dct_band_masks`; each band's value is the RMS over its coefficients (and all leading
-    axes). By Parseval, sum_b count_b * rms_b^2 = H * W * RMS(err)^2 with count_b the
-    band's number of coefficients. An empty band (only on tiny grids) reports 0.0.
-    """
-    e = np.asarray(err, dtype=np.float64)
-    if e.ndim < 2:
-        raise ValueError(f"dct_band_rmse: err must be [..., H, W], got shape {e.shape}")
-    h, w = e.shape[-2:]
-    coef = _dct_matrix(h) @ e @ _dct_matrix(w).T
-    out = {}
-    for name, mask in dct_band_masks(h, w, bands).items():
-        sel = coef[..., mask]
-        out[name] = float(np.sqrt(np.mean(np.square(sel)))) if sel.size else 0.0
-    return out

@@ -28,8 +28,10 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
 
 from burgers_jax.physics.analytic import CONSTRAINT_SUM
+from burgers_jax.physics.label_free import preconditioned_loss_per_sample
 from burgers_jax.physics.residual import pde_terms
 
 EPS = 1e-30
@@ -78,6 +80,33 @@ def frmse(pred, true) -> dict:
     return out
 
 
+def _dct_ortho(n: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix [k, i] (scipy.fft.dct(np.eye(n), norm="ortho", axis=0))."""
+    k, i = np.arange(n)[:, None], np.arange(n)[None, :] + 0.5
+    c = np.sqrt(2.0 / n) * np.cos(np.pi * i * k / n)
+    c[0] *= np.sqrt(0.5)
+    return c
+
+
+def dct_frmse(pred, true) -> dict:
+    """fRMSE bands of a non-periodic error: as `frmse`, but with the orthonormal 2-D DCT-II
+    instead of the periodic FFT, so an error at the boundary (the fields are not periodic)
+    does not leak into every band. DCT index k is half a wavenumber of the unit square
+    (cos(pi k x)), so r = floor(sqrt(kx^2 + ky^2) / 2) goes into the same bands as `frmse`.
+    {"low", "mid", "high"} -> [B]; their squares add up to RMSE^2 (Parseval)."""
+    _, _, h, w, _ = pred.shape
+    cy, cx = jnp.asarray(_dct_ortho(h), pred.dtype), jnp.asarray(_dct_ortho(w), pred.dtype)
+    err = jnp.moveaxis(pred - true, -1, 2)  # [B, T, C, H, W]
+    coef = jnp.einsum("ki,btcij,lj->btckl", cy, err, cx) / jnp.sqrt(h * w)
+    power = jnp.square(coef)  # sums to mean(err^2) over the grid
+    radius = np.floor(np.hypot(np.arange(h)[:, None], np.arange(w)[None, :]) / 2.0)
+    out = {}
+    for name, lo, hi in FREQ_BANDS:
+        band = jnp.asarray((radius >= lo) & (radius < hi), pred.dtype)
+        out[name] = jnp.sqrt(jnp.mean(jnp.sum(power * band, axis=(-2, -1)), axis=(1, 2)))
+    return out
+
+
 def window_constraint_error(pred):
     """(mean, max) over frames and grid of |u + v - 1.5| ([B] each); the exact Burgers
     solution has u + v = 1.5."""
@@ -100,12 +129,15 @@ def residual_term_rms(terms: dict) -> dict:
     }
 
 
-def window_metrics(pred, true, frame0, bounds: dict, nu, dt) -> dict:
+def window_metrics(pred, true, frame0, bounds: dict, nu, dt, inputs=None) -> dict:
     """Every per-window metric [B] of predicted frames `pred` [B, T, H, W, 2] against
     `true`: the PDE loss and its parts' RMS on the sequence [frame0 [B, 1, ...], pred]
     (with `bounds` of its T + 1 frames: left/right/bottom/top), the constraint error,
     RMSE, nRMSE, VRMSE, bRMSE and the fRMSE bands. Training's validation and evaluation
-    both report these (one definition), so their numbers agree for the same windows."""
+    both report these (one definition), so their numbers agree for the same windows.
+    With the model's `inputs` [B, T, H, W, 2] (T >= 2) also `precond_loss`, the
+    label-free preconditioned loss (`label_free.preconditioned_loss_per_sample`): ~1 for
+    persistence, ~1e-5 for the exact solution, and unlike `pde_loss` it tracks the error."""
     seq = jnp.concatenate([frame0, pred], axis=1)
     terms = pde_terms(seq, bounds["left"], bounds["right"], bounds["bottom"], bounds["top"], nu, dt)
     per_window = lambda r: jnp.mean(jnp.square(r), axis=(1, 2, 3))  # noqa: E731
@@ -115,4 +147,8 @@ def window_metrics(pred, true, frame0, bounds: dict, nu, dt) -> dict:
            "brmse": brmse(pred, true), "constraint_error": mean_dev, "constraint_error_max": max_dev}
     out.update({f"residual_rms_{k}": v for k, v in residual_term_rms(terms).items()})
     out.update({f"frmse_{k}": v for k, v in frmse(pred, true).items()})
+    out.update({f"dct_frmse_{k}": v for k, v in dct_frmse(pred, true).items()})
+    if inputs is not None and inputs.shape[1] >= 2:
+        b = [bounds[k] for k in ("left", "right", "bottom", "top")]
+        out["precond_loss"] = preconditioned_loss_per_sample(pred, inputs, *b, nu, dt)
     return out

@@ -18,6 +18,7 @@ from burgers_jax.io import checkpoint as ckpt_io
 from burgers_jax.model import lora as lora_lib
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import ConfigError, LoraConfig, Policy
+from burgers_jax.training import steps
 from burgers_jax.training.rundir import RunDir, merge_saved
 
 # dt agreement between the data's time axis and an explicit physics.dt: the PyTorch YAML
@@ -89,6 +90,17 @@ def check_config(cfg, num_devices: int) -> None:
         problems.append(f"model.trainable={cfg.model.trainable!r} is not one of {', '.join(param_tree.TRAINABLE_SETS)}")
     if cfg.physics.dt is not None and not cfg.physics.dt > 0:
         problems.append(f"physics.dt={cfg.physics.dt} must be > 0 (or None: from the data)")
+    tr = cfg.training
+    if tr.residual not in steps.RESIDUALS:
+        problems.append(f"training.residual={tr.residual!r} is not one of {', '.join(steps.RESIDUALS)}")
+    if tr.residual_scheme not in steps.SCHEMES:
+        problems.append(f"training.residual_scheme={tr.residual_scheme!r} is not one of {', '.join(steps.SCHEMES)}")
+    if tr.residual == "precond" and dc.temporal_length < 2:
+        problems.append(f"training.residual='precond' normalises by the input increments: it needs "
+                        f"dataset.temporal_length >= 2, got {dc.temporal_length}")
+    if tr.pushforward_steps < 0 or not 0 <= tr.pushforward_prob <= 1:
+        problems.append(f"training.pushforward_steps={tr.pushforward_steps} must be >= 0 and "
+                        f"training.pushforward_prob={tr.pushforward_prob} in [0, 1]")
     if problems:
         raise TrainConfigError("bad configuration:\n  " + "\n  ".join(problems))
 
@@ -97,7 +109,7 @@ def build_data(cfg):
     """-> (source, train indices, validation indices, dt, note); windows of
     temporal_length + 1 frames must fit every sample."""
     dc = cfg.dataset
-    window = dc.temporal_length + 1
+    window = steps.window_span(cfg)
     stride = int(dc.frame_stride)
     if dc.source == "hdf5":
         source = data_lib.HDF5Source(dc.path, min_frames=data_lib.span(window, stride))

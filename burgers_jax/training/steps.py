@@ -11,8 +11,24 @@ the adapters). The optimizer is `optax.masked` over the full tree with the train
 mask: it holds state for the trainable leaves only, and the frozen leaves are passed
 through the step untouched (never `frozen + update`).
 
-The loss: `lambda_pde * PDE residual + lambda_bc * boundary term + lambda_data * nRMSE`
+The loss: `lambda_pde * residual + lambda_bc * boundary term + lambda_data * nRMSE`
 against the true next frames (0 by default: no ground truth in the reference recipe).
+The residual (`training.residual`):
+
+- `window` (the reference recipe): the PDE residual of the window [input frame 0,
+  outputs]; only frame 0 anchors it, later frames difference two predictions;
+- `per_step`: each output p_k against the model's own input frame x_k,
+  r_k = (p_k - x_k)/dt + N(p_k) (`training.residual_scheme`: euler | bdf2);
+- `precond`: the same residual in a preconditioned norm, dt (I - dt nu lap)^-1 r_k,
+  normalised by the input increments, so persistence scores ~1 and the exact solution
+  ~1e-5 (`physics.label_free.preconditioned_loss`). To first order its minimiser is the
+  implicit-Euler step from the input frame: still the PDE residual, label-free, in a
+  norm that weighs smooth and rough errors alike.
+
+Pushforward (`training.pushforward_steps` m > 0): with probability
+`training.pushforward_prob`, the input window is replaced by the model's own m-step
+rollout from the true window (no gradient through the rollout; the boundaries are those
+of the frames the rollout stands for), so training sees the states a rollout meets.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import optax
 
 from burgers_jax.model import param_tree
 from burgers_jax.model.network import forward_frames
-from burgers_jax.physics import metrics
+from burgers_jax.physics import label_free, metrics
 from burgers_jax.physics import residual as physics
 
 
@@ -79,6 +95,46 @@ def forward(model, params, batch, *, temporal_length: int, train: bool, rng=None
     return jnp.concatenate([frame0, out], axis=1)
 
 
+RESIDUALS = ("window", "per_step", "precond")
+SCHEMES = ("euler", "bdf2")
+BOUNDS = ("left", "right", "bottom", "top")
+
+
+def objective_terms(pred, inputs, bounds: dict, nu, dt, true, training) -> dict:
+    """The terms of the training objective per window [B], and the objective itself.
+
+    pred: [B, T+1, H, W, 2] = [input frame 0 as the model saw it, outputs]; inputs: the
+    model's input frames (u, v) [B, T, H, W, 2] in float32; bounds: left/right/bottom/top
+    of the T + 1 window frames; true: the true next frames [B, T, H, W, 2] (used only
+    when `lambda_data > 0`: the supervised ceiling). Keys: `residual` (the residual
+    `training.residual` trains), `bc`, `data` (nRMSE) and `loss` (their weighted sum)."""
+    out = pred[:, 1:]
+    per_window = lambda r: jnp.mean(jnp.square(r), axis=(1, 2, 3))  # noqa: E731
+    b = [bounds[k] for k in BOUNDS]
+    if training.residual == "window":
+        _, _, _, res_u, res_v = physics.burgers_pde_loss(pred, *b, nu, dt)
+        residual = per_window(res_u) + per_window(res_v)
+    elif training.residual == "per_step":
+        res_u, res_v = label_free.anchored_residual(out, inputs, *b, nu, dt, training.residual_scheme)
+        residual = per_window(res_u) + per_window(res_v)
+    else:
+        residual = label_free.preconditioned_loss_per_sample(out, inputs, *b, nu, dt, training.residual_scheme)
+    bc = jax.vmap(lambda p, *bb: physics.boundary_loss(p[None], *(x[None] for x in bb)))(pred, *b)
+    data = metrics.nrmse(out, true)
+    loss = training.lambda_pde * residual
+    if training.lambda_bc:
+        loss = loss + training.lambda_bc * bc
+    if training.lambda_data:
+        loss = loss + training.lambda_data * data
+    return {"residual": residual, "bc": bc, "data": data, "loss": loss}
+
+
+def window_span(cfg) -> int:
+    """Frames of one training window: T inputs, the next frame, and one more per
+    pushforward step (the boundaries of the frames the rollout stands for)."""
+    return cfg.dataset.temporal_length + 1 + cfg.training.pushforward_steps
+
+
 def residual_loss(pred_uv, batch, dt):
     return physics.burgers_pde_loss(
         pred_uv, batch["left"], batch["right"], batch["bottom"], batch["top"], batch["nu"], dt)
@@ -90,20 +146,41 @@ def make_train_step(model, tx, cfg) -> Callable:
     training = cfg.training
     dt = window_dt(cfg)
     schedule = lr_schedule(training)
-    lambda_bc = float(training.lambda_bc)
+    m = training.pushforward_steps
+
+    def pushforward(params, batch, rng):
+        """The batch as training sees it: the true window, or (with probability
+        pushforward_prob) the model's own m-step rollout in place of its inputs, with the
+        boundaries and targets of the frames it stands for."""
+        frames = batch["frames"]
+        if not m:
+            return batch
+        use = jax.random.bernoulli(rng, training.pushforward_prob)
+
+        def rolled(_):
+            x = frames[:, :T]
+            for _ in range(m):  # each application moves the window one frame on
+                x = jax.lax.stop_gradient(forward_frames(model, params, x).astype(frames.dtype))
+            return x
+
+        inputs = jax.lax.cond(use, rolled, lambda _: frames[:, :T], None)
+        shift = jnp.where(use, m, 0)
+        take = lambda a: jax.lax.dynamic_slice_in_dim(a, shift, T + 1, axis=1)  # noqa: E731
+        return dict(batch, frames=inputs, targets=take(frames)[:, 1:, ..., :2], **{k: take(batch[k]) for k in BOUNDS})
 
     def loss_fn(trainable, frozen, batch, rng):
         params = param_tree.merge(trainable, frozen)
-        pred = forward(model, params, batch, temporal_length=T, train=True, rng=rng)
-        total, loss_u, loss_v, _, _ = residual_loss(pred, batch, dt)
-        data = jnp.mean(metrics.nrmse(pred[:, 1:], batch["frames"][:, 1:T + 1, ..., :2]))
-        bc = physics.boundary_loss(pred, batch["left"], batch["right"], batch["bottom"], batch["top"])
-        loss = training.lambda_pde * total
-        if lambda_bc:
-            loss = loss + lambda_bc * bc
-        if training.lambda_data:
-            loss = loss + training.lambda_data * data
-        return loss, {"pde_loss": total, "loss_u": loss_u, "loss_v": loss_v, "data_nrmse": data, "bc_loss": bc}
+        k_model, k_pf = jax.random.split(rng)
+        batch = pushforward(params, batch, k_pf)
+        pred = forward(model, params, batch, temporal_length=T, train=True, rng=k_model)
+        true = batch.get("targets", batch["frames"][:, 1:T + 1, ..., :2])
+        bounds = {k: batch[k][:, :T + 1] for k in BOUNDS}
+        inputs = batch["frames"][:, :T, ..., :2].astype(jnp.float32)
+        terms = objective_terms(pred, inputs, bounds, batch["nu"], dt, true, training)
+        total, loss_u, loss_v, _, _ = residual_loss(pred, dict(batch, **bounds), dt)
+        aux = {"pde_loss": total, "loss_u": loss_u, "loss_v": loss_v, "residual_loss": jnp.mean(terms["residual"]),
+               "data_nrmse": jnp.mean(terms["data"]), "bc_loss": jnp.mean(terms["bc"])}
+        return jnp.mean(terms["loss"]), aux
 
     def train_step(state: TrainState, frozen, batch):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -150,10 +227,14 @@ def make_eval_step(model, cfg) -> Callable:
         params = param_tree.merge(trainable, frozen)
         pred = forward(model, params, batch, temporal_length=T, train=False)
         true = batch["frames"][:, :T + 1, ..., :2]
-        bounds = {k: batch[k][:, :T + 1] for k in ("left", "right", "bottom", "top")}
-        per_window = metrics.window_metrics(pred[:, 1:], true[:, 1:], pred[:, :1], bounds, batch["nu"], dt)
+        bounds = {k: batch[k][:, :T + 1] for k in BOUNDS}
+        inputs = true[:, :T].astype(jnp.float32)
+        per_window = metrics.window_metrics(pred[:, 1:], true[:, 1:], pred[:, :1], bounds, batch["nu"], dt, inputs)
+        terms = objective_terms(pred, inputs, bounds, batch["nu"], dt, true[:, 1:], cfg.training)
         return {
             **per_window,
+            "loss": terms["loss"],  # the objective being trained, on validation windows
+            "residual_loss": terms["residual"],
             # Trivial-solution monitors: a collapsed prediction has no spatial
             # structure or stops moving in time, while its residual can look fine.
             "pred_spatial_std": jnp.mean(jnp.std(pred[:, 1:], axis=(2, 3)), axis=(1, 2)),

@@ -37,7 +37,7 @@ from burgers_jax.model import param_tree
 from burgers_jax.model.config import Policy
 from burgers_jax.training import reporting, steps
 from burgers_jax.training.rundir import RunDir, config_dict
-from burgers_jax.training.setup import build_data, check_config, load_params, with_dt
+from burgers_jax.training.setup import TrainConfigError, build_data, check_config, load_params, with_dt
 
 # Keys of a batch that the compiled steps consume (with their leading batch axis).
 STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
@@ -122,7 +122,7 @@ class Trainer:
         dc = self.cfg.dataset
         return data_lib.train_batch(self.source, self.train_idx, self.cfg.dataloader.batch_size,
                                     dc.seed + 1000003 * self.cfg.training.seed, step,
-                                    window=dc.temporal_length + 1, stride=self.stride)
+                                    window=steps.window_span(self.cfg), stride=self.stride)
 
     def evaluate(self, trainable) -> tuple[dict, tuple | None]:
         """Validation metrics (`val/...`, means over every window) and, for a plot, the
@@ -165,16 +165,34 @@ def restore_or_init(trainer: Trainer, manager, workdir: Path, resume: bool, prim
     return state, math.inf, False
 
 
+def split_record(trainer: Trainer) -> dict:
+    """The run's data split, saved with its result so that evaluation's "val" is the run's."""
+    dc = trainer.cfg.dataset
+    record = {"source": dc.source, "train_ratio": dc.train_ratio, "seed": dc.seed,
+              "val_samples": [int(i) for i in sorted(trainer.val_idx)], "frame_stride": dc.frame_stride,
+              "temporal_length": dc.temporal_length}
+    if dc.source == "analytic":
+        record.update(num_samples=dc.num_samples, nu_min=dc.nu_min, nu_max=dc.nu_max, num_frames=dc.num_frames)
+    else:
+        record["path"] = str(dc.path)
+    return record
+
+
 def save_best(trainer: Trainer, trainable: dict, workdir: Path, metadata: dict) -> None:
-    """The best weights so far: `best_adapters/` (the LoRA adapters, for predict --lora
-    and the PyTorch export) and, when more than the adapters train, `best_model/` (the
-    whole model, a converted checkpoint with its adapters inside)."""
-    ckpt_io.save_adapters(workdir / "best_adapters", param_tree.extract_adapters(trainable), trainer.model_cfg.lora,
-                          metadata=metadata, overwrite=True)
-    if trainer.trainable_set != "adapters":
-        params = param_tree.merge(trainable, to_host(trainer.frozen))
-        ckpt_io.save_converted(workdir / "best_model", params, trainer.model_cfg,
-                               {**metadata, "trainable": trainer.trainable_set}, overwrite=True)
+    """The best weights so far in `best_adapters/`: the run's whole result (the LoRA
+    adapters and every other leaf it trained, with `trainable` and `trained_parts` in its
+    metadata, and the data split), which predict, evaluate and the exports load whole."""
+    adapters = param_tree.extract_adapters(trainable)
+    others = param_tree.strip_adapters(trainable)
+    ckpt_io.save_adapters(workdir / "best_adapters", adapters, trainer.model_cfg.lora, overwrite=True,
+                          metadata={**metadata, "trainable": trainer.trainable_set, "split": split_record(trainer),
+                                    "precision": trainer.cfg.model.precision},
+                          trained=others or None)
+
+
+def selection_key(cfg) -> str:
+    """The validation metric that picks the best adapters (`training.select_metric`)."""
+    return f"val/{cfg.training.select_metric}"
 
 
 def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float, workdir: Path, manager,
@@ -195,13 +213,19 @@ def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float,
     if step == 0:  # the zero-shot baseline: no checkpoint, no best adapters
         writer.write(0, val)
         return val, best_val, False
-    improved = step >= cfg.training.warmup_steps and val["val/pde_loss"] < best_val
+    key = selection_key(cfg)
+    if key not in val:
+        raise TrainConfigError(f"training.select_metric={cfg.training.select_metric!r}: validation reports "
+                               f"{', '.join(sorted(k.split('/', 1)[1] for k in val))}")
+    improved = step >= cfg.training.warmup_steps and val[key] < best_val
     if improved:
-        best_val = val["val/pde_loss"]
+        best_val = val[key]
         if primary:
             save_best(trainer, to_host(state.trainable), workdir,
-                      metadata={"global_step": step, "metrics": {"val_pde_loss": best_val}})
-    writer.write(step, {**val, "val/best_pde_loss": best_val})
+                      metadata={"global_step": step, "metrics": {"val_pde_loss": val["val/pde_loss"],
+                                                                 f"val_{cfg.training.select_metric}": best_val},
+                                "selected_by": key})
+    writer.write(step, {**val, "val/best": best_val})
     ckpt_io.save_state(manager, step, state, best_val)
     return val, best_val, improved
 
@@ -325,7 +349,7 @@ def train_and_evaluate(cfg, workdir) -> dict:
             if sigint.requested:
                 raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {manager.directory}")
         bar.close()
-        writer.hparams(_scalars(config_dict(cfg)), {"best_val_pde_loss": best_val})
+        writer.hparams(_scalars(config_dict(cfg)), {"best_val": best_val})
     finally:
         sigint.restore()
         for closable in (prefetch, writer, manager):
@@ -338,7 +362,8 @@ def train_and_evaluate(cfg, workdir) -> dict:
 def write_summary(trainer, state, best_val, first_val, last_val, workdir: Path, wall_s: float, primary: bool) -> dict:
     summary = {
         "save_dir": str(workdir), "steps": int(state.step), "trainable_params": param_tree.count(state.trainable),
-        "nonfinite_total": int(state.nonfinite_total), "best_val_pde_loss": best_val,
+        "nonfinite_total": int(state.nonfinite_total), "best_val": best_val,
+        "selected_by": selection_key(trainer.cfg),
         "first_val": first_val, "last_val": last_val, "wall_s": wall_s,
         "metrics": str(workdir / "metrics.jsonl"), "plots": str(workdir / "plots"),
         "best_adapters": str(workdir / "best_adapters"),
@@ -359,5 +384,5 @@ def _scalars(d: dict, prefix: str = "") -> dict:
 
 
 def _fmt(val: dict) -> str:
-    keys = ("val/pde_loss", "val/constraint_error", "val/nrmse", "val/pred_frame_change", "val/true_frame_change")
+    keys = ("val/loss", "val/pde_loss", "val/precond_loss", "val/vrmse", "val/constraint_error", "val/nrmse", "val/pred_frame_change", "val/true_frame_change")
     return ", ".join(f"{k.split('/')[1]}={val[k]:.4e}" for k in keys if k in val)
