@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         zr, fr = zero["rollout"]["model"]["vrmse"], tuned["rollout"]["model"]["vrmse"]
         wins_rollout = all(a <= b for a, b in zip(fr, zr))
         better &= f < z and wins_rollout
-        print(f"\nOne step: {z:.4f} -> {f:.4f} ({100 * (z - f) / z:+.0f} % error removed); rollout at {ROLLOUT}: "
+        print(f"\nOne step: {z:.4f} -> {f:.4f} ({100 * (z - f) / z:.0f} % of its error removed); rollout at {ROLLOUT}: "
               f"{zr[-1]:.4f} -> {fr[-1]:.4f}; the fine-tuned rollout is "
               f"{'no worse than zero-shot at every horizon' if wins_rollout else 'worse than zero-shot somewhere'}.")
     print("\n" + ("The fine-tuned model is BETTER than the pretrained one it started from, one step ahead and in "

@@ -158,3 +158,12 @@ def test_loss_configs_are_checked_before_any_work(tiny_converted, tmp_path):
         with pytest.raises(TrainConfigError, match=named.replace(".", r"\.").replace("(", r"\(")):
             train.train_and_evaluate(smoke(tiny_converted, tmp_path / "bad", **fields), tmp_path / "bad")
         assert not (tmp_path / "bad").exists()
+
+
+def test_an_unknown_selection_metric_stops_before_the_first_step(tiny_converted, tmp_path):
+    cfg = smoke(tiny_converted, tmp_path / "sel", training__select_metric="vrmse_typo")
+    with pytest.raises(TrainConfigError, match="select_metric='vrmse_typo'.*precond_loss"):
+        train.train_and_evaluate(cfg, tmp_path / "sel")
+    assert not (tmp_path / "sel" / "checkpoints").exists() or not any((tmp_path / "sel" / "checkpoints").iterdir())
+    metrics = (tmp_path / "sel" / "metrics.jsonl")
+    assert not metrics.exists() or "train/" not in metrics.read_text()

@@ -210,13 +210,13 @@ def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float,
             pred, true, png,
             title=f"step {step}, validation sample {sample}, last frame; val PDE loss {val['val/pde_loss']:.3e}")
         writer.image(step, "val/window", png)
+    key = selection_key(cfg)
+    if key not in val:  # found at the zero-shot evaluation, before any training step
+        raise TrainConfigError(f"training.select_metric={cfg.training.select_metric!r}: validation reports "
+                               f"{', '.join(sorted(k.split('/', 1)[1] for k in val))}")
     if step == 0:  # the zero-shot baseline: no checkpoint, no best adapters
         writer.write(0, val)
         return val, best_val, False
-    key = selection_key(cfg)
-    if key not in val:
-        raise TrainConfigError(f"training.select_metric={cfg.training.select_metric!r}: validation reports "
-                               f"{', '.join(sorted(k.split('/', 1)[1] for k in val))}")
     improved = step >= cfg.training.warmup_steps and val[key] < best_val
     if improved:
         best_val = val[key]
