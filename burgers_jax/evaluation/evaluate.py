@@ -10,13 +10,16 @@ methods: the model; persistence (next frame = this frame: at dt = 1/999 already 
 excellent predictor); the truth rounded to the model's output dtype (the floor). Per
 method: PDE loss and the RMS of the residual's parts (u_t, advection, diffusion) on the
 window [input frame 0, predictions], the constraint error |u + v - 1.5| (mean, max),
-RMSE, nRMSE, VRMSE, bRMSE and fRMSE in low/mid/high wavenumber bands
-(burgers_jax/metrics.py defines each).
+RMSE, nRMSE, VRMSE, bRMSE, fRMSE in low/mid/high wavenumber bands (periodic FFT and,
+for these non-periodic fields, DCT) and, with T >= 2, the label-free preconditioned loss
+(~1 for persistence; burgers_jax/physics/metrics.py defines each); the per-window VRMSE
+(for intervals).
 
 Rollout (`--rollout N`): the model fed its own predictions (a sliding window of T
 frames) for N steps; VRMSE and nRMSE against the truth at each horizon, for the model and
-for persistence (the last true frame, held), and the last horizon up to which the model
-beats persistence at every step.
+for persistence (the last true frame, held); the last horizon up to which the model
+beats persistence at every step, and h* (`crossover_horizon`): the first horizon from
+which it beats persistence at every later one.
 
 Out: metrics.json (`windows`, `one_step.{model,persistence,truth}.{...}`,
 `rollout.{horizons,model,persistence,...}`), metrics.md (a table), rollout.png (error
@@ -201,8 +204,9 @@ def _plain(tree):
 # ----------------------------------------------------------------------------- report
 
 TABLE_KEYS = (("vrmse", "VRMSE"), ("nrmse", "nRMSE"), ("rmse", "RMSE"), ("brmse", "bRMSE"), ("pde_loss", "PDE loss"),
-              ("constraint_error", "|u+v-1.5| mean"), ("frmse_low", "fRMSE low"), ("frmse_mid", "fRMSE mid"),
-              ("frmse_high", "fRMSE high"))
+              ("precond_loss", "precond. loss"), ("constraint_error", "|u+v-1.5| mean"),
+              ("dct_frmse_low", "fRMSE low (DCT)"), ("dct_frmse_mid", "fRMSE mid (DCT)"),
+              ("dct_frmse_high", "fRMSE high (DCT)"))
 
 
 def markdown(result: dict, title: str) -> str:
@@ -211,7 +215,7 @@ def markdown(result: dict, title: str) -> str:
              "|---|" + "---|" * len(TABLE_KEYS)]
     for m in METHODS:
         row = result["one_step"][m]
-        lines.append(f"| {m} | " + " | ".join(f"{row[k]:.3e}" for k, _ in TABLE_KEYS) + " |")
+        lines.append(f"| {m} | " + " | ".join(f"{row[k]:.3e}" if k in row else "" for k, _ in TABLE_KEYS) + " |")
     if "rollout" in result:
         r = result["rollout"]
         h_star = r.get("crossover_horizon")
