@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from burgers_jax.data.sources import BOUNDARIES
 from burgers_jax.model import param_tree
 from burgers_jax.model.network import forward_frames
 from burgers_jax.physics import label_free, metrics
@@ -97,7 +98,7 @@ def forward(model, params, batch, *, temporal_length: int, train: bool, rng=None
 
 RESIDUALS = ("window", "per_step", "precond")
 SCHEMES = ("euler", "bdf2")
-BOUNDS = ("left", "right", "bottom", "top")
+BOUNDS = BOUNDARIES  # the data's boundary keys, one definition
 
 
 def objective_terms(pred, inputs, bounds: dict, nu, dt, true, training) -> dict:

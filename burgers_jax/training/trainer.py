@@ -41,7 +41,6 @@ from burgers_jax.training.setup import TrainConfigError, build_data, check_confi
 
 # Keys of a batch that the compiled steps consume (with their leading batch axis).
 STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
-EXIT_INTERRUPTED = 130  # the shell's status for a run stopped by SIGINT
 
 
 class TrainingInterrupted(Exception):
