@@ -18,9 +18,11 @@ LoRA + decoder, unless named): `precond` (the per-step anchored residual in the
 preconditioned norm, the recommended recipe), `per_step` (anchored, plain norm),
 `window` (the reference residual), `precond_lora_only` (the reference's trainable set),
 `precond_pushforward` (training on the model's own 4-step rollouts half the time),
-`precond_fp32_output` (the default precision policy), `supervised` (the data loss
+`precond_fp32_output` (the default precision policy), `precond_bdf2` (the
+second-order time difference, at stride 10), `supervised` (the data loss
 against the true next frames, same parts, same steps: the ceiling) and
-`supervised_long` (5x the steps: a second ceiling). Everything a run or an evaluation
+`supervised_long` (5x the steps: a second ceiling); PLAN says which row runs at which
+stride with how many seeds. Everything a run or an evaluation
 finished is kept: a rerun with the same settings picks up where the last one stopped.
 
 Out: results.json, results.md (the table), rollout_stride{S}.png, curves_stride{S}.png,
@@ -61,7 +63,15 @@ ROWS = {  # name -> (label, config overrides on top of `base_config`)
     "precond_fp32_output": ("label-free: preconditioned, fp32_output policy", {"model.precision": "fp32_output"}),
     "precond_bdf2": ("label-free: preconditioned, BDF2", {"training.residual_scheme": "bdf2"}),
 }
-HEADLINE = ("precond", "supervised")  # the rows that get every seed
+# Which row runs at which stride, and with every seed ("all") or the first only ("first"):
+# the whole protocol in one place, so one invocation reproduces the whole table.
+PLAN = [
+    ("precond", 1, "all"), ("supervised", 1, "all"), ("precond", 10, "all"), ("supervised", 10, "all"),
+    ("supervised_long", 1, "all"), ("supervised_long", 10, "first"),
+    ("window", 1, "first"), ("per_step", 1, "first"), ("precond_lora_only", 1, "first"),
+    ("precond_pushforward", 1, "first"), ("precond_fp32_output", 1, "all"),
+    ("precond_bdf2", 10, "first"),
+]
 EVAL_SETS = {  # name -> (label, EvalRequest fields)
     "test": ("test (nu in [0.1, 0.15], fresh trajectories)",
              dict(nu_min=0.1, nu_max=0.15, num_samples=8, seed=7, split="all")),
@@ -239,8 +249,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "label_free")
     ap.add_argument("--standin", type=Path, default=REPO / "assets" / "standin" / "best.pt")
     ap.add_argument("--strides", default="1,10")
-    ap.add_argument("--seeds", default="0,1,2", help="seeds of the headline rows (precond, supervised)")
-    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--seeds", default="0,1,2", help="seeds of the rows that get every seed (PLAN)")
+    ap.add_argument("--rows", default=",".join(ROWS), help="a subset of the rows of PLAN")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--temporal-length", type=int, default=4)
     args = ap.parse_args(argv)
@@ -258,6 +268,10 @@ def main(argv=None) -> int:
     strides = [int(s) for s in args.strides.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = args.rows.split(",")
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        print(f"experiment: error: unknown rows {unknown}; known: {', '.join(ROWS)}", file=sys.stderr)
+        return 2
     results: dict = {"config": {**vars(args), "out": str(args.out), "standin": str(args.standin)},
                      "labels": {"zero-shot": "zero-shot", **{k: v[0] for k, v in ROWS.items()}},
                      "strides": {}, "curves": {}}
@@ -266,11 +280,11 @@ def main(argv=None) -> int:
         (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         (args.out / "results.md").write_text(summarize(results))
 
-    # Zero-shot first, then the headline rows seed by seed (every stride and row of one
-    # seed before the next seed), then the other rows (first seed): the most important
-    # numbers arrive first, and a cut-short experiment leaves a balanced table.
-    plan = [(st, r, s) for s in seeds for st in strides for r in rows if r in HEADLINE]
-    plan += [(st, r, seeds[0]) for st in strides for r in rows if r not in HEADLINE]
+    # Zero-shot first, then the PLAN seed by seed (every row of one seed before the next
+    # seed): the most important numbers arrive first, and a cut-short experiment leaves a
+    # balanced table.
+    plan = [(st, r, s) for s in seeds for r, st, which in PLAN
+            if r in rows and st in strides and (which == "all" or s == seeds[0])]
     for stride in strides:
         per_stride = results["strides"].setdefault(str(stride), {})
         for eval_set in EVAL_SETS:
