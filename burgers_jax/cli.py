@@ -1,5 +1,5 @@
 """What every command shares: one place that turns a `UserError` into
-`prog: error: ...` and exit status 2."""
+`prog: error: ...` and exit status 2, and Ctrl-C into one line and exit status 130."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ from typing import Callable
 from burgers_jax.errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
 
 
 def run(prog: str, body: Callable[[], int | None]) -> int:
-    """Runs a command's body; a `UserError` becomes one line on stderr and exit 2."""
+    """Runs a command's body; a `UserError` becomes one line on stderr and exit 2, a
+    Ctrl-C one line and exit 130 (outputs are written to a temporary sibling and renamed
+    at the end, so an interrupted command leaves nothing half-written under the final name)."""
     try:
         return body() or 0
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing was written under the output name", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -19,7 +19,7 @@ from burgers_jax.training.setup import parse_command_line
 from burgers_jax.training.trainer import Trainer, TrainingInterrupted, train_and_evaluate  # noqa: F401  (Trainer: the contract benchmarks use)
 
 PROG = "burgers-train"
-EXIT_INTERRUPTED = 130  # the shell's status for a run stopped by SIGINT
+EXIT_INTERRUPTED = cli.EXIT_INTERRUPTED
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull")
 SUMMARY_KEYS = ("save_dir", "steps", "best_val", "selected_by", "metrics", "plots", "best_adapters",
                 "wall_s")
