@@ -100,6 +100,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.training = ml_collections.ConfigDict()
     c.training.max_steps = 5000
     c.training.warmup_steps = 100
+    # The cosine schedule's length; None: max_steps. A resumed run with a larger max_steps
+    # keeps the length it had (the extra steps run at min_lr); set it to restart the cosine.
+    c.training.schedule_steps = config_dict.placeholder(int)
     c.training.learning_rate = 1e-4
     c.training.min_lr = 1e-6
     c.training.weight_decay = 1e-4

@@ -80,6 +80,24 @@ def read_yaml(path: str) -> dict:
     return d
 
 
+def _as_field_type(value, current, where: str):
+    """YAML 1.1 (PyYAML) reads `1e-3` (no dot) as the string '1e-3'; the PyTorch script
+    passes it to float() and so do we, for float fields only. Anything else that does not
+    fit the field's type is an error naming the key."""
+    if isinstance(current, float) and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise YamlConfigError(f"{where}={value!r} is not a number") from None
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = type(current)
+    if current is not None and not isinstance(value, (list, tuple)) and not isinstance(value, expected) and not (
+            expected is int and isinstance(value, float) and value.is_integer()):
+        raise YamlConfigError(f"{where}={value!r}: expected {expected.__name__}")
+    return int(value) if expected is int and isinstance(value, float) else value
+
+
 def get_config(path: str = ""):
     if not path:
         raise YamlConfigError("give the YAML file: --config configs/from_yaml.py:path/to/finetune_burgers.yaml")
@@ -107,7 +125,7 @@ def get_config(path: str = ""):
         for key, target in mapping.items():
             if target is not None and key in (y.get(section) or {}):
                 sec, field = target.split(".")
-                value = y[section][key]
+                value = _as_field_type(y[section][key], c[sec].get(field), f"{path}: {section}.{key}")
                 c[sec][field] = tuple(value) if isinstance(value, list) else value
     for key, value in lora.items():
         field = LORA_KEYS[key]

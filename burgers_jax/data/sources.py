@@ -74,6 +74,8 @@ def resolve_dt(explicit: float | None, data_dt: float | None, source_name: str,
     `--dt` in evaluation) that disagrees with it is an error. A file without a time axis
     (the PyTorch generator's) takes the explicit value, as the PyTorch script does, or
     the reference dt = 1/999 with a note; never a guess from the frame count."""
+    if explicit is not None and not (isinstance(explicit, (int, float)) and math.isfinite(explicit) and explicit > 0):
+        raise DataError(f"{flag}={explicit!r} must be a finite time step > 0 (or unset: from the data)")
     if data_dt is not None:
         if explicit is not None and not math.isclose(explicit, data_dt, rel_tol=DT_RTOL):
             raise DataError(f"{flag}={explicit} disagrees with the time axis of {source_name} "
@@ -288,9 +290,17 @@ class HDF5Source:
 def _file_dt(f: h5py.File) -> float | None:
     """The frame spacing a file records (attribute `dt`, as `burgers-generate` writes it);
     None when it records none (the PyTorch generator's files)."""
-    if "dt" in f.attrs:
-        return float(f.attrs["dt"])
-    return None
+    if "dt" not in f.attrs:
+        return None
+    raw = f.attrs["dt"]
+    try:
+        dt = float(np.asarray(raw).reshape(()))
+    except (TypeError, ValueError):
+        raise DataError(f"{f.filename}: attribute 'dt'={raw!r} is not a number; fix it or delete the "
+                        "attribute and give the time step in the config") from None
+    if not (math.isfinite(dt) and dt > 0):
+        raise DataError(f"{f.filename}: attribute 'dt'={dt!r} must be a finite time step > 0")
+    return dt
 
 
 # --------------------------------------------------------------------------- batches

@@ -43,7 +43,7 @@ from burgers_jax.errors import UserError
 from burgers_jax.io import outputs
 from burgers_jax.io.checkpoint import load_metadata, load_model
 from burgers_jax.io.progress import progress
-from burgers_jax.model.config import Policy
+from burgers_jax.model.config import GRID, Policy
 from burgers_jax.model.network import PDECausalModel, forward_frames
 from burgers_jax.physics import metrics
 from burgers_jax.physics.label_free import crossover_horizon
@@ -93,9 +93,13 @@ def build_source(req: EvalRequest):
     of training (`data.sources.resolve_dt`: the file's time axis wins over `--dt`)."""
     if req.analytic:
         nus = data_lib.reference_nus(req.num_samples, req.seed, (req.nu_min, req.nu_max))
-        return data_lib.AnalyticSource(nus, num_frames=req.num_frames), 1.0 / (req.num_frames - 1)
+        source = data_lib.AnalyticSource(nus, num_frames=req.num_frames)
+        return source, data_lib.resolve_dt(req.dt, source.dt, "the analytic source (t in [0, 1])", flag="--dt")[0]
     window = data_lib.span(req.temporal_length + max(req.rollout, 1), req.frame_stride)
     source = data_lib.HDF5Source(req.data, min_frames=window)
+    if source.resolution != GRID:  # as training refuses it: before the model sees it
+        raise EvaluateError(f"{source.name}: {source.resolution}x{source.resolution} grid; the model needs "
+                            f"{GRID}x{GRID}")
     dt, note = data_lib.resolve_dt(req.dt, source.dt, source.name, flag="--dt")
     if note:
         print(f"note: {note}")

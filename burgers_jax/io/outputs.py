@@ -4,9 +4,15 @@ writes goes through (convert, export, predict, train, generate, evaluate).
 - A path that exists and is not one of our own outputs is never replaced or deleted:
   a file where a directory should go, a directory holding other files (the folder of
   the input checkpoint, `--out .`) are refused with a message naming the path.
-- Our own output directories carry `metadata.json` with a `format` marker; one of them
-  is replaced only when the user passes `--overwrite`. A file output that exists is
-  likewise replaced only with `--overwrite`.
+- Our own output directories carry `metadata.json` with a `format` marker and the list
+  of the entries we wrote (`files`); one of them is replaced only when the user passes
+  `--overwrite`, and then only those entries: anything else in the folder (a user's
+  `NOTES.txt`, an exported `best_lora.pt`) is carried into the new output. A file output
+  that exists is likewise replaced only with `--overwrite`.
+- One writer per output at a time: the check before the work claims the path (a
+  sibling `.NAME.claim` holding the pid, created exclusively); a second command writing
+  the same path while the first runs is refused, naming the first one's pid. The claim
+  of a process that died is taken over; a process's claims go when it exits.
 - Every check runs before the work (a refusal after an hour of compute helps nobody),
   including whether the place is writable at all.
 - Writes go to a temporary sibling (`.NAME.tmp-PID-...`) renamed into place at the end,
@@ -16,6 +22,7 @@ writes goes through (convert, export, predict, train, generate, evaluate).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -26,6 +33,7 @@ from typing import Any, Callable
 from burgers_jax.errors import UserError
 
 FORMAT_KEY = "format"  # in metadata.json: "burgers_jax.<kind>"
+FILES_KEY = "files"  # in metadata.json: the top-level entries we wrote
 METADATA_FILE = "metadata.json"
 
 
@@ -65,9 +73,23 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     return p
 
 
-def check_dir(path: str | os.PathLike, kind: str, overwrite: bool = False) -> Path:
-    """Before any work: may an output directory of `kind` be written at `path`?"""
+def _our_entries(directory: Path) -> set[str] | None:
+    """The top-level entries an output of ours lists as written by us (None: an output of
+    an older version, which lists nothing)."""
+    try:
+        files = json.loads((directory / METADATA_FILE).read_text()).get(FILES_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return set(files) | {METADATA_FILE} if isinstance(files, list) else None
+
+
+def check_dir(path: str | os.PathLike, kind: str, overwrite: bool = False, claim: bool = True) -> Path:
+    """Before any work: may an output directory of `kind` be written at `path`? With
+    `claim`, the path is this process's until it exits or `write_dir` finishes."""
     p = Path(path).expanduser().absolute()
+    if p.is_symlink():
+        raise OutputError(f"{p}: is a symbolic link{' (dangling)' if not p.exists() else ''}; not writing "
+                          "through it (give the real directory)")
     if p.exists() and not p.is_dir():
         raise OutputError(f"{p}: exists and is a file; not replacing it (choose another output path)")
     if p.is_dir() and any(p.iterdir()):
@@ -76,7 +98,10 @@ def check_dir(path: str | os.PathLike, kind: str, overwrite: bool = False) -> Pa
                               "(choose a new or empty directory)")
         if not overwrite:
             raise OutputError(f"{p}: holds an earlier {kind.replace('_', ' ')}; pass --overwrite to replace it")
-    return check_writable(p, kind.replace("_", " "))
+    p = check_writable(p, kind.replace("_", " "))
+    if claim:
+        claim_path(p)
+    return p
 
 
 def check_file(path: str | os.PathLike, overwrite: bool = False, what: str = "output file") -> Path:
@@ -86,7 +111,9 @@ def check_file(path: str | os.PathLike, overwrite: bool = False, what: str = "ou
         raise OutputError(f"{p}: is a directory; the {what} must be a file path")
     if p.exists() and not overwrite:
         raise OutputError(f"{p}: exists; pass --overwrite to replace it")
-    return check_writable(p, what)
+    p = check_writable(p, what)
+    claim_path(p)
+    return p
 
 
 def _pid_alive(pid: int) -> bool:
@@ -97,6 +124,56 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_CLAIMED: set[Path] = set()
+
+
+def _claim_file(final: Path) -> Path:
+    return final.parent / f".{final.name}.claim"
+
+
+def claim_path(final: Path) -> None:
+    """Makes `final` this process's output: refused while another live process holds it."""
+    if final in _CLAIMED or not final.parent.is_dir():
+        return  # a parent that does not exist yet: nobody else can be writing there (it is made at the write)
+    claim = _claim_file(final)
+    for _ in range(3):  # take over a dead process's claim; lose a race to a live one
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                holder = claim.read_text().strip()
+            except FileNotFoundError:
+                continue
+            if holder.isdigit() and int(holder) != os.getpid() and _pid_alive(int(holder)):
+                raise OutputError(f"{final}: is being written by another command (pid {holder}); wait for it to "
+                                  "finish or choose another output path") from None
+            claim.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        if not _CLAIMED:
+            atexit.register(release_all)
+        _CLAIMED.add(final)
+        return
+    raise OutputError(f"{final}: could not claim it ({claim} keeps changing); is another command writing it?")
+
+
+def release(final: Path) -> None:
+    if final in _CLAIMED:
+        _CLAIMED.discard(final)
+        claim = _claim_file(final)
+        try:
+            if claim.read_text().strip() == str(os.getpid()):
+                claim.unlink()
+        except OSError:
+            pass
+
+
+def release_all() -> None:
+    for final in list(_CLAIMED):
+        release(final)
 
 
 def _temp_sibling(final: Path) -> Path:
@@ -120,26 +197,52 @@ def write_dir(path: str | os.PathLike, fill: Callable[[Path], Any], kind: str, o
     `fill` must write `metadata.json` with `format_marker(kind)`. An earlier output of
     ours at `path` is replaced only with `overwrite`; anything else there is refused.
     """
-    final = check_dir(path, kind, overwrite)
+    final = check_dir(path, kind, overwrite, claim=False)
     final.parent.mkdir(parents=True, exist_ok=True)
+    claim_path(final)
     clean_leftovers(final)
     tmp = _temp_sibling(final)
     tmp.mkdir()  # default permissions (umask), not mkdtemp's 0700
+    carried: list[str] = []  # the user's entries, moved from the old output into the new one
     try:
         fill(tmp)
-        if final.is_dir() and any(final.iterdir()):  # ours (checked above): move it aside, then drop it
+        _list_our_entries(tmp)
+        if final.is_dir() and any(final.iterdir()):  # ours (checked above): replace only what we wrote
+            ours = _our_entries(final)
+            new_names = {e.name for e in tmp.iterdir()}
+            foreign = sorted(e.name for e in final.iterdir() if e.name not in (ours if ours is not None else new_names))
+            clash = [n for n in foreign if n in new_names]
+            if clash:
+                raise OutputError(f"{final}: holds {', '.join(clash)}, which this tool did not write there but the "
+                                  "new output would replace; move it out of the folder and run again")
+            for name in foreign:
+                os.rename(final / name, tmp / name)
+                carried.append(name)
             old = _temp_sibling(final)
             os.rename(final, old)
             os.rename(tmp, final)
+            carried = []
             shutil.rmtree(old)
         else:
             if final.is_dir():
                 final.rmdir()  # empty
             os.rename(tmp, final)
     except BaseException:
+        for name in carried:  # put the user's entries back before the temporary output goes
+            os.rename(tmp / name, final / name)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        release(final)
     return final
+
+
+def _list_our_entries(directory: Path) -> None:
+    """Adds the list of the entries `fill` wrote to the output's metadata.json."""
+    meta = directory / METADATA_FILE
+    data = json.loads(meta.read_text())
+    data[FILES_KEY] = sorted(e.name for e in directory.iterdir())
+    meta.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def write_file(path: str | os.PathLike, write: Callable[[Path], Any], overwrite: bool = False,
@@ -147,13 +250,19 @@ def write_file(path: str | os.PathLike, write: Callable[[Path], Any], overwrite:
     """Calls `write(tmp_path)` and renames the result to exactly `path`."""
     final = check_file(path, overwrite, what)
     final.parent.mkdir(parents=True, exist_ok=True)
+    claim_path(final)
     clean_leftovers(final)
     tmp = _temp_sibling(final)
     try:
         write(tmp)
+        if not overwrite and os.path.lexists(final):  # appeared while we worked: keep it
+            raise OutputError(f"{final}: was written by something else while this command ran; not replacing it "
+                              "(pass --overwrite to replace it)")
         os.replace(tmp, final)
     except BaseException:
         if tmp.exists():
             tmp.unlink()
         raise
+    finally:
+        release(final)
     return final

@@ -23,6 +23,9 @@ class ConfigError(UserError):
     """A model config that is incomplete or disagrees with the weights."""
 
 
+GRID = 128  # the model's input grid (n x n cells): its token count and positions assume it
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """Which dtype each part of the model computes in: the one home of the precision names.
@@ -162,7 +165,7 @@ class ModelConfig:
 
     @property
     def tokens_per_frame(self) -> int:
-        return 256  # 128x128 input, three stride-2 convs -> 16x16 tokens per frame
+        return (GRID // 8) ** 2  # three stride-2 convs: 16x16 tokens per 128x128 frame
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], lora: Mapping[str, Any] | None = None) -> "ModelConfig":

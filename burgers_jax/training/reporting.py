@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from burgers_jax.errors import UserError
 
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"
 
@@ -87,17 +90,44 @@ class MetricsWriter:
             self._wandb.finish()
 
 
+class ReportingError(UserError):
+    """A logging backend that cannot start as configured."""
+
+
+WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_wandb_id(save_dir: Path) -> str | None:
+    """The run's saved wandb id (None: none yet); checked before any work, because wandb
+    refuses a bad one only after starting its service."""
+    id_file = Path(save_dir) / WANDB_RUN_ID_FILE
+    if not id_file.is_file():
+        return None
+    run_id = id_file.read_text().strip()
+    if not WANDB_ID.fullmatch(run_id):
+        raise ReportingError(f"{id_file}: {run_id!r} is not a Weights & Biases run id (letters, digits, '-' and "
+                             "'_', at most 64); fix the file, or delete it to start a new wandb run")
+    return run_id
+
+
 def _start_wandb(save_dir: Path, settings: Mapping[str, Any], config: Mapping[str, Any] | None):
     try:
         import wandb
     except ImportError:
-        raise RuntimeError("logging.wandb=True needs the wandb package (pip install wandb)") from None
+        raise ReportingError("logging.wandb=True needs the wandb package (pip install wandb)") from None
     id_file = save_dir / WANDB_RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+    run_id = check_wandb_id(save_dir) or uuid.uuid4().hex[:12]
+    try:
+        run = wandb.init(project=settings.get("project") or None, entity=settings.get("entity") or None,
+                         mode=settings.get("mode", "online"), dir=str(save_dir), config=dict(config or {}),
+                         id=run_id, resume="allow")
+    except Exception as e:  # noqa: BLE001 - wandb raises its own kinds (UsageError, CommError, ...)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReportingError(f"Weights & Biases refused the run (id {run_id} from {id_file}): {reason}. "
+                             "--config.logging.wandb_mode=offline logs without the service; "
+                             "--config.logging.wandb=False turns it off") from None
     id_file.write_text(run_id + "\n")
-    return wandb.init(project=settings.get("project") or None, entity=settings.get("entity") or None,
-                      mode=settings.get("mode", "online"), dir=str(save_dir), config=dict(config or {}),
-                      id=run_id, resume="allow")
+    return run
 
 
 def truncate_metrics(path: Path, last_step: int) -> int:

@@ -7,9 +7,16 @@ resumed run is the same run.
 - A directory that holds files but no run is never written into; one that holds a run
   is refused unless `training.resume`.
 - A resumed run is the saved run: `config.json` is compared with the new config before
-  anything is written. Fields that change the run (LoRA rank or targets, optimizer,
-  data, model, physics) may differ only with `training.allow_config_change=True`;
-  extending `training.max_steps` and the logging or device settings may always.
+  anything is written. Fields that change the run (LoRA alpha, optimizer, data, model,
+  physics) may differ only with `training.allow_config_change=True`; fields that change
+  the shapes of the saved state (LoRA rank and targets, the trainable set) never;
+  extending `training.max_steps` and the logging or device settings may always. A longer
+  run keeps its learning-rate schedule (the extra steps run at `min_lr`) unless
+  `training.schedule_steps` asks for a new one.
+- A run directory that holds metrics but no checkpoint (deleted `checkpoints/`), or
+  checkpoints without a readable `config.json`, is not resumed by accident: the first
+  is refused (it would mix two runs in one log), the second needs
+  `training.allow_config_change=True` (the given config then becomes the run's).
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ RUN_FILES = (CONFIG_FILE, "checkpoints", "metrics.jsonl")
 RESUMABLE_CHANGES = (
     "training.resume", "training.max_steps", "training.allow_config_change", "training.num_devices",
     "training.distributed", "training.max_consecutive_nonfinite", "training.eval_every_steps",
-    "dataloader.prefetch", "logging.",
+    "dataloader.prefetch", "logging.", "training.schedule_steps",
 )
+# Fields that change the shapes of the saved state: a resume cannot restore it under them.
+SHAPE_FIELDS = ("model.lora.r", "model.lora.target_modules", "model.trainable")
 
 
 class RunDirError(UserError):
@@ -130,12 +139,69 @@ class RunDir:
             raise RunDirError(f"logging.save_dir={self.path} already holds a run; pass "
                               "--config.training.resume=True to continue it or choose another save_dir")
 
+    def has_checkpoint(self) -> bool:
+        ckpts = self.path / "checkpoints"
+        return ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+
+    def has_logged_steps(self) -> bool:
+        metrics = self.path / "metrics.jsonl"
+        return metrics.is_file() and metrics.stat().st_size > 0
+
+    def prepare_resume(self, cfg) -> tuple[Any, list[str]]:
+        """Before the trainer is built: may this directory be resumed under `cfg`?
+        -> (the config to run, notes). Keeps the saved schedule length when max_steps grows."""
+        if not self.holds_run():
+            return cfg, []
+        if self.has_logged_steps() and not self.has_checkpoint():
+            raise RunDirError(f"cannot resume {self.path}: it holds metrics.jsonl but no checkpoint (was "
+                              f"{self.path / 'checkpoints'} deleted?); starting again from step 0 would mix two runs "
+                              "in one log. Choose a new save_dir for a fresh run")
+        config_file = self.path / CONFIG_FILE
+        try:
+            saved = self.saved_config()
+        except RunDirError as e:
+            saved, why = None, f"its {CONFIG_FILE} is torn or not JSON ({e})"
+        else:
+            why = f"it has no {CONFIG_FILE}"
+        if saved is None:
+            if not cfg.training.allow_config_change:
+                raise RunDirError(f"cannot resume {self.path}: {why}, so nothing says which config the run had. "
+                                  f"Restore {config_file}, or resume under the config you give (same LoRA rank, "
+                                  "targets and trainable set) with --config.training.allow_config_change=True")
+            return cfg, [f"{why}: resuming under the given config, which is written as the run's {CONFIG_FILE}"]
+        notes = []
+        saved_training = saved.get("training", {})
+        saved_length = saved_training.get("schedule_steps") or saved_training.get("max_steps")
+        if cfg.training.max_steps != saved_training.get("max_steps") and cfg.training.schedule_steps is None \
+                and saved_length is not None:
+            cfg = ml_collections.ConfigDict(cfg.to_dict())
+            cfg.training.schedule_steps = int(saved_length)
+            notes.append(f"training.max_steps {saved_training.get('max_steps')} -> {cfg.training.max_steps}: the "
+                         f"learning-rate schedule keeps its length ({saved_length} steps), so steps after "
+                         f"{saved_length} run at min_lr={cfg.training.min_lr:g}; for a new cosine over the longer run "
+                         f"pass --config.training.schedule_steps={cfg.training.max_steps} (a warm restart: the rate "
+                         "jumps back up)")
+        elif cfg.training.schedule_steps is not None and cfg.training.schedule_steps != saved_length:
+            notes.append(f"training.schedule_steps {saved_length} -> {cfg.training.schedule_steps}: a new schedule "
+                         "for the resumed run (a warm restart: the learning rate jumps to the new schedule's value)")
+        return cfg, notes
+
     def check_resume(self, cfg) -> list[str]:
         """Before anything is written: is `cfg` the saved run? -> notes on allowed changes."""
-        saved = self.saved_config() if self.holds_run() else None
+        try:
+            saved = self.saved_config() if self.holds_run() else None
+        except RunDirError:
+            saved = None  # torn: prepare_resume has allowed it (allow_config_change) or refused
         if saved is None:
             return []
         changes = config_changes(saved, config_dict(cfg))
+        shapes = {k: v for k, v in changes.items() if k in SHAPE_FIELDS}
+        if shapes:
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in shapes.items())
+            raise RunDirError(f"cannot resume {self.path}: the config changes the shapes of the saved state ({listed}); "
+                              "no resume can restore it under them, even with allow_config_change. Start a new run "
+                              "(another save_dir; --config.model.lora.init_path can start it from these adapters if "
+                              "the rank is the same)")
         forbidden = forbidden_changes(changes)
         if forbidden and not cfg.training.allow_config_change:
             listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in forbidden.items())

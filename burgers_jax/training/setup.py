@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 from pathlib import Path
 
 from burgers_jax.data import sources as data_lib
@@ -17,7 +18,7 @@ from burgers_jax.errors import UserError
 from burgers_jax.io import checkpoint as ckpt_io
 from burgers_jax.model import lora as lora_lib
 from burgers_jax.model import param_tree
-from burgers_jax.model.config import ConfigError, LoraConfig, Policy
+from burgers_jax.model.config import GRID, ConfigError, LoraConfig, Policy
 from burgers_jax.training import steps
 from burgers_jax.training.rundir import RunDir, merge_saved
 
@@ -43,6 +44,10 @@ def _optimizer_problems(training, log_interval) -> list[str]:
         problems.append(f"training.grad_clip={t.grad_clip} must be > 0")
     if not t.weight_decay >= 0:
         problems.append(f"training.weight_decay={t.weight_decay} must be >= 0")
+    sched = getattr(t, "schedule_steps", None)
+    if sched is not None and not sched > t.warmup_steps:
+        problems.append(f"training.schedule_steps={sched} must exceed training.warmup_steps={t.warmup_steps} "
+                        "(or None: max_steps)")
     if t.warmup_steps < 0 or t.max_steps <= t.warmup_steps:
         problems.append(f"training.max_steps={t.max_steps} must exceed training.warmup_steps={t.warmup_steps} >= 0")
     for name, value in (("training.eval_every_steps", t.eval_every_steps), ("logging.log_interval", log_interval)):
@@ -53,9 +58,29 @@ def _optimizer_problems(training, log_interval) -> list[str]:
     return problems
 
 
+def _nonfinite_fields(cfg) -> list[str]:
+    """Every float field that is NaN or infinite: a NaN weight or rate passes every `<`
+    test below (all comparisons with NaN are false), and a NaN loss skips every update."""
+    return [f"{path}={value} must be a finite number" for path, value in flat_leaves(cfg)
+            if isinstance(value, float) and not math.isfinite(value)]
+
+
+def flat_leaves(cfg, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for key, value in cfg.items():
+        if hasattr(value, "items"):
+            out += flat_leaves(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
 def check_config(cfg, num_devices: int) -> None:
     """Raises TrainConfigError listing every problem of `cfg`, each naming its field."""
     dc, lc = cfg.dataset, cfg.model.lora
+    nonfinite = _nonfinite_fields(cfg)
+    if nonfinite:  # the checks below compare numbers; report these alone
+        raise TrainConfigError("bad configuration:\n  " + "\n  ".join(nonfinite))
     problems = _optimizer_problems(cfg.training, cfg.logging.log_interval)
     try:
         Policy.named(cfg.model.precision)
@@ -117,8 +142,8 @@ def build_data(cfg):
         source = data_lib.AnalyticSource.reference(
             num_samples=dc.num_samples, seed=dc.seed, nu_range=(dc.nu_min, dc.nu_max),
             num_frames=dc.num_frames, resolution=dc.resolution)
-    if source.resolution != 128:
-        raise TrainConfigError(f"dataset resolution {source.resolution}: the model needs 128x128")
+    if source.resolution != GRID:
+        raise TrainConfigError(f"dataset resolution {source.resolution}: the model needs {GRID}x{GRID}")
     if source.num_frames < data_lib.span(window, stride):
         raise TrainConfigError(f"dataset.temporal_length={dc.temporal_length} with frame_stride={stride} needs "
                                f"{data_lib.span(window, stride)} frames; {source.name} has {source.num_frames}")
@@ -186,11 +211,8 @@ def _check_architecture(expected_json: str, model_cfg, pretrained_path: str) -> 
 # ----------------------------------------------------------------------------- command line
 
 
-def leaf_paths(cfg, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in cfg.items():
-        out += leaf_paths(v, f"{prefix}{k}.") if hasattr(v, "items") else [f"{prefix}{k}"]
-    return out
+def leaf_paths(cfg) -> list[str]:
+    return [path for path, _ in flat_leaves(cfg)]
 
 
 def unknown_override(argv: list[str], cfg) -> str | None:
@@ -246,7 +268,10 @@ def parse_command_line(argv: list[str]):
     overrides = config_flags.get_override_values(fv["config"])
     workdir = fv.workdir or cfg.logging.save_dir
     if cfg.training.resume:
-        saved = RunDir(workdir).saved_config()
+        try:
+            saved = RunDir(workdir).saved_config()
+        except UserError:
+            saved = None  # torn: the run's start refuses it or, with allow_config_change, runs the given config
         if saved is not None:
             cfg = merge_saved(cfg, saved, overrides)
             cfg.logging.save_dir = str(workdir)

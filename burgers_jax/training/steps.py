@@ -57,12 +57,18 @@ class TrainState:
     nonfinite_total: jax.Array
 
 
+def schedule_length(training) -> int:
+    """The step at which the cosine reaches `min_lr`: `schedule_steps`, else `max_steps`."""
+    return getattr(training, "schedule_steps", None) or training.max_steps
+
+
 def lr_schedule(training) -> optax.Schedule:
-    """Linear warmup from 0 over `warmup_steps`, then cosine to `min_lr` at `max_steps`
-    (the PyTorch recipe's LambdaLR: step 0 runs at lr 0). `training`: the config section."""
+    """Linear warmup from 0 over `warmup_steps`, then cosine to `min_lr` at
+    `schedule_length` (max_steps unless a resumed run kept its shorter schedule), then
+    `min_lr` (the PyTorch recipe's LambdaLR: step 0 runs at lr 0). `training`: the config section."""
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=training.learning_rate, warmup_steps=training.warmup_steps,
-        decay_steps=training.max_steps, end_value=training.min_lr)
+        decay_steps=schedule_length(training), end_value=training.min_lr)
 
 
 def make_optimizer(training, mask) -> optax.GradientTransformation:

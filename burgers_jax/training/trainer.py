@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -75,8 +76,12 @@ class Trainer:
 
     def __init__(self, cfg):
         devices = jax.devices()
-        if cfg.training.num_devices:
-            devices = devices[: cfg.training.num_devices]
+        wanted = cfg.training.num_devices
+        if not isinstance(wanted, int) or not 0 <= wanted <= len(devices):
+            raise TrainConfigError(f"training.num_devices={wanted!r} must be an integer in [0, {len(devices)}] "
+                                   f"(0: all {len(devices)} devices this process sees)")
+        if wanted:
+            devices = devices[:wanted]
         check_config(cfg, len(devices))
         self.mesh = Mesh(np.asarray(devices), ("data",))
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -256,6 +261,29 @@ class SigintStop:
             self._previous = None
 
 
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def initialize_distributed() -> None:
+    """`jax.distributed.initialize()`, from a cluster JAX detects (SLURM, Open MPI, TPU
+    pods, ...) or from the three DISTRIBUTED_ENV variables set on every host."""
+    env = {k: os.environ[k] for k in DISTRIBUTED_ENV if os.environ.get(k)}
+    kwargs = {}
+    try:
+        if "JAX_NUM_PROCESSES" in env:
+            kwargs["num_processes"] = int(env["JAX_NUM_PROCESSES"])
+        if "JAX_PROCESS_ID" in env:
+            kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainConfigError(
+            f"training.distributed=True: jax.distributed.initialize() failed ({reason}). Outside a cluster JAX "
+            "detects (SLURM, Open MPI, TPU pods), set on every host JAX_COORDINATOR_ADDRESS=host:port (process "
+            "0's address), JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=0..N-1; set now: "
+            + (", ".join(f"{k}={v}" for k, v in env.items()) or "none")) from None
+
+
 def start_run(cfg, workdir) -> tuple[Trainer, RunDir, bool]:
     """Everything before the first step: distributed init, the run directory's checks
     (before any work, and before anything is written), the trainer, the lock.
@@ -264,12 +292,17 @@ def start_run(cfg, workdir) -> tuple[Trainer, RunDir, bool]:
     if cfg.training.distributed:
         # CPU hosts need a collectives library (GPUs and TPUs bring their own): gloo.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize()
+        initialize_distributed()
     primary = jax.process_index() == 0
     run_dir = RunDir(workdir)
     run_dir.check_location(cfg.training.resume)
+    if cfg.logging.wandb:
+        reporting.check_wandb_id(run_dir.path)
+    notes: list[str] = []
+    if cfg.training.resume:
+        cfg, notes = run_dir.prepare_resume(cfg)
     trainer = Trainer(cfg)
-    notes = run_dir.check_resume(trainer.cfg) if cfg.training.resume else []
+    notes += run_dir.check_resume(trainer.cfg) if cfg.training.resume else []
     if trainer.dt_note:
         notes.append(trainer.dt_note)
     if primary:
@@ -311,11 +344,11 @@ def train_and_evaluate(cfg, workdir) -> dict:
     manager = writer = prefetch = None
     sigint = SigintStop().install()
     try:
-        if primary:
-            (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-            (workdir / "model_config.json").write_text(json.dumps(trainer.model_cfg.to_dict(), indent=2))
         manager = ckpt_io.state_manager(workdir / "checkpoints")
         state, best_val, resumed = restore_or_init(trainer, manager, workdir, training.resume, primary)
+        if primary:  # after the restore: a run whose state cannot be restored keeps its config
+            (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+            (workdir / "model_config.json").write_text(json.dumps(trainer.model_cfg.to_dict(), indent=2))
         n_trainable = param_tree.count(state.trainable)
         print(f"trainable parameters ({trainer.trainable_set}): {n_trainable:,}; "
               f"frozen: {param_tree.count(trainer.frozen):,}; "
