@@ -19,7 +19,6 @@ from burgers_jax.training.setup import parse_command_line
 from burgers_jax.training.trainer import Trainer, TrainingInterrupted, train_and_evaluate  # noqa: F401  (Trainer: the contract benchmarks use)
 
 PROG = "burgers-train"
-EXIT_INTERRUPTED = cli.EXIT_INTERRUPTED
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull")
 SUMMARY_KEYS = ("save_dir", "steps", "best_val", "selected_by", "metrics", "plots", "best_adapters",
                 "wall_s")
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
             summary = train_and_evaluate(cfg, workdir)
         except TrainingInterrupted as e:
             print(f"interrupted: {e}. Resume with:\n  {_resume_hint(argv, workdir)}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return 128 + int(e.signum)  # the shell's status for the signal: 130 (Ctrl-C), 143 (SIGTERM)
         print(json.dumps({k: summary[k] for k in SUMMARY_KEYS if k in summary}, indent=2, default=float))
         return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -419,7 +420,9 @@ def test_resume_alone_torn_metrics_and_corrupt_checkpoint(finished_run, tmp_path
     assert steps == [1, 2, 3, 4, 5, 6], steps
 
 
-def test_sigint_saves_and_exits_130(tiny_converted, tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_save_and_exit_with_the_signal_status(tiny_converted, tmp_path, signum, status):
+    """Ctrl-C, and SIGTERM (what a cluster's time limit or a preemption sends)."""
     save_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, *_smoke_cli(tiny_converted, save_dir, "--config.training.max_steps=400",
                                                          "--config.training.eval_every_steps=200")],
@@ -429,9 +432,9 @@ def test_sigint_saves_and_exits_130(tiny_converted, tmp_path):
         if (save_dir / "metrics.jsonl").exists() and any("train/loss" in r for r in metrics_rows(save_dir)):
             break
         time.sleep(0.1)
-    proc.send_signal(subprocess.signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == status, err[-3000:]
     assert "Traceback" not in err and "Resume with:" in err and "--config.training.resume=True" in err, err
     saved = sorted(int(p.name) for p in (save_dir / "checkpoints").iterdir() if p.name.isdigit())
     assert saved and 0 < saved[-1] < 400

@@ -45,7 +45,11 @@ STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C: the run stopped at a step boundary after saving a checkpoint."""
+    """Ctrl-C or SIGTERM: the run stopped at a step boundary after saving a checkpoint."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 def global_array(tree, sharding):
@@ -234,31 +238,45 @@ def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float,
     return val, best_val, improved
 
 
-class SigintStop:
-    """While installed, the first Ctrl-C only sets `requested`, so the loop stops at the
-    next step boundary with its state intact; a second one interrupts at once."""
+class StopSignals:
+    """While installed, the first Ctrl-C (SIGINT) or SIGTERM (a cluster's time limit or a
+    preemption) only sets `requested`, so the loop stops at the next step boundary with
+    its state saved; a second one acts at once (the default action)."""
+
+    SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM (a time limit or preemption?)"}
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.requested: int | None = None  # the signal that asked to stop
+        self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        self.requested = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        print(f"\n{self.SIGNALS[signum]}: stopping after this step and saving a checkpoint "
+              "(send it again to abort)", file=sys.stderr, flush=True)
 
-    def install(self) -> "SigintStop":
+    def install(self) -> "StopSignals":
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handler)
         except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+            self._previous = {}
         return self
 
+    def agreed(self) -> int | None:
+        """The stop request, the same on every process: a multi-host run's hosts get the
+        signal at different steps, and must all stop (and checkpoint) at the same one."""
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.int32(self.requested or 0))
+        return int(np.max(flags)) or None
+
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
@@ -342,7 +360,7 @@ def train_and_evaluate(cfg, workdir) -> dict:
     trainer, run_dir, primary = start_run(cfg, workdir)
     cfg, training, workdir = trainer.cfg, trainer.cfg.training, run_dir.path
     manager = writer = prefetch = None
-    sigint = SigintStop().install()
+    stop = StopSignals().install()
     try:
         manager = ckpt_io.state_manager(workdir / "checkpoints")
         state, best_val, resumed = restore_or_init(trainer, manager, workdir, training.resume, primary)
@@ -376,14 +394,16 @@ def train_and_evaluate(cfg, workdir) -> dict:
                 last_val, best_val, improved = evaluate_and_checkpoint(
                     trainer, state, step, best_val, workdir, manager, writer, primary)
                 bar.write(f"step {step}: " + _fmt(last_val) + ("  (best, adapters saved)" if improved else ""))
-            elif sigint.requested:
+            requested = stop.agreed()
+            if requested and not every(step, training.eval_every_steps, training.max_steps):
                 ckpt_io.save_state(manager, step, state, best_val)
-            if sigint.requested:
-                raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {manager.directory}")
+            if requested:
+                raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {manager.directory}",
+                                          requested)
         bar.close()
         writer.hparams(_scalars(config_dict(cfg)), {"best_val": best_val})
     finally:
-        sigint.restore()
+        stop.restore()
         for closable in (prefetch, writer, manager):
             if closable is not None:
                 closable.close()
