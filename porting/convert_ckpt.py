@@ -50,6 +50,7 @@ from burgers_jax.io.checkpoint import (
     save_adapters,
     save_converted,
 )
+from burgers_jax.io.disk import DiskFullError
 from burgers_jax.model.config import LoraConfig, ModelConfig
 from burgers_jax.model.param_tree import flatten
 from porting.architecture import cross_check
@@ -307,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             convert(args.checkpoint, args.out, config_file=args.config, lora_for=args.lora_for, verify=args.verify,
                     verify_frames=args.verify_frames, verify_batch=args.verify_batch, overwrite=args.overwrite)
+        except DiskFullError:
+            raise  # names the output, not the checkpoint
         except UserError as e:
             raise type(e)(_clipped(e, args.checkpoint)) from None
         return 0

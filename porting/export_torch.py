@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,7 +41,7 @@ from absl import logging as absl_logging
 
 from burgers_jax import cli
 from burgers_jax.errors import UserError
-from burgers_jax.io import outputs
+from burgers_jax.io import disk, outputs
 from burgers_jax.io.checkpoint import load_metadata, load_model, load_source_config
 from burgers_jax.model.config import ModelConfig
 from burgers_jax.model.lora import merge_lora
@@ -82,6 +83,32 @@ def torch_config_dict(config: ModelConfig, source_config: Mapping[str, Any] | No
     return out
 
 
+def _save_pt(obj: Any, out: Path, overwrite: bool, what: str) -> None:
+    """torch.save into a Python file object: its write errors keep their errno (a path
+    goes through torch's C++ writer, which turns a full disk into "unexpected pos ...")."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    with disk.named_when_full(out, disk.tree_bytes(_state_dict(obj))):
+        outputs.write_file(out, write, overwrite, what)
+
+
+def _state_dict(ckpt: Mapping[str, Any]) -> Mapping[str, Any]:
+    return ckpt.get("model_state_dict") or ckpt.get("lora_state_dict") or {}
+
+
+def _refuse_symlink(out: Path) -> None:
+    """A PEFT directory is renamed into place: through a symbolic link that would fail
+    after the work (NotADirectoryError) or replace the link, not its target."""
+    if out.is_symlink():
+        target = os.readlink(out)
+        state = "which does not exist" if not out.exists() else "a directory" if out.is_dir() else "a file"
+        raise ExportError(f"{out}: is a symbolic link (to {target}, {state}); the PEFT directory is written at a "
+                          "real path: give the link's target or a new path as --out")
+
+
 def _bookkeeping(meta: Mapping[str, Any]) -> tuple[int, dict]:
     """(global_step, metrics) from adapter or converted-model metadata."""
     step = meta.get("global_step", meta.get("step", 0))
@@ -107,7 +134,7 @@ def export_lora(params: Mapping[str, Any], config: ModelConfig, out: Path, metad
         "metrics": metrics,
         "config": torch_config_dict(config, source_config, with_lora=True),
     }
-    outputs.write_file(out, lambda tmp: torch.save(ckpt, tmp), overwrite, "best_lora.pt")
+    _save_pt(ckpt, out, overwrite, "best_lora.pt")
     return {"tensors": len(sd), "parameters": int(sum(t.numel() for t in sd.values()))}
 
 
@@ -138,7 +165,7 @@ def export_merged(params: Mapping[str, Any], config: ModelConfig, out: Path, met
         "metrics": metrics,
         "config": torch_config_dict(base_config, source_config, with_lora=False),
     }
-    outputs.write_file(out, lambda tmp: torch.save(ckpt, tmp), overwrite, "best.pt")
+    _save_pt(ckpt, out, overwrite, "best.pt")
     return {"tensors": len(sd), "parameters": int(sum(t.numel() for t in sd.values())),
             "dtypes": sorted({str(t.dtype).replace("torch.", "") for t in sd.values()})}
 
@@ -164,7 +191,8 @@ def export_peft(params: Mapping[str, Any], config: ModelConfig, out: Path, metad
         (tmp / outputs.METADATA_FILE).write_text(json.dumps(
             {"global_step": step, "metrics": metrics, **outputs.format_marker("peft_adapters")}, indent=2) + "\n")
 
-    outputs.write_dir(out, fill, "peft_adapters", overwrite)
+    with disk.named_when_full(out, disk.tree_bytes(sd)):
+        outputs.write_dir(out, fill, "peft_adapters", overwrite)
     return {"tensors": len(sd), "parameters": int(sum(t.numel() for t in sd.values()))}
 
 
@@ -185,6 +213,7 @@ def export(checkpoint: Path, out: Path, *, lora: Path | None = None, kind: str =
     if kind not in EXPORT_KINDS:
         raise ExportError(f"export kind {kind!r}: one of {', '.join(EXPORT_KINDS)}")
     if kind == "peft":
+        _refuse_symlink(Path(out))
         outputs.check_dir(out, "peft_adapters", overwrite)
     else:
         outputs.check_file(out, overwrite)

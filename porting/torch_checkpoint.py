@@ -14,6 +14,7 @@ import json
 import mmap
 import os
 import pickle
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,10 +33,55 @@ class ConvertError(UserError):
     """A user-facing conversion failure; the CLIs print it as one line, no traceback."""
 
 
+NOT_WEIGHTS_ONLY = ("not a weights-only PyTorch checkpoint (it needs pickle to load, which this tool never "
+                    "does for safety)")
+# torch's refusal of a file ends in advice to load it unsafely ("Re-running `torch.load`
+# with `weights_only` set to `False` will likely succeed", add_safe_globals): never shown.
+_PICKLE_ADVICE = ("weights only", "weights_only", "safe_globals", "trusted source", "arbitrary code")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GLOBAL = re.compile(r"GLOBAL (\S+)")
+
+
+def _message(e: BaseException, path: Path) -> str:
+    """torch's message without terminal escapes and without the path (whose name must not
+    decide what the file is: a folder called `weights_only/`)."""
+    return _ANSI.sub("", str(e)).replace(str(path), "PATH").strip()
+
+
+def _refused_for_pickle(e: BaseException, path: Path) -> bool:
+    text = _message(e, path)
+    return "WeightsUnpickler error:" in text or any(w in text.lower() for w in _PICKLE_ADVICE)
+
+
+def _load_error(path: Path, e: BaseException) -> ConvertError:
+    """One line for a file that torch.load(weights_only=True) refused, without torch's advice.
+
+    A pickled object (a custom class or function: "Unsupported global") is
+    `NOT_WEIGHTS_ONLY`; a pickle that no torch.save wrote (an .npy, a plain pickle:
+    "Unsupported operand") is "not a PyTorch checkpoint"."""
+    text = _message(e, path)
+    if "WeightsUnpickler error:" in text:
+        detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                       if line.strip()), "")
+        if "global" in detail.lower():
+            name = _GLOBAL.search(detail)
+            return ConvertError(f"{path}: {NOT_WEIGHTS_ONLY}" + (f"; it refers to {name.group(1)}" if name else ""))
+        if detail and not any(w in detail.lower() for w in _PICKLE_ADVICE):
+            return ConvertError(f"{path}: not a PyTorch checkpoint (not a file torch.save wrote: {detail[:200]})")
+    if any(w in text.lower() for w in _PICKLE_ADVICE):
+        return ConvertError(f"{path}: {NOT_WEIGHTS_ONLY}")
+    reason = text.splitlines()[0] if text else ""
+    reason = f"{type(e).__name__}: {reason}" if reason else type(e).__name__
+    return ConvertError(f"{path}: not a PyTorch checkpoint ({reason[:200]})")
+
+
 def load_torch_file(path: str | os.PathLike) -> tuple[Any, bool]:
     """`torch.load(weights_only=True)`, memory-mapped when the file format allows it.
 
-    -> (object, whether its tensors are memory-mapped from the file).
+    -> (object, whether its tensors are memory-mapped from the file). A file that needs
+    pickle (a custom class, any object beyond tensors and plain containers) is a
+    ConvertError saying so (`NOT_WEIGHTS_ONLY`); torch's hint to load it unsafely is
+    never passed on.
     """
     path = Path(path)
     if not path.is_file():
@@ -45,14 +91,12 @@ def load_torch_file(path: str | os.PathLike) -> tuple[Any, bool]:
         # training checkpoint is never read at all.
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as first:
-        if "weights only" in str(first).lower() or "weights_only" in str(first):
-            raise ConvertError(f"{path}: refused by torch.load(weights_only=True): it holds objects other "
-                               "than tensors and plain containers") from None
+        if _refused_for_pickle(first, path):
+            raise _load_error(path, first) from None
         try:  # legacy (non-zip) torch files cannot be memory-mapped
             return torch.load(path, map_location="cpu", weights_only=True), False
         except Exception as e:  # noqa: BLE001 - any failure here means "not a checkpoint"
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConvertError(f"{path}: not a PyTorch checkpoint ({reason[:200]})") from None
+            raise _load_error(path, e) from None
 
 
 def _is_tensor(x: Any) -> bool:

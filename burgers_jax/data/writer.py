@@ -11,7 +11,10 @@ takes its time step from them), `num_samples` (a loader refuses a file holding f
 the seed and the nu range.
 
 The file is written under a temporary name and renamed at the end: an interrupted run
-(Ctrl-C, a killed job) leaves no file that looks complete.
+(Ctrl-C, a killed job) leaves no file that looks complete. An uncompressed file's size is
+known before the work, so one that cannot fit is refused up front; a disk that fills up
+during the write (compressed data, another writer) is one named error
+(`burgers_jax.io.disk.DiskFullError`), with the temporary file removed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from burgers_jax.data.sources import BOUNDARIES, reference_nus
 from burgers_jax.errors import UserError
-from burgers_jax.io import outputs
+from burgers_jax.io import disk, outputs
 from burgers_jax.io import progress as progress_lib
 from burgers_jax.physics.analytic import burgers_fields32, reference_times
 
@@ -59,6 +62,13 @@ def check_args(num_samples: int, num_frames: int, resolution: int, nu_min: float
         raise GenerateError("; ".join(problems))
 
 
+def dataset_bytes(num_samples: int, num_frames: int, resolution: int) -> int:
+    """The uncompressed size of the float32 datasets: the field and its four edges per
+    sample (HDF5's own bookkeeping adds a few KB)."""
+    per_frame = resolution * resolution * 2 + 4 * resolution * 2
+    return num_samples * (num_frames * per_frame + 1) * 4
+
+
 def write_dataset(path, num_samples: int = 100, num_frames: int = 1000, resolution: int = 128,
              nu_min: float = 0.1, nu_max: float = 0.15, seed: int = 42,
              chunk_frames: int | None = None, compression: str = "none",
@@ -81,11 +91,15 @@ def write_dataset(path, num_samples: int = 100, num_frames: int = 1000, resoluti
     def chunks(shape):
         return None if chunk_frames is None else (min(chunk_frames, shape[0]),) + shape[1:]
 
+    needed = dataset_bytes(num_samples, num_frames, resolution)
+    if compression == "none":
+        disk.check_space(path, needed)
     buffer = np.empty((num_frames, resolution, resolution, 2), dtype=np.float32)  # reused
     t0, cpu0 = time.perf_counter(), time.process_time()
 
     def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
+        # Through a GuardedFile: HDF5 writing a path segfaults after a full disk.
+        with disk.GuardedFile(tmp) as sink, h5py.File(sink, "w") as f:
             f.attrs.update(t0=float(times[0]), dt=frame_dt, num_samples=num_samples, seed=seed,
                            nu_min=nu_min, nu_max=nu_max, generator="burgers_jax.generate")
             for i in progress_lib.progress(range(num_samples), desc="samples", unit="sample", enabled=progress):
@@ -98,8 +112,12 @@ def write_dataset(path, num_samples: int = 100, num_frames: int = 1000, resoluti
                     arr = fields[key]
                     g.create_dataset(name, data=arr, chunks=chunks(arr.shape), **opts)
                 del fields
+                if sink.error is not None:
+                    break  # the disk is full: the file is lost, stop computing
+        sink.raise_if_full()
 
-    path = outputs.write_file(path, write, overwrite, "HDF5 data file")
+    with disk.named_when_full(path, needed):
+        path = outputs.write_file(path, write, overwrite, "HDF5 data file")
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - cpu0  # this process only: robust to a busy machine
     return {

@@ -15,12 +15,14 @@ they were saved with (bf16 for a converted `best.pt`). Adapter trees hold only t
 they adapt (`transformer/layers_0/self_attn/q_proj/lora_A`).
 
 Every write goes to a temporary sibling directory first and is renamed into place, so a
-crash never leaves a half-written checkpoint under the final name.
+crash never leaves a half-written checkpoint under the final name; a full disk is one
+named error (`burgers_jax.io.disk.DiskFullError`) and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -30,9 +32,10 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 from burgers_jax.errors import UserError
-from burgers_jax.io import outputs
+from burgers_jax.io import disk, outputs
 from burgers_jax.model.config import ConfigError, LoraConfig, ModelConfig, Policy
 from burgers_jax.model.lora import cast_params, lora_module_paths
 from burgers_jax.model.network import param_shapes
@@ -102,9 +105,65 @@ def _save_tree(path: Path, tree: Mapping[str, Any]) -> None:
     # for its background writer. Plain zarr (no OCDBT): tensorstore's OCDBT writer
     # buffers more. Measured on the full-size model (211 MB of bf16 params): save peak
     # +1.7x the tree (async, OCDBT), +1.5x (sync, OCDBT), +1.2x (sync, zarr).
+    _quiet_closed_event_loop()
+    _quiet_disk_full_thread_logs()
     ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler(use_ocdbt=False), multiprocessing_options=_THIS_PROCESS())
-    ckptr.save(path, args=ocp.args.StandardSave(_to_numpy(tree)))
-    ckptr.close()
+    try:
+        ckptr.save(path, args=ocp.args.StandardSave(_to_numpy(tree)))
+    except BaseException:
+        _wait_for_writes_to_settle(path.parent)
+        raise
+    finally:
+        ckptr.close()
+
+
+def _snapshot(directory: Path) -> set:
+    entries = set()
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            entries.add((root, name, st.st_size, st.st_mtime_ns))
+    return entries
+
+
+def _wait_for_writes_to_settle(directory: Path, quiet_s: float = 0.5, limit_s: float = 30.0) -> None:
+    """After a failed save (a full disk, Ctrl-C), orbax raises at the first failed array
+    while tensorstore's writes of the others are still in flight; they go on creating
+    directories and files, so a temporary output removed at once would reappear. Returns
+    once nothing under `directory` has changed for `quiet_s` (at most `limit_s`)."""
+    start = last = time.monotonic()
+    before = _snapshot(directory)
+    while time.monotonic() - last < quiet_s and time.monotonic() - start < limit_s:
+        time.sleep(0.02)
+        now = _snapshot(directory)
+        if now != before:
+            before, last = now, time.monotonic()
+
+
+class _DropDiskFullEchoes(logging.Filter):
+    """On a full disk, orbax logs the exception of each of its writer threads (absl:
+    "... raised an exception"), and asyncio each write's future whose error nobody read
+    ("Future exception was never retrieved"), each with a traceback, burying the one
+    line `disk.named_when_full` makes of the error the caller gets. Those records, and
+    only those whose exception is a full disk, are dropped."""
+
+    ECHOES = ("raised an exception", "exception was never retrieved")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None and isinstance(record.args, dict):
+            exc = record.args.get("exception")
+        echo = any(e in str(record.msg) for e in self.ECHOES)
+        return not (echo and exc is not None and disk.is_disk_full(exc))
+
+
+def _quiet_disk_full_thread_logs() -> None:
+    for logger in (absl_logging.get_absl_logger(), logging.getLogger("asyncio")):
+        if not any(isinstance(f, _DropDiskFullEchoes) for f in logger.filters):
+            logger.addFilter(_DropDiskFullEchoes())
 
 
 def _quiet_closed_event_loop() -> None:
@@ -183,7 +242,8 @@ def save_converted(directory: str | os.PathLike, params: Mapping[str, Any], mode
             _write_json(tmp / SOURCE_CONFIG_FILE, dict(source_config))
         _write_json(tmp / METADATA_FILE, {**dict(metadata or {}), **outputs.format_marker(CONVERTED)})
 
-    return outputs.write_dir(directory, fill, CONVERTED, overwrite)
+    with disk.named_when_full(directory, disk.tree_bytes(params)):
+        return outputs.write_dir(directory, fill, CONVERTED, overwrite)
 
 
 def check_params_fit(params: Mapping[str, Any], config: ModelConfig, source: str = "params") -> None:
@@ -287,7 +347,8 @@ def save_adapters(directory: str | os.PathLike, adapter_params: Mapping[str, Any
             _write_json(tmp / SOURCE_CONFIG_FILE, dict(source_config))
         _write_json(tmp / METADATA_FILE, {**dict(metadata or {}), **outputs.format_marker(ADAPTERS)})
 
-    return outputs.write_dir(directory, fill, ADAPTERS, overwrite)
+    with disk.named_when_full(directory, disk.tree_bytes(tree) + disk.tree_bytes(extra)):
+        return outputs.write_dir(directory, fill, ADAPTERS, overwrite)
 
 
 def load_adapters(directory: str | os.PathLike):
