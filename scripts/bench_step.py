@@ -46,6 +46,7 @@ from burgers_jax.physics import residual as physics
 from burgers_jax.training import trainer as train
 from porting import convert_ckpt
 from porting import torch_reference as R
+from porting.torch_checkpoint import load_torch_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +109,7 @@ class TorchRecipe:
     """The PyTorch original's LoRA step, as its fine-tuning script runs it."""
 
     def __init__(self, best_pt: Path, dtype: torch.dtype, batch: dict, frames: int, attn: str = "eager"):
-        ckpt = torch.load(best_pt, weights_only=True)
+        ckpt, _ = load_torch_file(best_pt)  # weights only; named errors
         model = R.build_model(ckpt["config"], attn_implementation=attn)
         model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
         dev = torch_device()

@@ -310,9 +310,6 @@ def test_array_needing_pickle_is_refused_without_unsafe_advice(tmp_path, kind):
     assert arrays.load_plain_array(tmp_path / "ok.npy").tolist() == [0.0, 1.0, 2.0]
 
 
-@pytest.mark.xfail(strict=True, reason="burgers_jax/evaluation/predict.py:load_input still calls np.load itself "
-                   "(not this change's file); it should call burgers_jax.io.arrays.load_plain_array: then drop "
-                   "this marker")
 @pytest.mark.parametrize("kind", ["object_npy", "pickle_file"])
 def test_predict_input_needing_pickle_is_refused_without_unsafe_advice(tiny_converted, tmp_path, capsys, kind):
     path = tmp_path / "x.npy"

@@ -14,7 +14,6 @@ Shape legend: B batch, T frames, H/W grid (128), C channels (6, or 2 for (u, v))
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from burgers_jax.data import sources as data_lib
 from burgers_jax.errors import UserError
-from burgers_jax.io import outputs
+from burgers_jax.io import arrays, outputs
 from burgers_jax.io.checkpoint import load_model
 from burgers_jax.io.progress import progress
 from burgers_jax.model.config import FLOAT32, ModelConfig, Policy
@@ -88,13 +87,9 @@ def predict(params: Mapping[str, Any], config: ModelConfig, x: np.ndarray, polic
 
 
 def load_input(path: Path) -> np.ndarray:
-    """A `.npy` array, memory-mapped; never unpickled."""
-    if not path.is_file():
-        raise PredictError(f"{path}: input file not found")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
-        raise PredictError(f"{path}: not a .npy array file ({type(e).__name__}: {str(e)[:120]})") from None
+    """A `.npy` array, memory-mapped; never unpickled (`io.arrays`: named errors, and no
+    advice to load a pickle unsafely)."""
+    return arrays.load_plain_array(path)
 
 
 def read_windows(path: Path, samples: list[int], start: int, frames: int) -> np.ndarray:
