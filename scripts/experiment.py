@@ -23,7 +23,9 @@ second-order time difference, at stride 10), `supervised` (the data loss
 against the true next frames, same parts, same steps: the ceiling) and
 `supervised_long` (5x the steps: a second ceiling); PLAN says which row runs at which
 stride with how many seeds. Everything a run or an evaluation
-finished is kept: a rerun with the same settings picks up where the last one stopped.
+finished is kept: a rerun with the same settings picks up where the last one stopped. A run
+in the folder of other settings (another --steps, ...) is neither reported nor resumed as
+the one asked for: the rerun is refused before any work, naming it (choose another --out).
 
 Out: results.json, results.md (the table), rollout_stride{S}.png, curves_stride{S}.png,
 runs/ and eval/.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,10 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from burgers_jax.configs import demo
+from burgers_jax.errors import UserError
 from burgers_jax.evaluation import evaluate
 from burgers_jax.io import outputs
 from burgers_jax.training import trainer
-from burgers_jax.training.rundir import config_dict
+from burgers_jax.training.rundir import RUN_FILES, config_changes, config_dict
 from porting import convert_ckpt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,11 +116,71 @@ def row_config(args, pretrained: Path, row: str, stride: int, seed: int):
     return c
 
 
-def train_row(cfg, run: Path) -> dict:
-    """Trains (or resumes, or keeps) one run; the same settings are never run twice."""
-    summary, settings = run / "summary.json", run / "experiment_settings.json"
+class ExperimentError(UserError):
+    """An experiment folder that cannot be continued as asked; raised before any training."""
+
+
+SETTINGS_FILE = "experiment_settings.json"  # a finished run's settings (the config asked for)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ExperimentError(f"{path}: cannot be read ({e}); cannot tell which settings {path.parent} "
+                              "was trained with: choose another --out (or delete that run to retrain it)") from None
+
+
+def settings_changes(cfg, run: Path) -> dict:
+    """{'section.field': (the run's value, the value asked for)} for every setting in which
+    the run directory `run` differs from `cfg`; {} for a run of the same settings or none yet.
+
+    The run's settings: experiment_settings.json (written when it finished) or, for a run cut
+    short, the config.json its training wrote when it started (that one also holds the time
+    step the trainer filled in and its resume flag, which are not settings asked for)."""
     wanted = json.loads(cfg.to_json_best_effort())
-    if summary.is_file() and settings.is_file() and json.loads(settings.read_text()) == wanted:
+    settings, started = run / SETTINGS_FILE, run / "config.json"
+    if settings.is_file():
+        changes = config_changes(_read_json(settings), wanted)
+    elif started.is_file():
+        changes = config_changes(_read_json(started), wanted)
+        if wanted.get("physics", {}).get("dt") is None:
+            changes.pop("physics.dt", None)
+    elif any((run / name).exists() for name in RUN_FILES):
+        raise ExperimentError(f"{run} holds a run without a record of its settings (no {SETTINGS_FILE} or "
+                              "config.json); not resuming it under the settings asked for: choose another "
+                              "--out (or delete that run to retrain it)")
+    else:
+        return {}
+    changes.pop("training.resume", None)  # set by train_row, not asked for
+    return changes
+
+
+def check_run(cfg, run: Path) -> None:
+    """Before any training: `run` is new, or a run of exactly these settings (kept when it
+    finished, resumed when it was cut short). A run of other settings is never reported as,
+    or resumed into, a run of these: refused naming the run and what differs."""
+    changes = settings_changes(cfg, run)
+    if not changes:
+        return
+    listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:8])
+    more = f"; and {len(changes) - 8} more" if len(changes) > 8 else ""
+    hint = "choose another --out (or delete that run to retrain it)"
+    path = changes.get("model.pretrained_path")
+    if len(changes) == 1 and path and all(isinstance(p, str) and os.path.exists(p) for p in path) and \
+            os.path.samefile(*path):
+        hint = "the same folder spelled differently: rerun with --out spelled as before"
+    raise ExperimentError(f"{run} was trained with other settings ({listed}{more}); not reusing or resuming it "
+                          f"under these: {hint}")
+
+
+def train_row(cfg, run: Path) -> dict:
+    """Trains (or resumes, or keeps) one run; the same settings are never run twice, and a
+    run of other settings is refused (check_run)."""
+    summary, settings = run / "summary.json", run / SETTINGS_FILE
+    wanted = json.loads(cfg.to_json_best_effort())
+    check_run(cfg, run)
+    if summary.is_file() and settings.is_file():
         print(f"{run.name}: trained earlier with the same settings, kept")
         return json.loads(summary.read_text())
     cfg.training.resume = (run / "checkpoints").is_dir()  # a run cut short continues exactly
@@ -125,15 +189,34 @@ def train_row(cfg, run: Path) -> dict:
     return out
 
 
+def _newest_mtime(paths) -> float:
+    """The newest modification time of any file or folder under `paths` (a folder's own
+    mtime misses a file rewritten inside it)."""
+    newest = 0.0
+    for top in paths:
+        if not os.path.exists(top):
+            continue
+        newest = max(newest, os.stat(top).st_mtime)
+        for root, dirs, files in os.walk(top):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+                except OSError:
+                    pass
+    return newest
+
+
 def run_eval(args, out: Path, lora: Path | None, stride: int, eval_set: str, precision: str) -> dict:
     req = evaluate.EvalRequest(checkpoint=args.out / "pretrained", out=out, lora=lora, analytic=True,
                                temporal_length=args.temporal_length, frame_stride=stride, rollout=ROLLOUT[(stride, eval_set)],
                                precision=precision, overwrite=True, **EVAL_SETS[eval_set][1])
     key = json.loads(json.dumps(dataclasses.asdict(req), default=str))
     done, request = out / "metrics.json", out / "request.json"
-    inputs = [lora] if lora is not None else []
+    # Reused only when it is newer than every file of what it evaluated (the adapters and
+    # the base checkpoint): a run that changed since is evaluated again.
+    inputs = [req.checkpoint] + ([lora] if lora is not None else [])
     if done.is_file() and request.is_file() and json.loads(request.read_text()) == key and \
-            all(done.stat().st_mtime > p.stat().st_mtime for p in inputs):
+            done.stat().st_mtime > _newest_mtime(inputs):
         return json.loads(done.read_text())
     result, _, _ = evaluate.run_evaluation(req, show_progress=False)
     request.write_text(json.dumps(key) + "\n")
@@ -263,8 +346,6 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / outputs.METADATA_FILE).write_text(json.dumps(outputs.format_marker("experiment")) + "\n")
     pretrained = args.out / "pretrained"
-    if not (pretrained / "params").is_dir():
-        convert_ckpt.convert(args.standin, pretrained, verify=True)
     strides = [int(s) for s in args.strides.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = args.rows.split(",")
@@ -272,6 +353,19 @@ def main(argv=None) -> int:
     if unknown:
         print(f"experiment: error: unknown rows {unknown}; known: {', '.join(ROWS)}", file=sys.stderr)
         return 2
+    # Zero-shot first, then the PLAN seed by seed (every row of one seed before the next
+    # seed): the most important numbers arrive first, and a cut-short experiment leaves a
+    # balanced table.
+    plan = [(st, r, s) for s in seeds for r, st, which in PLAN
+            if r in rows and st in strides and (which == "all" or s == seeds[0])]
+    try:  # before any work: every run already in the folder is one of the settings asked for
+        for stride, row, seed in plan:
+            check_run(row_config(args, pretrained, row, stride, seed), args.out / "runs" / f"{row}_s{stride}_seed{seed}")
+    except ExperimentError as e:
+        print(f"experiment: error: {e}", file=sys.stderr)
+        return 2
+    if not (pretrained / "params").is_dir():
+        convert_ckpt.convert(args.standin, pretrained, verify=True)
     results: dict = {"config": {**vars(args), "out": str(args.out), "standin": str(args.standin)},
                      "labels": {"zero-shot": "zero-shot", **{k: v[0] for k, v in ROWS.items()}},
                      "strides": {}, "curves": {}}
@@ -280,11 +374,6 @@ def main(argv=None) -> int:
         (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         (args.out / "results.md").write_text(summarize(results))
 
-    # Zero-shot first, then the PLAN seed by seed (every row of one seed before the next
-    # seed): the most important numbers arrive first, and a cut-short experiment leaves a
-    # balanced table.
-    plan = [(st, r, s) for s in seeds for r, st, which in PLAN
-            if r in rows and st in strides and (which == "all" or s == seeds[0])]
     for stride in strides:
         per_stride = results["strides"].setdefault(str(stride), {})
         for eval_set in EVAL_SETS:

@@ -5,7 +5,7 @@ all weights trained, float32. The result is written as a PyTorch `best.pt` (the
 `best.pt` format, bf16 weights, through the project's export), so it enters the fine-tuning path
 by the same door as a user's checkpoint: `burgers-convert best.pt --verify`.
 
-    python scripts/pretrain.py --out assets/standin            # the committed stand-in
+    python scripts/pretrain.py --out /tmp/standin               # the committed stand-in (assets/standin/)
     python scripts/pretrain.py --out /tmp/p --arch tiny --steps 5   # a smoke run
 
 Objective (the foundation model's): output frame k against true frame k + 1, the
@@ -15,7 +15,11 @@ over everything; optional input noise (`--noise-level`, the model's `noise_level
 Optimizer: the fine-tuning code's (AdamW, warmup, cosine, global-norm clip) with the
 partition rule set "all". Validation: fixed windows of each family, VRMSE of the model
 and of persistence (next frame = this frame); the best model by validation loss is kept.
-Out: best.pt, curve.jsonl, curve.png, summary.json.
+Out: best.pt, curve.jsonl, curve.png, summary.json and metadata.json (the format marker),
+under the output rules of every command: checked before any work; a new or empty `--out`,
+or an earlier result of this script, replaced only with `--overwrite`; a folder holding
+files this script did not write is refused. The result appears under `--out` only when it
+is complete; the curve so far is kept in a file next to it (named at the start) until then.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +39,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from burgers_jax import cli
 from burgers_jax.data import sources as data_lib
+from burgers_jax.errors import UserError
+from burgers_jax.io import outputs
 from burgers_jax.io.progress import make_progress
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import ARCHITECTURES, Policy
@@ -43,6 +53,28 @@ from burgers_jax.training import steps
 from porting.export_torch import export_merged
 
 ACTIVE = 2  # (u, v) in channels 0, 1; the other four are zero
+OUT_KIND = "pretrain"  # the format marker of our output folder: burgers_jax.pretrain
+
+
+class PretrainError(UserError):
+    """A flag value this script cannot run with; raised before any work."""
+
+
+def check_flags(args) -> None:
+    """Every numeric flag, before any work: one line naming each bad flag. (The training
+    config's checks in burgers_jax/training/setup.py speak of config fields, not of these
+    flags, and do not cover them all: --batch, --frames, --noise-level, --seed.)"""
+    problems = []
+    at_least = {"--steps": (args.steps, 1), "--batch": (args.batch, 1), "--frames": (args.frames, 1),
+                "--warmup": (args.warmup, 0), "--eval-every": (args.eval_every, 1),
+                "--val-per-family": (args.val_per_family, 1), "--seed": (args.seed, 0)}
+    problems += [f"{flag}={value} must be >= {low}" for flag, (value, low) in at_least.items() if value < low]
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        problems.append(f"--lr={args.lr} must be a finite number > 0 (a negative rate ascends the loss)")
+    if not (math.isfinite(args.noise_level) and args.noise_level >= 0):
+        problems.append(f"--noise-level={args.noise_level} must be a finite number >= 0")
+    if problems:
+        raise PretrainError("; ".join(problems))
 
 
 def window_batch(seed: int, step: int, batch: int, frames: int) -> np.ndarray:
@@ -74,7 +106,11 @@ def normalized_mse(out, target):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return cli.run("pretrain", lambda: pretrain(argv))
+
+
+def pretrain(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="pretrain", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output folder (best.pt, curve, summary)")
     ap.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
     ap.add_argument("--steps", type=int, default=1200)
@@ -86,8 +122,10 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--val-per-family", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--overwrite", action="store_true", help="replace an earlier best.pt in --out")
+    ap.add_argument("--overwrite", action="store_true", help="replace an earlier result of this script in --out")
     args = ap.parse_args(argv)
+    check_flags(args)
+    out = outputs.check_dir(args.out, OUT_KIND, args.overwrite)  # before any work
     t_start = time.time()
 
     config = dataclasses.replace(ARCHITECTURES[args.arch], noise_level=args.noise_level)
@@ -123,56 +161,73 @@ def main(argv=None) -> int:
         per = {fam: {k: float(v) for k, v in val_metrics(p, x).items()} for fam, x in val.items()}
         return {"loss": float(np.mean([m["loss"] for m in per.values()])), "families": per}
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    curve_path = args.out / "curve.jsonl"
-    curve_path.write_text("")
-    best = {"loss": np.inf}
-    best_params = params
-    batches = data_lib.prefetch(lambda s: window_batch(args.seed, s, args.batch, T + 1), range(args.steps), depth=2)
-    bar = make_progress(args.steps, "pretrain", unit="step", every=max(1, args.eval_every // 4))
-    with open(curve_path, "a") as curve:
-        for step, x in enumerate(batches, start=1):
-            params, opt_state, loss = train_step(params, opt_state, x, step)
-            bar.update(1)
-            record = {"step": step, "train_loss": None}
-            if step % 10 == 0 or step == args.steps:
-                record["train_loss"] = float(loss)
-                bar.set_postfix(loss=f"{float(loss):.3e}")
-            if step % args.eval_every == 0 or step == args.steps:
-                v = evaluate(params)
-                record["val"] = v
-                if v["loss"] < best["loss"]:
-                    best, best_params = {"step": step, **v}, params
-                bar.write(f"step {step}: val loss {v['loss']:.4e}; " + ", ".join(
-                    f"{f} VRMSE {m['vrmse']:.3e} (persistence {m['persistence_vrmse']:.3e})"
-                    for f, m in v["families"].items()))
-            if record["train_loss"] is not None or "val" in record:
-                curve.write(json.dumps(record) + "\n")
-                curve.flush()
-    bar.close()
-    minutes = (time.time() - t_start) / 60
+    # The curve is written as it is computed into a file next to --out (not into it: an
+    # earlier result there stays whole until the new one is complete, and write_dir renames
+    # one finished folder into place). It is copied into the result at the end and then
+    # removed; after a crash it stays, named, so nothing computed is lost. A plain sibling
+    # file, not write_dir's temporary folder: that one is deleted when anything fails.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    curve_path = out.parent / f".{out.name}.curve-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
+    curve_path.touch(exist_ok=False)
+    print(f"curve so far: {curve_path} (moved into {out} at the end)", flush=True)
+    try:
+        best = {"loss": np.inf}
+        best_params = params
+        batches = data_lib.prefetch(lambda s: window_batch(args.seed, s, args.batch, T + 1), range(args.steps), depth=2)
+        bar = make_progress(args.steps, "pretrain", unit="step", every=max(1, args.eval_every // 4))
+        with open(curve_path, "a") as curve:
+            for step, x in enumerate(batches, start=1):
+                params, opt_state, loss = train_step(params, opt_state, x, step)
+                bar.update(1)
+                record = {"step": step, "train_loss": None}
+                if step % 10 == 0 or step == args.steps:
+                    record["train_loss"] = float(loss)
+                    bar.set_postfix(loss=f"{float(loss):.3e}")
+                if step % args.eval_every == 0 or step == args.steps:
+                    v = evaluate(params)
+                    record["val"] = v
+                    if v["loss"] < best["loss"]:
+                        best, best_params = {"step": step, **v}, params
+                    bar.write(f"step {step}: val loss {v['loss']:.4e}; " + ", ".join(
+                        f"{f} VRMSE {m['vrmse']:.3e} (persistence {m['persistence_vrmse']:.3e})"
+                        for f, m in v["families"].items()))
+                if record["train_loss"] is not None or "val" in record:
+                    curve.write(json.dumps(record) + "\n")
+                    curve.flush()
+        bar.close()
+        minutes = (time.time() - t_start) / 60
 
-    # The stand-in ships like the real model: bf16 weights in a PyTorch best.pt.
-    bf16 = cast_params(best_params, Policy.named("reference"))
-    source_config = {
-        "model": {**{k: v for k, v in config.to_dict().items() if k != "lora"}, "use_flash_attention": False},
-        "pretraining": {"script": "scripts/pretrain.py", "argv": sys.argv[1:] if argv is None else list(argv),
-                        "families": list(families.FAMILIES), "burgers_nu_ranges": families.BURGERS_NU_RANGES,
-                        "strides": list(families.STRIDES), "steps": args.steps, "batch": args.batch,
-                        "frames": T, "seed": args.seed},
-    }
-    val_nrmse = float(np.mean([m["nrmse"] for m in best["families"].values()]))
-    export_merged(bf16, config, args.out / "best.pt", source_config=source_config, overwrite=args.overwrite,
-                  metadata={"global_step": best["step"], "val_nrmse": val_nrmse, "best_val_nrmse": val_nrmse,
-                            "val_rmse": None})
-    summary = {"best_step": best["step"], "best_val": best, "minutes": minutes, "steps": args.steps,
-               "arch": args.arch, "params": int(sum(np.size(x) for x in jax.tree.leaves(best_params))),
-               "command": "python scripts/pretrain.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_curve(curve_path, args.out / "curve.png")
-    print(f"wrote {args.out / 'best.pt'} (best validation loss {best['loss']:.4e} at step {best['step']}, "
-          f"{minutes:.1f} min)")
-    return 0
+        # The stand-in ships like the real model: bf16 weights in a PyTorch best.pt.
+        bf16 = cast_params(best_params, Policy.named("reference"))
+        source_config = {
+            "model": {**{k: v for k, v in config.to_dict().items() if k != "lora"}, "use_flash_attention": False},
+            "pretraining": {"script": "scripts/pretrain.py", "argv": sys.argv[1:] if argv is None else list(argv),
+                            "families": list(families.FAMILIES), "burgers_nu_ranges": families.BURGERS_NU_RANGES,
+                            "strides": list(families.STRIDES), "steps": args.steps, "batch": args.batch,
+                            "frames": T, "seed": args.seed},
+        }
+        val_nrmse = float(np.mean([m["nrmse"] for m in best["families"].values()]))
+        summary = {"best_step": best["step"], "best_val": best, "minutes": minutes, "steps": args.steps,
+                   "arch": args.arch, "params": int(sum(np.size(x) for x in jax.tree.leaves(best_params))),
+                   "command": "python scripts/pretrain.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+
+        def fill(tmp: Path) -> None:
+            export_merged(bf16, config, tmp / "best.pt", source_config=source_config,
+                          metadata={"global_step": best["step"], "val_nrmse": val_nrmse, "best_val_nrmse": val_nrmse,
+                                    "val_rmse": None})
+            shutil.copyfile(curve_path, tmp / "curve.jsonl")  # a copy: if the rename fails, the curve stays
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            plot_curve(tmp / "curve.jsonl", tmp / "curve.png")
+            (tmp / outputs.METADATA_FILE).write_text(json.dumps(outputs.format_marker(OUT_KIND)) + "\n")
+
+        outputs.write_dir(out, fill, OUT_KIND, args.overwrite)
+        curve_path.unlink()
+        print(f"wrote {out / 'best.pt'} (best validation loss {best['loss']:.4e} at step {best['step']}, "
+              f"{minutes:.1f} min)")
+        return 0
+    except BaseException:
+        print(f"pretrain: the curve computed so far is kept in {curve_path}", file=sys.stderr)
+        raise
 
 
 def plot_curve(curve_path: Path, png: Path) -> None:

@@ -1,0 +1,272 @@
+"""Nothing lost, nothing silent, for the scripts: `scripts/pretrain.py` under the output
+rules of every command (checked before any work, a format marker, `--overwrite`, a
+user's folder refused) and with every numeric flag validated; `scripts/experiment.py`
+never reporting or resuming a run of other settings as the one asked for, and never
+reusing an evaluation of a run that changed since. Each case failed on the code before.
+
+Tiny settings: one real (tiny) pretraining, its second run compiled from a cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO, run_cli
+
+from burgers_jax.errors import UserError
+
+TINY = ["--arch", "tiny", "--steps", "1", "--eval-every", "1", "--val-per-family", "1", "--batch", "1",
+        "--warmup", "0"]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pretrain():
+    return _script("pretrain")
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return _script("experiment")
+
+
+def _one_error_line(err: str, prog: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    return lines[0]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _earlier_pretrain(folder: Path) -> dict[str, bytes]:
+    """An earlier result of pretrain.py (its marker, the files it writes)."""
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps({"format": "burgers_jax.pretrain"}))
+    (folder / "best.pt").write_bytes(b"the earlier best.pt")
+    (folder / "curve.jsonl").write_text('{"step": 1, "train_loss": 0.5}\n')
+    (folder / "summary.json").write_text('{"best_step": 1}\n')
+    return _snapshot(folder)
+
+
+# ----------------------------------------------------------------------------- pretrain.py
+
+
+def test_pretrain_refuses_an_earlier_result_without_overwrite_before_any_work(tmp_path):
+    """Was: curve.jsonl truncated at the start, an hour of training, then a traceback."""
+    out = tmp_path / "standin"
+    before = _earlier_pretrain(out)
+    rc, stdout, err = run_cli(["scripts/pretrain.py", "--out", str(out), *TINY], timeout=300)
+    line = _one_error_line(err, "pretrain")
+    assert rc == 2 and str(out) in line and "--overwrite" in line, (rc, err)
+    assert "step 1" not in stdout, "refused after the work"
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["standin"]  # nothing left beside it
+
+
+def test_pretrain_refuses_a_users_folder_even_with_overwrite(tmp_path, pretrain, capsys):
+    """Was: the user's summary.json overwritten, exit 0."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "summary.json").write_text("my own summary\n")
+    (out / "NOTES.txt").write_text("notes\n")
+    before = _snapshot(out)
+    rc = pretrain.main(["--out", str(out), *TINY, "--overwrite"])
+    line = _one_error_line(capsys.readouterr().err, "pretrain")
+    assert rc == 2 and str(out) in line and "did not write" in line, line
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--lr", "-0.01"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--steps", "0"), ("--eval-every", "0"),
+    ("--batch", "0"), ("--frames", "0"), ("--warmup", "-1"), ("--val-per-family", "0"), ("--seed", "-1"),
+    ("--noise-level", "nan"), ("--noise-level", "-0.1"),
+])
+def test_pretrain_validates_every_numeric_flag_before_any_work(tmp_path, pretrain, capsys, flag, value):
+    """Was: --lr -0.01 trained uphill and wrote best.pt with exit 0; --steps 0 and
+    --eval-every 0 tracebacks."""
+    out = tmp_path / "p"
+    args = ["--out", str(out), *TINY]
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    rc = pretrain.main(args)
+    line = _one_error_line(capsys.readouterr().err, "pretrain")
+    assert rc == 2 and f"{flag}=" in line, line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+CRASH_AT_THE_END = (  # pretrain.py with its last step (the plot) failing, as a full disk would
+    "import importlib.util, sys\n"
+    "spec = importlib.util.spec_from_file_location('pretrain_script', 'scripts/pretrain.py')\n"
+    "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+    "def boom(*a): raise OSError(28, 'No space left on device')\n"
+    "m.plot_curve = boom\n"
+    "sys.exit(m.main(sys.argv[1:]))\n")
+
+
+def test_pretrain_overwrite_keeps_the_earlier_result_until_the_new_one_is_complete(tmp_path):
+    """Was: curve.jsonl of the earlier result truncated at the start, so a crash (or a
+    refusal at the end) lost the earlier curve; now the earlier result stays whole until
+    the new one replaces it, and the curve computed by a crashed run is kept beside it."""
+    out = tmp_path / "standin"
+    before = _earlier_pretrain(out)
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path.parent / f"{tmp_path.name}_jax_cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    rc, stdout, err = run_cli(["-c", CRASH_AT_THE_END, "--out", str(out), *TINY, "--overwrite"], env=env)
+    assert rc != 0 and "No space left on device" in err, err[-3000:]
+    assert _snapshot(out) == before, "the earlier result was touched before the new one was complete"
+    kept = [p for p in tmp_path.iterdir() if p.name != "standin"]
+    assert len(kept) == 1 and kept[0].name.startswith(".standin.curve-") and str(kept[0]) in err, (kept, err)
+    rows = [json.loads(line) for line in kept[0].read_text().splitlines()]
+    assert rows and rows[-1]["step"] == 1 and "val" in rows[-1], "the computed curve was lost"
+
+    rc, stdout, err = run_cli(["scripts/pretrain.py", "--out", str(out), *TINY, "--overwrite"], env=env)
+    assert rc == 0, err[-3000:]
+    assert json.loads((out / "metadata.json").read_text())["format"] == "burgers_jax.pretrain"
+    assert {"best.pt", "curve.jsonl", "curve.png", "summary.json"} <= set(os.listdir(out))
+    assert (out / "best.pt").read_bytes() != before["best.pt"]
+    assert json.loads((out / "curve.jsonl").read_text().splitlines()[-1])["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["standin", kept[0].name])  # its own curve moved in
+
+
+# ----------------------------------------------------------------------------- experiment.py
+
+
+def _cfg(experiment, out: Path, steps: int, row: str = "precond", stride: int = 1, seed: int = 0):
+    args = SimpleNamespace(steps=steps, temporal_length=4, out=out)
+    return experiment.row_config(args, out / "pretrained", row, stride, seed)
+
+
+def _finished_run(run: Path, cfg) -> None:
+    """A run the experiment trained to the end: its settings, summary and checkpoints."""
+    (run / "checkpoints" / "2").mkdir(parents=True)
+    (run / "best_adapters").mkdir()
+    (run / "config.json").write_text(cfg.to_json_best_effort())
+    (run / "metrics.jsonl").write_text('{"step": 2, "val/vrmse": 0.5}\n')
+    (run / "summary.json").write_text(json.dumps({"steps": cfg.training.max_steps}))
+    (run / "experiment_settings.json").write_text(cfg.to_json_best_effort() + "\n")
+
+
+def _cut_short_run(run: Path, cfg) -> None:
+    """A run stopped before its end: the config.json its training wrote (with the time
+    step it filled in and resume=True), checkpoints, metrics, no summary."""
+    started = json.loads(cfg.to_json_best_effort())
+    started["physics"]["dt"] = 1 / 999
+    started["training"]["resume"] = True
+    (run / "checkpoints" / "1").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(started))
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+
+
+@pytest.fixture
+def fake_training(experiment, monkeypatch):
+    calls = []
+
+    def train_and_evaluate(cfg, run):
+        calls.append({"resume": bool(cfg.training.resume), "max_steps": cfg.training.max_steps})
+        return {"steps": cfg.training.max_steps}
+
+    monkeypatch.setattr(experiment.trainer, "train_and_evaluate", train_and_evaluate)
+    return calls
+
+
+def test_experiment_refuses_a_finished_run_of_other_steps_before_any_work(tmp_path, experiment, monkeypatch,
+                                                                          capsys):
+    """Was: a rerun with --steps 40 into the folder of a 2-step experiment reported (or
+    resumed) the 2-step run as the 40-step row."""
+    out = tmp_path / "exp"
+    (out / "pretrained" / "params").mkdir(parents=True)
+    (out / "metadata.json").write_text(json.dumps({"format": "burgers_jax.experiment"}))
+    run = out / "runs" / "precond_s1_seed0"
+    _finished_run(run, _cfg(experiment, out, steps=2))
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before the refusal")
+
+    for target, name in ((experiment, "run_eval"), (experiment.trainer, "train_and_evaluate"),
+                         (experiment.convert_ckpt, "convert")):
+        monkeypatch.setattr(target, name, no_work)
+    rc = experiment.main(["--out", str(out), "--rows", "precond", "--strides", "1", "--seeds", "0", "--steps", "40"])
+    line = _one_error_line(capsys.readouterr().err, "experiment")
+    assert rc == 2 and str(run) in line and "training.max_steps: 2 -> 40" in line and "--out" in line, line
+    assert json.loads((run / "summary.json").read_text()) == {"steps": 2}
+
+
+def test_experiment_does_not_resume_a_cut_short_run_under_other_settings(tmp_path, experiment, fake_training):
+    """Was: a run cut short at --steps 2 resumed silently as a 10-step run (resume=True)."""
+    run = tmp_path / "runs" / "precond_s1_seed0"
+    _cut_short_run(run, _cfg(experiment, tmp_path, steps=2))
+    with pytest.raises(UserError) as e:
+        experiment.train_row(_cfg(experiment, tmp_path, steps=10), run)
+    assert str(run) in str(e.value) and "training.max_steps: 2 -> 10" in str(e.value), e.value
+    assert fake_training == [] and not (run / "experiment_settings.json").exists()
+
+
+def test_experiment_still_resumes_or_keeps_a_run_of_the_same_settings(tmp_path, experiment, fake_training):
+    """Not a failure of the code before: the guard that the refusal above takes nothing away."""
+    cut = tmp_path / "runs" / "precond_s1_seed0"
+    _cut_short_run(cut, _cfg(experiment, tmp_path, steps=10))
+    assert experiment.train_row(_cfg(experiment, tmp_path, steps=10), cut) == {"steps": 10}
+    assert fake_training == [{"resume": True, "max_steps": 10}]
+    assert json.loads((cut / "experiment_settings.json").read_text()) == json.loads(
+        _cfg(experiment, tmp_path, steps=10).to_json_best_effort())
+    done = tmp_path / "runs" / "precond_s1_seed1"
+    _finished_run(done, _cfg(experiment, tmp_path, steps=10, seed=1))
+    assert experiment.train_row(_cfg(experiment, tmp_path, steps=10, seed=1), done) == {"steps": 10}
+    assert len(fake_training) == 1  # kept, not trained again
+
+
+def test_experiment_evaluates_again_a_run_that_changed_after_its_evaluation(tmp_path, experiment, monkeypatch):
+    """Was: an evaluation was reused while it was newer than the adapters folder's own
+    mtime, which misses a file rewritten inside it (and the base checkpoint was not looked at)."""
+    calls = []
+
+    def run_evaluation(req, show_progress=False):
+        calls.append(req.lora)
+        req.out.mkdir(parents=True, exist_ok=True)
+        (req.out / "metrics.json").write_text(json.dumps({"evaluation": len(calls)}))
+        return {"evaluation": len(calls)}, None, None
+
+    monkeypatch.setattr(experiment.evaluate, "run_evaluation", run_evaluation)
+    args = SimpleNamespace(out=tmp_path, temporal_length=4)
+    base, lora = tmp_path / "pretrained", tmp_path / "runs" / "r" / "best_adapters"
+    (base / "params").mkdir(parents=True)
+    (base / "params" / "weights").write_bytes(b"base")
+    (lora / "adapters").mkdir(parents=True)
+    (lora / "adapters" / "weights").write_bytes(b"first")
+    out = tmp_path / "eval" / "r_test"
+    assert experiment.run_eval(args, out, lora, 1, "test", "float32") == {"evaluation": 1}
+    t = (out / "metrics.json").stat().st_mtime
+    for p in (base, base / "params", base / "params" / "weights", lora, lora / "adapters",
+              lora / "adapters" / "weights"):
+        os.utime(p, (t - 100, t - 100))
+    assert experiment.run_eval(args, out, lora, 1, "test", "float32") == {"evaluation": 1}  # unchanged: reused
+    (lora / "adapters" / "weights").write_bytes(b"second")  # rewritten in place: the folder's mtime stays
+    os.utime(lora / "adapters" / "weights", (t + 100, t + 100))
+    assert experiment.run_eval(args, out, lora, 1, "test", "float32") == {"evaluation": 2}
+    t = (out / "metrics.json").stat().st_mtime
+    os.utime(lora / "adapters" / "weights", (t - 100, t - 100))
+    assert experiment.run_eval(args, out, lora, 1, "test", "float32") == {"evaluation": 2}  # reused
+    os.utime(base / "params" / "weights", (t + 100, t + 100))  # the base checkpoint changed
+    assert experiment.run_eval(args, out, lora, 1, "test", "float32") == {"evaluation": 3}
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
