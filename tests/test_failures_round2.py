@@ -301,3 +301,23 @@ def test_a_bad_wandb_run_id_is_refused_before_work(finished, tiny_converted, tmp
     with pytest.raises(reporting.ReportingError, match=r"wandb_run_id.txt: 'not/a valid id' is not a Weights"):
         trainer.train_and_evaluate(cfg, run)
     assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_a_full_disk_while_training_is_one_line_keeping_the_checkpoints(finished, tiny_converted, tmp_path,
+                                                                         monkeypatch):
+    import errno
+
+    from burgers_jax.io import checkpoint as ckpt_io
+    from burgers_jax.io import disk
+
+    run = _copy(finished, tmp_path)
+    saved = sorted(p.name for p in (run / "checkpoints").iterdir())
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_io, "save_state", full)
+    with pytest.raises(disk.DiskFullError, match=r"no space left on .* while training; the checkpoints already in"):
+        trainer.train_and_evaluate(smoke_config(tiny_converted, run, resume=True, max_steps=6), run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == saved
+    assert not (run / ".lock").exists()

@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from burgers_jax.data import sources as data_lib
 from burgers_jax.io import checkpoint as ckpt_io
+from burgers_jax.io import disk
 from burgers_jax.io.progress import make_progress
 from burgers_jax.model import network as model_lib
 from burgers_jax.model import param_tree
@@ -402,6 +403,13 @@ def train_and_evaluate(cfg, workdir) -> dict:
                                           requested)
         bar.close()
         writer.hparams(_scalars(config_dict(cfg)), {"best_val": best_val})
+    except Exception as e:
+        if not disk.is_disk_full(e):
+            raise
+        # A checkpoint, the adapters or a log line did not fit: the step before is intact.
+        raise disk.DiskFullError(f"{disk.disk_full_message(workdir, None)} while training; the checkpoints "
+                                 f"already in {workdir / 'checkpoints'} are kept: free some space and resume "
+                                 "with --config.training.resume=True") from e
     finally:
         stop.restore()
         for closable in (prefetch, writer, manager):
