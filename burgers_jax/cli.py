@@ -7,6 +7,7 @@ import sys
 from typing import Callable
 
 from burgers_jax.errors import UserError
+from burgers_jax.io import outputs
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
@@ -24,3 +25,5 @@ def run(prog: str, body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was written under the output name", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        outputs.release_all()  # the output paths this command claimed (a failed one wrote nothing there)

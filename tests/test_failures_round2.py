@@ -321,3 +321,17 @@ def test_a_full_disk_while_training_is_one_line_keeping_the_checkpoints(finished
         trainer.train_and_evaluate(smoke_config(tiny_converted, run, resume=True, max_steps=6), run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == saved
     assert not (run / ".lock").exists()
+
+
+def test_ctrl_c_in_evaluate_is_one_line_and_exit_130(tiny_converted, tmp_path, monkeypatch, capsys):
+    from burgers_jax import evaluate as evaluate_cmd
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate.data_lib, "HDF5Source", interrupted)  # mid-way: after the model is loaded
+    rc = evaluate_cmd.main(["--checkpoint", str(tiny_converted), "--data", str(tmp_path / "x.h5"),
+                            "--temporal-length", "2", "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert rc == 130 and "interrupted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "ev").exists() and not list(tmp_path.glob(".ev.*"))
