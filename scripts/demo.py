@@ -8,7 +8,9 @@
 4. the evaluation (`burgers-evaluate`) of the zero-shot and the fine-tuned model on data
    the fine-tuning never saw (fresh trajectories, and held-out viscosities), one step and
    rollouts, with persistence as the baseline;
-5. the table and where the plots are.
+5. the tables and where the plots are;
+6. the comparison (`burgers-compare`) of the zero-shot and the fine-tuned model on the
+   fresh trajectories: one table and one figure, whose folder is the last line printed.
 
     python scripts/demo.py [--out demo_run] [--steps N] [--temporal-length T] [--skip-floors]
 """
@@ -22,6 +24,8 @@ import time
 from pathlib import Path
 
 from burgers_jax.configs import demo
+from burgers_jax.evaluation import report
+from burgers_jax.evaluation.compare import compare
 from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation
 from burgers_jax.physics import floors
 from burgers_jax.training.trainer import train_and_evaluate
@@ -60,6 +64,17 @@ def evaluate(pretrained: Path, out: Path, config, eval_set: str, lora: Path | No
          f" --precision {req.precision} --out {out}")
     result, _, _ = run_evaluation(req, show_progress=False)
     return result
+
+
+def results_table(zero: dict, tuned: dict) -> str:
+    """Zero-shot, fine-tuned and persistence on one evaluation set: VRMSE one step ahead
+    and at the end of the rollout, and the one-step PDE loss."""
+    rows = [[row, f"{e['one_step'][m]['vrmse']:.4f}", f"{e['rollout'][m]['vrmse'][-1]:.4f}",
+             f"{e['one_step'][m]['pde_loss']:.3g}"]
+            for row, e, m in (("zero-shot", zero, "model"), ("fine-tuned (label-free)", tuned, "model"),
+                              ("persistence", zero, "persistence"))]
+    return "\n".join(report.table(["", "one step", f"rollout at {len(zero['rollout']['horizons'])} steps",
+                                    "PDE loss (one step)"], rows))
 
 
 def main(argv=None) -> int:
@@ -114,12 +129,7 @@ def main(argv=None) -> int:
     for name, (label, *_) in EVAL_SETS.items():
         zero, tuned = evals[("zero_shot", name)], evals[("finetuned", name)]
         print(f"\n{label} (VRMSE, lower is better):\n")
-        print(f"| | one step | rollout at {ROLLOUT} steps | PDE loss (one step) |")
-        print("|---|---|---|---|")
-        for row, e, m in (("zero-shot", zero, "model"), ("fine-tuned (label-free)", tuned, "model"),
-                          ("persistence", zero, "persistence")):
-            print(f"| {row} | {e['one_step'][m]['vrmse']:.4f} | {e['rollout'][m]['vrmse'][-1]:.4f} | "
-                  f"{e['one_step'][m]['pde_loss']:.3g} |")
+        print(results_table(zero, tuned))
         z, f = zero["one_step"]["model"]["vrmse"], tuned["one_step"]["model"]["vrmse"]
         zr, fr = zero["rollout"]["model"]["vrmse"], tuned["rollout"]["model"]["vrmse"]
         wins_rollout = all(a <= b for a, b in zip(fr, zr))
@@ -132,9 +142,20 @@ def main(argv=None) -> int:
                   if better else "The fine-tuned model is NOT better than zero-shot everywhere here (see above)."))
     print("Persistence (copying the last frame) is still better one step ahead at dt = 1/999: the stand-in's "
           "reconstruction error, not its dynamics, dominates (docs/results.md).")
-    print(f"\nrun directory: {save_dir} (metrics.jsonl, plots/, tensorboard/, best_adapters/)")
+    print(f"\nrun directory: {save_dir} (metrics.jsonl, loss_curve.png, plots/, tensorboard/, best_adapters/)")
     print(f"evaluations:   {out}/eval_*/ (metrics.md, rollout.png, window.png)")
+
+    # Last: the one picture of the demo (the fresh trajectories: one data set, so one window's maps).
+    banner("6. Zero-shot and fine-tuned side by side (fresh trajectories)")
+    evals = [out / f"eval_{who}_test" for who in ("zero_shot", "finetuned")]
+    comparison = out / "comparison"
+    show(f"burgers-compare {' '.join(map(str, evals))} --labels zero-shot,fine-tuned --out {comparison}")
+    final, files, notes = compare(evals, comparison, labels=["zero-shot", "fine-tuned"])
+    for note in notes:
+        print(f"note: {note}")
     print(f"demo finished in {time.time() - t0:.0f} s")
+    print(f"comparison (table and figure: {', '.join(files)}):")
+    print(final)
     return 0
 
 

@@ -58,7 +58,7 @@ ROWS = {
                            {"training.lambda_pde": 0.0, "training.lambda_data": 1.0,
                             "model.trainable": "adapters+decoder"}),
 }
-COLUMNS = (("vrmse", "VRMSE"), ("nrmse", "nRMSE"), ("pde_loss", "PDE loss"), ("constraint_error", "|u+v-1.5|"))
+COLUMNS = (("vrmse", "VRMSE"), ("nrmse", "nRMSE"), ("pde_loss", "PDE loss"), ("constraint_error", "abs(u+v-1.5)"))
 
 
 def base_config(pretrained: Path, steps: int, stride: int, seed: int, temporal_length: int):

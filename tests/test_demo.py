@@ -36,4 +36,11 @@ def test_demo_path_runs_end_to_end(tmp_path):
             assert set(m["one_step"]) == {"model", "persistence", "truth"} and len(m["rollout"]["horizons"]) == 30
             assert m["config"]["lora"] == (str(out / "train" / "best_adapters") if who == "finetuned" else None)
     assert "| zero-shot |" in proc.stdout and "| fine-tuned (label-free) |" in proc.stdout
+    assert (out / "train" / "loss_curve.png").is_file(), "a loss curve in every run directory"
+    comparison = out / "comparison"
+    assert proc.stdout.strip().splitlines()[-1] == str(comparison), "the comparison is the last line printed"
+    table = (comparison / "comparison.md").read_text()
+    assert "| zero-shot | none (zero-shot) |" in table and "| fine-tuned | train/best_adapters |" in table
+    assert (comparison / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert "error maps left out" not in proc.stdout, "one data set: the same window's maps are drawn"
     assert "The fine-tuned model is BETTER" in proc.stdout or "is NOT better" in proc.stdout

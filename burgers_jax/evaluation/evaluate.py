@@ -22,8 +22,11 @@ beats persistence at every step, and h* (`crossover_horizon`): the first horizon
 which it beats persistence at every later one.
 
 Out: metrics.json (`windows`, `one_step.{model,persistence,truth}.{...}`,
-`rollout.{horizons,model,persistence,...}`), metrics.md (a table), rollout.png (error
-vs horizon) and window.png (fields and errors of one window).
+`rollout.{horizons,model,persistence,...}`), metrics.md (the tables), rollout.png (error
+vs horizon), window.png (fields and errors of the first window) and example_window.npz
+(that window's last frame: `true`, and the one-step `model`, `persistence` and `floor`
+predictions, [H, W, 2] float32; `sample`, `start`, `frame`, `t`, `nu`), from which
+`burgers-compare` draws several evaluations' errors of the same window.
 
 Shapes: B windows, T frames, H/W grid (128), last axis (u, v).
 """
@@ -40,6 +43,7 @@ import numpy as np
 
 from burgers_jax.data import sources as data_lib
 from burgers_jax.errors import UserError
+from burgers_jax.evaluation import report
 from burgers_jax.io import outputs
 from burgers_jax.io.checkpoint import load_metadata, load_model
 from burgers_jax.io.progress import progress
@@ -168,8 +172,12 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
             for m in METHODS:
                 per_window[m] += [float(v) for v, ok in zip(parts["one_step"][m]["vrmse"], w) if ok > 0]
             count += w.sum()
-            if shown is None:
+            if shown is None:  # the first window (items[0]) at its last predicted frame
                 shown = {m: np.asarray(pr[0, -1]) for m, pr in preds.items()} | {"true": np.asarray(frames[0, T])}
+                sample, start = items[0]
+                frame = start + T * stride
+                shown["meta"] = {"sample": int(sample), "start": int(start), "frame": int(frame),
+                                 "t": frame * dt, "nu": float(batch["nu"][0])}
     result = jax.tree.map(lambda s: s / count, sums)
     result["windows"] = [[int(i), int(s)] for i, s in items]
     result["per_window_vrmse"] = per_window
@@ -207,69 +215,35 @@ def _plain(tree):
 
 # ----------------------------------------------------------------------------- report
 
-TABLE_KEYS = (("vrmse", "VRMSE"), ("nrmse", "nRMSE"), ("rmse", "RMSE"), ("brmse", "bRMSE"), ("pde_loss", "PDE loss"),
-              ("precond_loss", "precond. loss"), ("constraint_error", "|u+v-1.5| mean"),
-              ("dct_frmse_low", "fRMSE low (DCT)"), ("dct_frmse_mid", "fRMSE mid (DCT)"),
-              ("dct_frmse_high", "fRMSE high (DCT)"))
+TABLE_KEYS = report.TABLE_KEYS
 
 
 def markdown(result: dict, title: str) -> str:
-    lines = [f"# {title}", "", f"{len(result['windows'])} windows, one step (teacher forced):", "",
-             "| method | " + " | ".join(name for _, name in TABLE_KEYS) + " |",
-             "|---|" + "---|" * len(TABLE_KEYS)]
-    for m in METHODS:
-        row = result["one_step"][m]
-        lines.append(f"| {m} | " + " | ".join(f"{row[k]:.3e}" if k in row else "" for k, _ in TABLE_KEYS) + " |")
-    if "rollout" in result:
-        r = result["rollout"]
-        h_star = r.get("crossover_horizon")
-        lines += ["", f"Rollout VRMSE (the model fed its own predictions); the model beats persistence up to "
-                      f"horizon {r['model_beats_persistence_until']}, and at every horizon from "
-                      f"h* = {h_star} on:" if h_star is not None else
-                  f"Rollout VRMSE (the model fed its own predictions); the model beats persistence up to "
-                  f"horizon {r['model_beats_persistence_until']} and not at the last horizon (no h*):", "",
-                  "| horizon | model | persistence |", "|---|---|---|"]
-        for h, a, b in zip(r["horizons"], r["model"]["vrmse"], r["persistence"]["vrmse"]):
-            lines.append(f"| {h} | {a:.3e} | {b:.3e} |")
-    return "\n".join(lines) + "\n"
+    return report.metrics_markdown(result, title)
+
+
+EXAMPLE_FILE = "example_window.npz"
+
+
+def example_arrays(shown: dict) -> dict:
+    """The first window's fields as `example_window.npz` holds them (module docstring)."""
+    arrays = {"true": shown["true"], "model": shown["model"], "persistence": shown["persistence"],
+              "floor": shown["truth"]}
+    return {k: np.asarray(v, np.float32) for k, v in arrays.items()} | dict(shown["meta"])
 
 
 def plot(result: dict, shown: dict, out: Path) -> list[Path]:
-    import matplotlib
+    """rollout.png (with a rollout) and window.png into `out`."""
+    from burgers_jax.evaluation import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    config = result.get("config", {})
+    meta = {"checkpoint": config.get("checkpoint"), "lora": config.get("lora"),
+            "window_dt": config.get("window_dt"), **shown.get("meta", {})}
     paths = []
     if "rollout" in result:
-        r = result["rollout"]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-        for ax, key in zip(axes, ("vrmse", "nrmse")):
-            for m in ("model", "persistence"):
-                ax.semilogy(r["horizons"], r[m][key], "o-" if m == "model" else "s--", label=m)
-            ax.set_xlabel("rollout horizon (steps)")
-            ax.set_title(key.upper().replace("RMSE", "RMSE"))
-            ax.legend()
-        fig.suptitle("error vs horizon")
-        fig.savefig(out / "rollout.png", dpi=90)
-        plt.close(fig)
-        paths.append(out / "rollout.png")
-    fig, axes = plt.subplots(2, 4, figsize=(15, 7), constrained_layout=True)
-    for row, name in enumerate("uv"):
-        true = shown["true"][..., row]
-        panels = [(true, f"true {name}", "viridis"), (shown["model"][..., row] - true, f"model error {name}", "RdBu_r"),
-                  (shown["persistence"][..., row] - true, f"persistence error {name}", "RdBu_r"),
-                  (shown["truth"][..., row] - true, f"floor (rounding) error {name}", "RdBu_r")]
-        for col, (img, label, cmap) in enumerate(panels):
-            ax = axes[row, col]
-            kw = {} if cmap == "viridis" else {"vmin": -np.abs(img).max() - 1e-30, "vmax": np.abs(img).max() + 1e-30}
-            im = ax.imshow(img, origin="lower", extent=(0, 1, 0, 1), cmap=cmap, **kw)
-            ax.set_title(label)
-            fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle("first window, last predicted frame")
-    fig.savefig(out / "window.png", dpi=80)
-    plt.close(fig)
-    return paths + [out / "window.png"]
+        paths.append(figures.save(figures.rollout_figure(result["rollout"], meta), out / "rollout.png"))
+    window = figures.window_figure(example_arrays(shown), meta, floor_dtype=config.get("output_dtype", "the output dtype"))
+    return paths + [figures.save(window, out / "window.png", dpi=80)]
 
 
 REFERENCE_SPLIT = (0.9, 42)
@@ -324,15 +298,17 @@ def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, 
                         "data": "analytic" if req.analytic else str(req.data), "split": split,
                         "train_ratio": train_ratio, "split_seed": split_seed, "split_from": split_from,
                         "nu_range": [req.nu_min, req.nu_max] if req.analytic else None,
+                        "analytic_seed": req.seed if req.analytic else None,
                         "frame_stride": req.frame_stride, "dt": dt, "window_dt": dt * req.frame_stride,
                         "temporal_length": req.temporal_length, "rollout": req.rollout,
-                        "precision": req.precision}
+                        "precision": req.precision, "output_dtype": jnp.dtype(policy.output_dtype).name}
     title = f"Evaluation of {req.checkpoint}" + (f" + {req.lora}" if req.lora else "")
 
     def fill(tmp: Path) -> None:
         (tmp / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
         (tmp / "metrics.md").write_text(markdown(result, title))
         plot(result, out["shown"], tmp)
+        np.savez_compressed(tmp / EXAMPLE_FILE, **example_arrays(out["shown"]))
         (tmp / outputs.METADATA_FILE).write_text(json.dumps(outputs.format_marker(OUT_KIND)) + "\n")
 
     final = outputs.write_dir(req.out, fill, OUT_KIND, req.overwrite)

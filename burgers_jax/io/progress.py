@@ -2,9 +2,12 @@
 
 A tqdm bar redraws itself with carriage returns, which a SLURM log or a CI transcript
 turns into one unreadable line (or nothing, with `disable=None`). When stderr is not a
-terminal, `Progress` prints a line instead every `every` items:
+terminal, `LineProgress` prints a line instead every `every` items:
 
-    train: 120/5000 steps (2%), 3.41 steps/s, 23:50 left, loss=1.2e-02 lr=9.9e-05
+    train: 120/5000 steps (2%), 3.41 steps/s, 23:50 left, loss(precond)=1.2e-02 lr=9.9e-05
+
+The rate (and so the time left) leaves out the first item: the first step of a jitted
+loop compiles, and can take longer than a hundred later ones.
 """
 
 from __future__ import annotations
@@ -31,17 +34,28 @@ class LineProgress:
     """The tqdm calls the loops use (`update`, `set_postfix`, `write`, `close`), printed as
     lines on stdout every `every` items and at the end."""
 
-    def __init__(self, total: int | None, desc: str, unit: str = "it", initial: int = 0, every: int | None = None):
+    def __init__(self, total: int | None, desc: str, unit: str = "it", initial: int = 0, every: int | None = None,
+                 clock=time.monotonic):
         self.total, self.desc, self.unit = total, desc, unit
-        self.n = self.start = initial
+        self.n = initial
         self.every = max(1, every or (max(1, (total or 0) // 20) if total else 100))
         self.postfix: dict = {}
-        self.t0 = time.time()
+        self.clock = clock
+        self.mark: tuple[int, float] | None = None  # (n, time) at the end of the first (compiling) update
 
     def update(self, n: int = 1) -> None:
         self.n += n
+        if self.mark is None:
+            self.mark = (self.n, self.clock())
         if self.n % self.every == 0 or self.n == self.total:
             self._print()
+
+    def rate(self) -> float | None:
+        """Items per second since the first update (None until a later one)."""
+        if self.mark is None or self.n <= self.mark[0]:
+            return None
+        elapsed = self.clock() - self.mark[1]
+        return (self.n - self.mark[0]) / elapsed if elapsed > 0 else None
 
     def set_postfix(self, **kwargs) -> None:
         self.postfix = kwargs
@@ -50,14 +64,14 @@ class LineProgress:
         print(message, flush=True)
 
     def _print(self) -> None:
-        elapsed = time.time() - self.t0
-        rate = (self.n - self.start) / elapsed if elapsed > 0 else 0.0
+        rate = self.rate()
         units = _plural(self.unit)
         parts = [f"{self.desc}: {self.n}" + (f"/{self.total} {units} ({100 * self.n / self.total:.0f}%)"
                                              if self.total else f" {units}")]
-        parts.append(f"{rate:.2f} {units}/s")
-        if self.total and rate > 0:
-            parts.append(f"{_fmt_seconds((self.total - self.n) / rate)} left")
+        if rate is not None:
+            parts.append(f"{rate:.2f} {units}/s")
+            if self.total:
+                parts.append(f"{_fmt_seconds((self.total - self.n) / rate)} left")
         line = ", ".join(parts)
         if self.postfix:
             line += ", " + " ".join(f"{k}={v}" for k, v in self.postfix.items())

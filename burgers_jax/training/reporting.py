@@ -1,5 +1,7 @@
 """Run outputs a researcher reads: `metrics.jsonl`, TensorBoard events (scalars, the
-validation plots, the config), optional Weights & Biases logging, PNG plots.
+validation plots, the config, the hparams: all in the run's own `tensorboard/` folder,
+never a new subfolder per invocation), optional Weights & Biases logging, PNG plots
+(the validation windows; `loss_curve.png`, train and val, written when the writer closes).
 
 In a multi-host run only process 0 writes these (`enabled=False` elsewhere): one log,
 one set of plots, not one per host.
@@ -20,6 +22,7 @@ import numpy as np
 from burgers_jax.errors import UserError
 
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"
+LOSS_CURVE_FILE = "loss_curve.png"
 
 
 class MetricsWriter:
@@ -35,12 +38,20 @@ class MetricsWriter:
         if not enabled:
             return
         save_dir = Path(save_dir)
+        self.save_dir = save_dir
         self.path = save_dir / "metrics.jsonl"
+        self._last_step = 0
+        try:  # named on the loss curve
+            self._objective = objective_name(config["training"]) if config else None
+        except (KeyError, TypeError):
+            self._objective = None
         self._file = open(self.path, "a")
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(save_dir / "tensorboard"))
+            # One event file per invocation, in the run's folder (TensorBoard reads them all as one
+            # run); the suffix keeps two opened within a second (the name has seconds) apart.
+            self._tb = SummaryWriter(str(save_dir / "tensorboard"), filename_suffix=f".{uuid.uuid4().hex[:8]}")
             if config is not None:
                 self._tb.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)
         if wandb:
@@ -50,6 +61,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        self._last_step = max(self._last_step, int(step))
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -76,14 +88,28 @@ class MetricsWriter:
             self._wandb.log({tag: wandb.Image(str(png))}, step=int(step))
 
     def hparams(self, hparams: Mapping[str, Any], results: Mapping[str, float]) -> None:
-        """The run's scalar config against its final results (TensorBoard's HParams tab)."""
+        """The run's scalar config against its final results (TensorBoard's HParams tab),
+        in the run's own event file: tensorboardX's `add_hparams` opens a new subfolder
+        named by the time at every call, so each resume would add a run to TensorBoard."""
         if self.enabled and self._tb is not None:
+            from tensorboardX.summary import hparams as hparams_summary
+
             scalars = {k: v for k, v in hparams.items() if isinstance(v, (int, float, str, bool))}
-            self._tb.add_hparams(scalars, {f"hparams/{k}": float(v) for k, v in results.items()})
+            metrics = {f"hparams/{k}": float(v) for k, v in results.items()}
+            for summary in hparams_summary(scalars, metrics):  # experiment, session start, session end
+                self._tb.file_writer.add_summary(summary, self._last_step)
+            for tag, value in metrics.items():
+                self._tb.add_scalar(tag, value, self._last_step)
+            self._tb.flush()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
+            try:  # the curve of the whole run (a resumed run's log holds every step)
+                plot_loss_curve(self.path, self.save_dir / LOSS_CURVE_FILE, self._objective)
+            except Exception as e:  # noqa: BLE001 - a plot must not hide why the run ended
+                print(f"warning: {LOSS_CURVE_FILE} not written: {type(e).__name__}: {e}", file=sys.stderr)
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
@@ -154,32 +180,88 @@ def truncate_metrics(path: Path, last_step: int) -> int:
     return len(lines) - len(keep)
 
 
-def plot_validation_window(pred: np.ndarray, true: np.ndarray, path: Path, title: str = "") -> None:
-    """Predicted u and v, the truth and the error at the last frame of one window.
+def objective_name(training) -> str:
+    """The training objective in a few characters, as `steps.objective_terms` sums it:
+    `precond`, `window+0.1*bc`, `nrmse` (supervised), ... (its residual is
+    `training.residual`; weights other than 1 are shown). `training`: the config's
+    training section (a ConfigDict, or the dict of config.json)."""
+    terms = []
+    for weight, name in ((training["lambda_pde"], training["residual"]), (training["lambda_bc"], "bc"),
+                         (training["lambda_data"], "nrmse")):
+        if weight:
+            terms.append(name if weight == 1 else f"{weight:g}*{name}")
+    return "+".join(terms) or "0"
+
+
+def progress_fields(record: Mapping[str, float], training) -> dict[str, str]:
+    """The progress line's fields: the loss named by what it sums (`loss(precond)=...`;
+    `train/loss` is the weighted total, boundary and data terms included) and the
+    learning rate."""
+    return {f"loss({objective_name(training)})": f"{float(record['train/loss']):.3e}",
+            "lr": f"{float(record['train/lr']):.2e}"}
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's records; a torn line (a crash mid-write) is skipped."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def plot_loss_curve(metrics_path: Path, png: Path, objective: str | None = None):
+    """`train/loss` and `val/loss` (the training objective, named `objective` as
+    `objective_name` writes it, on training batches and on the validation windows; the
+    validation value at step 0 is the zero-shot model's) against the step.
+    -> the Figure, or None when the log holds neither (nothing is written)."""
+    from burgers_jax.evaluation import figures
+
+    rows = read_metrics(metrics_path) if Path(metrics_path).is_file() else []
+    curves = {key: [(r["step"], r[key]) for r in rows if key in r] for key in ("train/loss", "val/loss")}
+    if not any(curves.values()):
+        return None
+    fig = figures.new_figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    for (key, points), style in zip(curves.items(), (".-", "o-")):  # markers: a single point shows too
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, style, ms=4, label=f"{key.split('/')[0]} ({key})")
+    values = [v for points in curves.values() for _, v in points]
+    if all(np.isfinite(v) and v > 0 for v in values):
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"loss({objective or 'total'}): the training objective")
+    ax.set_title(f"loss curve of {figures.short_path(Path(metrics_path).parent)}", fontsize=10)
+    figures.integer_ticks(ax)
+    ax.legend()
+    figures.save(fig, png)
+    return fig
+
+
+def plot_validation_window(pred: np.ndarray, true: np.ndarray, path: Path, title: str = ""):
+    """Predicted u and v, the truth (one colour scale per component) and the error (one
+    symmetric scale, white = 0) at the last frame of one window. -> the Figure.
 
     pred, true: [T, H, W, 2] float arrays (T window frames, channels (u, v)).
     """
-    import matplotlib
+    from matplotlib.colors import Normalize
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from burgers_jax.evaluation import figures
 
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6.5), constrained_layout=True)
+    err = pred[-1] - true[-1]
+    norm = figures.symmetric_norm(err)
+    fig = figures.new_figure(figsize=(11, 6.5))
+    axes = fig.subplots(2, 3)
     for row, name in enumerate("uv"):
         p, t = pred[-1, ..., row], true[-1, ..., row]
-        lo, hi = float(min(p.min(), t.min())), float(max(p.max(), t.max()))
-        for col, (img, label, kw) in enumerate([
-            (p, f"predicted {name}", dict(vmin=lo, vmax=hi, cmap="viridis")),
-            (t, f"true {name}", dict(vmin=lo, vmax=hi, cmap="viridis")),
-            (p - t, f"error {name} (pred - true)", dict(cmap="RdBu_r")),
-        ]):
-            ax = axes[row, col]
-            im = ax.imshow(img, origin="lower", extent=(0, 1, 0, 1), **kw)
-            ax.set_title(label)
-            ax.set_xlabel("x")
-            ax.set_ylabel("y")
-            fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle(title)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+        shared = Normalize(vmin=float(min(p.min(), t.min())), vmax=float(max(p.max(), t.max())))
+        figures.show_field(fig, axes[row, 0], p, f"predicted {name}", name, norm=shared)
+        figures.show_field(fig, axes[row, 1], t, f"true {name}", name, norm=shared)
+        im = figures.show_error(axes[row, 2], err[..., row], f"error in {name} (pred - true)", norm)
+    figures.error_colorbar(fig, im, axes[:, 2].tolist(), [err], f"{figures.ERROR_LABEL}, one scale")
+    fig.suptitle(title, fontsize=10)
+    figures.save(fig, path, dpi=80)
+    return fig
