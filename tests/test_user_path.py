@@ -313,7 +313,7 @@ def test_only_process_zero_writes_logs_plots_and_best_adapters(tmp_path):
 
 def test_console_commands_help_and_errors(tmp_path):
     scripts = ["burgers-convert", "burgers-export", "burgers-train", "burgers-predict", "burgers-generate",
-               "burgers-evaluate"]
+               "burgers-evaluate", "burgers-compare"]
     bindir = Path(sys.executable).parent
     for name in scripts:
         rc, out, err = run_cli_script(bindir / name, ["--help"])
@@ -325,7 +325,8 @@ def test_console_commands_help_and_errors(tmp_path):
            "burgers-predict": ["--checkpoint", str(tmp_path / "nope"), "--input", str(tmp_path / "x.npy"),
                                "--output", str(tmp_path / "y.npy")],
            "burgers-generate": ["--num-samples", "0", "--output", str(tmp_path / "g.h5")],
-           "burgers-evaluate": ["--checkpoint", str(tmp_path / "nope"), "--analytic", "--out", str(tmp_path / "e")]}
+           "burgers-evaluate": ["--checkpoint", str(tmp_path / "nope"), "--analytic", "--out", str(tmp_path / "e")],
+           "burgers-compare": [str(tmp_path / "nope"), "--out", str(tmp_path / "c")]}
     for name, args in bad.items():
         rc, out, err = run_cli_script(bindir / name, args)
         assert rc == 2 and "Traceback" not in err, (name, rc, err)

@@ -339,7 +339,7 @@ def log_step(trainer: Trainer, state, m, step: int, rate: float, writer, bar, ch
     record["train/steps_per_s"] = rate
     record["train/nonfinite_total"] = int(state.nonfinite_total)
     writer.write(step, record)
-    bar.set_postfix(loss=f"{float(record['train/loss']):.3e}", lr=f"{float(record['train/lr']):.2e}")
+    bar.set_postfix(**reporting.progress_fields(record, training))
     if int(state.nonfinite_in_a_row) > training.max_consecutive_nonfinite:
         raise FloatingPointError(
             f"step {step}: {int(state.nonfinite_in_a_row)} non-finite losses or gradients in a row (limit "
