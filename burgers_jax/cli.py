@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
@@ -27,3 +28,16 @@ def run(prog: str, body: Callable[[], int | None]) -> int:
         return EXIT_INTERRUPTED
     finally:
         outputs.release_all()  # the output paths this command claimed (a failed one wrote nothing there)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every command's `--help`: the description as written, and each flag's default after
+    its help, `(default: X)`; a required flag has none, and a flag whose default is None
+    says in its help what happens without it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or action.required or not action.option_strings
+                or action.default is None or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"

@@ -26,31 +26,40 @@ PROG = "burgers-evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, type=Path, help="converted model directory")
-    p.add_argument("--lora", type=Path, default=None, help="adapters directory")
+    p = argparse.ArgumentParser(prog=PROG, description="\n\n".join(__doc__.split("\n\n")[:2]),
+                                formatter_class=cli.HelpFormatter)
+    p.add_argument("--checkpoint", required=True, type=Path, help="converted base model directory (burgers-convert)")
+    p.add_argument("--lora", type=Path, default=None,
+                   help="adapters directory (a run's best_adapters/ or burgers-convert of a best_lora.pt); "
+                        "default: none, the base model alone")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="HDF5 file of the Burgers layout")
-    src.add_argument("--analytic", action="store_true", help="exact solutions at --nu-min..--nu-max")
-    p.add_argument("--nu-min", type=float, default=0.1)
-    p.add_argument("--nu-max", type=float, default=0.15)
-    p.add_argument("--num-samples", type=int, default=10, help="with --analytic")
+    src.add_argument("--data", type=Path, help="HDF5 file of the Burgers layout (this or --analytic)")
+    src.add_argument("--analytic", action="store_true",
+                     help="exact solutions at --nu-min..--nu-max, no file (this or --data)")
+    p.add_argument("--nu-min", type=float, default=0.1, help="with --analytic: smallest viscosity")
+    p.add_argument("--nu-max", type=float, default=0.15, help="with --analytic: largest viscosity")
+    p.add_argument("--num-samples", type=int, default=10, help="with --analytic: number of trajectories")
     p.add_argument("--num-frames", type=int, default=1000, help="with --analytic (t in [0, 1])")
     p.add_argument("--seed", type=int, default=42, help="with --analytic: the viscosity draw")
     p.add_argument("--train-ratio", type=float, default=None,
-                   help="the split: default the run's own (recorded with --lora RUN/best_adapters), else 0.9")
+                   help="fraction of the samples in the train split; default: the run's own (recorded with --lora "
+                        "RUN/best_adapters), else 0.9")
     p.add_argument("--split-seed", type=int, default=None,
-                   help="the split's seed: default the run's own, else 42")
+                   help="seed of the split; default: the run's own, else 42")
     p.add_argument("--split", choices=("val", "train", "all"), default=None,
-                   help="default: val for --data, all for --analytic")
-    p.add_argument("--frame-stride", type=int, default=1)
-    p.add_argument("--temporal-length", type=int, default=16, help="input frames T")
+                   help="which samples to evaluate; default: val for --data, all for --analytic")
+    p.add_argument("--frame-stride", type=int, default=1, help="windows of every S-th frame (time step S * dt)")
+    p.add_argument("--temporal-length", type=int, default=16, help="model input frames T per window")
     p.add_argument("--rollout", type=int, default=0, help="rollout steps N (0: none)")
-    p.add_argument("--windows-per-sample", type=int, default=1)
-    p.add_argument("--precision", default="fp32_output", help=f"one of {', '.join(Policy.names())}")
-    p.add_argument("--dt", type=float, default=None, help="frame spacing of a file without a time axis (a file's own time axis wins; a disagreeing --dt is an error)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--windows-per-sample", type=int, default=1,
+                   help="evaluation windows per sample, spread over its frames")
+    p.add_argument("--precision", default="fp32_output",
+                   help=f"precision policy: one of {', '.join(Policy.names())} (burgers_jax.model.config.Policy)")
+    p.add_argument("--dt", type=float, default=None,
+                   help="frame spacing of a file without a time axis; default: the file's own axis, else 1/999 "
+                        "(a disagreeing --dt is an error)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--out", required=True, type=Path, help="output folder (metrics.json, metrics.md, plots)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation at --out")
     return p
 

@@ -25,19 +25,21 @@ PROG = "burgers-generate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--num-samples", type=int, default=100)
-    p.add_argument("--num-frames", type=int, default=1000)
-    p.add_argument("--resolution", type=int, default=128)
-    p.add_argument("--nu-min", type=float, default=0.1)
-    p.add_argument("--nu-max", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=42)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.rsplit("\n\n", 1)[0],
+                                formatter_class=cli.HelpFormatter)
+    p.add_argument("--num-samples", type=int, default=100, help="trajectories (HDF5 groups)")
+    p.add_argument("--num-frames", type=int, default=1000, help="frames per trajectory")
+    p.add_argument("--resolution", type=int, default=128, help="grid cells per side (the model needs 128)")
+    p.add_argument("--nu-min", type=float, default=0.1, help="smallest viscosity")
+    p.add_argument("--nu-max", type=float, default=0.15, help="largest viscosity")
+    p.add_argument("--seed", type=int, default=42, help="seed of the viscosity draw (then sorted)")
     p.add_argument("--dt", type=float, default=None,
                    help="frame spacing; default: the frames span t in [0, 1] (1/999 for 1000 frames)")
-    p.add_argument("--out", "--output", dest="out", default="data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5")
+    p.add_argument("--out", "--output", dest="out", default="data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5",
+                   help="the HDF5 file to write")
     p.add_argument("--chunk-frames", type=int, default=None,
                    help="chunk datasets by this many frames (default: contiguous, or 17 when compressed)")
-    p.add_argument("--compression", choices=COMPRESSIONS, default="none")
+    p.add_argument("--compression", choices=COMPRESSIONS, default="none", help="HDF5 compression of the fields")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     return p
 

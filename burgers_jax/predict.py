@@ -24,19 +24,25 @@ PROG = "burgers-predict"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, type=Path, help="converted checkpoint directory")
+    p = argparse.ArgumentParser(prog=PROG, description="\n\n".join(__doc__.split("\n\n")[:2]),
+                                formatter_class=cli.HelpFormatter)
+    p.add_argument("--checkpoint", required=True, type=Path, help="converted base model directory (burgers-convert)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", type=Path, help=".npy array [B, T, 128, 128, 6] or [B, T, 128, 128, 2]")
-    src.add_argument("--data", type=Path, help="HDF5 file of the Burgers layout (with --sample, --start)")
+    src.add_argument("--input", type=Path,
+                     help=".npy array [B, T, 128, 128, 6] or [B, T, 128, 128, 2] (this or --data)")
+    src.add_argument("--data", type=Path,
+                     help="HDF5 file of the Burgers layout, with --sample, --start, --frames (this or --input)")
     p.add_argument("--sample", type=int, nargs="+", default=[0], help="with --data: sample index(es)")
     p.add_argument("--start", type=int, default=0, help="with --data: first frame of the window")
     p.add_argument("--frames", type=int, default=16, help="with --data: input frames T")
-    p.add_argument("--out", "--output", dest="out", required=True, type=Path, help="path of the float32 .npy prediction (written as given)")
+    p.add_argument("--out", "--output", dest="out", required=True, type=Path,
+                   help="path of the float32 .npy prediction (written as given)")
     p.add_argument("--dtype", choices=list(INFERENCE_DTYPES), default="float32",
                    help="float32: the parity policy with exact float32 matmuls; bfloat16: the PyTorch recipe's")
-    p.add_argument("--lora", type=Path, default=None, help="adapters directory (convert_ckpt or training)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lora", type=Path, default=None,
+                   help="adapters directory (a run's best_adapters/ or burgers-convert of a best_lora.pt); "
+                        "default: none, the base model alone")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     return p
 

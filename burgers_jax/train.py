@@ -3,6 +3,7 @@
     python -m burgers_jax.train --config configs/burgers.py [--config.a.b=value ...] [--workdir DIR]
     python -m burgers_jax.train --config configs/burgers.py \\
         --config.logging.save_dir=DIR --config.training.resume=True      # resume DIR's run
+    python -m burgers_jax.train --config configs/burgers.py [...] --print-config   # the config, and exit
 
 This module only parses flags; `burgers_jax.training.trainer.train_and_evaluate(config,
 workdir)` does the work. See configs/burgers.py for the runbook.
@@ -15,11 +16,34 @@ import sys
 
 from burgers_jax import cli
 from burgers_jax.io import compilation_cache
-from burgers_jax.training.setup import parse_command_line
+from burgers_jax.training.setup import (
+    config_argument,
+    config_fields_help,
+    load_config_file,
+    parse_command_line,
+    resolved_config_json,
+)
 from burgers_jax.training.trainer import Trainer, TrainingInterrupted, train_and_evaluate  # noqa: F401  (Trainer: the contract benchmarks use)
 
 PROG = "burgers-train"
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull")
+PRINT_CONFIG = "--print-config"
+USAGE = (f"usage: {PROG} --config FILE[:VARIANT] [--config.SECTION.FIELD=VALUE ...] [--workdir DIR] "
+         f"[{PRINT_CONFIG}]")
+FLAGS_HELP = f"""flags:
+  --config FILE[:VARIANT]
+      the training config (required): configs/burgers.py (the reference recipe),
+      configs/burgers.py:recommended, configs/demo.py, configs/from_yaml.py:FILE.yaml (the
+      PyTorch recipe's YAML) or a file of your own with get_config()
+  --config.SECTION.FIELD=VALUE
+      override one field of the config (the fields below); a misspelt one is named
+  --workdir DIR
+      the run directory (default: the config's logging.save_dir)
+  {PRINT_CONFIG}
+      print the resolved config as JSON (after the overrides; with
+      --config.training.resume=True the run's saved config merged with them) and exit
+  -h, --help
+      this help; with --config FILE, the fields below show that config's defaults"""
 SUMMARY_KEYS = ("save_dir", "steps", "best_val", "selected_by", "metrics", "plots", "best_adapters",
                 "wall_s")
 
@@ -30,17 +54,39 @@ def _resume_hint(argv: list[str], workdir) -> str:
     return f"{PROG} {config_arg} --config.logging.save_dir={workdir} --config.training.resume=True"
 
 
+def help_text(argv: list[str]) -> str:
+    """The usage, the flags and every config field with its default and meaning: those
+    of the `--config` on the command line when it loads, else configs/burgers.py's."""
+    source, note = config_argument(argv), ""
+    cfg = None
+    if source:
+        try:
+            cfg = load_config_file(source)
+        except Exception as e:  # noqa: BLE001 - the help still shows the reference fields
+            note = f" (--config {source} did not load: {type(e).__name__}: {e})"
+    if cfg is None:
+        from burgers_jax.configs import burgers
+
+        cfg, source = burgers.get_config(), "configs/burgers.py"
+    return "\n\n".join([USAGE, __doc__.strip(), FLAGS_HELP,
+                         f"config fields, with the defaults of {source}{note}:\n" + config_fields_help(cfg)])
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
     if any(a in HELP_FLAGS for a in argv[1:]):
-        print(__doc__)
-        print("flags: --config FILE[:variant] (required), --config.SECTION.FIELD=VALUE (any config field), "
-              "--workdir DIR (default: logging.save_dir)")
+        print(help_text(argv[1:]))
         return 0
-    compilation_cache.enable()
+    print_config = PRINT_CONFIG in argv[1:]
+    argv = [a for a in argv if a != PRINT_CONFIG]
+    if not print_config:
+        compilation_cache.enable()
 
     def body() -> int:
         cfg, workdir = parse_command_line(argv)
+        if print_config:
+            print(resolved_config_json(cfg))
+            return 0
         try:
             summary = train_and_evaluate(cfg, workdir)
         except TrainingInterrupted as e:

@@ -228,18 +228,19 @@ def _print_summary(meta: Mapping[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description="\n\n".join(__doc__.split("\n\n")[:3]),
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("checkpoint", type=Path, help="best.pt, a bare state dict, or best_lora.pt")
-    p.add_argument("--out", type=Path, default=None, help="output directory (default: <stem>_flax next to it)")
-    p.add_argument("--config", default=None, help="training YAML/JSON giving model architecture (overrides the "
-                   "checkpoint's config)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory; default: <stem>_flax next to the checkpoint")
+    p.add_argument("--config", default=None, help="training YAML/JSON giving the model architecture (overrides the "
+                   "checkpoint's config); default: the checkpoint's own config")
     p.add_argument("--verify", action="store_true", help=f"compare with the torch reference; fail above "
                    f"rel. L2 {VERIFY_TOLERANCE:g}")
     p.add_argument("--verify-frames", type=int, default=2, help="frames T of the verification input")
     p.add_argument("--verify-batch", type=int, default=1, help="batch B of the verification input")
     p.add_argument("--lora-for", default=None, help="converted base directory giving the model config of a "
-                   "LoRA checkpoint")
+                   "LoRA checkpoint; default: the LoRA checkpoint's own config['model']")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier output of this tool at --out "
                    "(anything else there is never replaced)")
     return p

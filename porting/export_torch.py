@@ -236,18 +236,25 @@ def export(checkpoint: Path, out: Path, *, lora: Path | None = None, kind: str =
             f"adapter parameters (r={config.lora.r}, alpha={config.lora.alpha})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="\n\n".join(__doc__.split("\n\n")[:2]),
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="converted base directory (burgers-convert)")
-    p.add_argument("--lora", type=Path, default=None, help="adapters directory (training or burgers-convert)")
+    p.add_argument("--lora", type=Path, default=None, help="adapters directory (a run's best_adapters/ or burgers-convert of a "
+                   "best_lora.pt); default: none (only --merged exports the base model alone)")
     p.add_argument("--out", "--output", dest="out", required=True, type=Path,
-                   help="output .pt file (a directory with --peft)")
+                   help="output: a best_lora.pt-format file (adapters, PEFT key names); with --merged a "
+                   "best.pt-format file; with --peft a directory")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--merged", action="store_true", help="write a best.pt with the adapters merged in")
     kind.add_argument("--peft", action="store_true", help="write a PEFT adapter directory (adapter_config.json, "
                       "adapter_model.safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (--out)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process restore
     kind_name = "merged" if args.merged else "peft" if args.peft else "lora"
     return cli.run(PROG, lambda: print(export(args.checkpoint, args.out, lora=args.lora, kind=kind_name,

@@ -32,7 +32,9 @@ Runbook (paste into a terminal; `make demo` once to create .venv):
   # The recommended label-free recipe instead of the reference one (docs/results.md)
   .venv/bin/burgers-train --config configs/burgers.py:recommended ...
 
-Single values are overridden as `--config.training.max_steps=10`.
+Single values are overridden as `--config.training.max_steps=10`; `burgers-train --help`
+lists every field with its default and meaning (FIELD_HELP below), `--print-config`
+prints the resolved config.
 """
 
 import ml_collections
@@ -43,43 +45,109 @@ from burgers_jax.model.config import DEFAULT_LORA_TARGETS
 VARIANTS = ("", "recommended")
 
 
+# What every field means: the one source of these meanings (`burgers-train --help` prints
+# them beside the defaults; a test keeps them in step with get_config's fields).
+FIELD_HELP = {
+    "model.pretrained_path": "converted base model directory (the output of burgers-convert)",
+    "model.precision": "reference (all bf16, the PyTorch recipe) | fp32_output (bf16 trunk; input statistics, "
+                       "last decoder stage, denormalization and residual float32) | float32 (parity); "
+                       "burgers_jax.model.config.Policy",
+    "model.remat": "gradient checkpointing of the transformer layers (less memory, more compute)",
+    "model.trainable": "what trains: adapters (the reference) | adapters+decoder | adapters+encoder+decoder | all "
+                       "(burgers_jax.model.param_tree.TRAINABLE_SETS)",
+    "model.noise_level": "Gaussian input noise in training (the pretraining used some; fine-tuning none)",
+    "model.expected_architecture": "JSON {\"encoder\": {...}, \"transformer\": {...}} the checkpoint must match "
+                                   "('': no check; configs/from_yaml.py sets it from the YAML)",
+    "model.lora.r": "LoRA rank (> 0)",
+    "model.lora.alpha": "LoRA scale: the update is B A x * alpha / r",
+    "model.lora.dropout": "dropout on the adapters' input, in training",
+    "model.lora.target_modules": "the projections of every layer that get adapters",
+    "model.lora.init_path": "an adapters directory to start from, e.g. a converted best_lora.pt ('': fresh adapters)",
+    "dataset.source": "hdf5 (dataset.path) | analytic (exact solutions computed from the formula, no file)",
+    "dataset.path": "the HDF5 file of the Burgers layout (burgers-generate writes it)",
+    "dataset.temporal_length": "model input frames T; a training window holds T + 1",
+    "dataset.frame_stride": "windows of every S-th frame (time step S * dt); 1 = the reference",
+    "dataset.train_ratio": "fraction of the samples that train; the rest validate",
+    "dataset.seed": "seed of the train/validation split (and of the analytic viscosity draw)",
+    "dataset.num_samples": "source=analytic only: number of trajectories",
+    "dataset.num_frames": "source=analytic only: frames per trajectory on t in [0, 1]",
+    "dataset.resolution": "source=analytic only: grid cells per side (the model needs 128)",
+    "dataset.nu_min": "source=analytic only: smallest viscosity",
+    "dataset.nu_max": "source=analytic only: largest viscosity",
+    "physics.dt": "frame spacing; None: the data's time axis (files of burgers-generate record it), else the "
+                  "reference 1/999; a value that disagrees with the file's axis is refused",
+    "dataloader.batch_size": "training windows per step (a multiple of the devices)",
+    "dataloader.prefetch": "training batches prepared ahead on the host",
+    "dataloader.val_batch_size": "validation windows per evaluation batch",
+    "training.max_steps": "optimizer steps of the run (a resume may extend it)",
+    "training.warmup_steps": "linear warmup of the learning rate",
+    "training.schedule_steps": "the cosine schedule's length; None: max_steps (a resumed run keeps the length it "
+                               "had; set it to restart the cosine)",
+    "training.learning_rate": "peak AdamW learning rate",
+    "training.min_lr": "the cosine schedule's final learning rate",
+    "training.weight_decay": "AdamW weight decay",
+    "training.betas": "AdamW (beta1, beta2)",
+    "training.grad_clip": "global gradient-norm clip",
+    "training.lambda_pde": "weight of the PDE residual",
+    "training.lambda_data": "weight of a supervised next-frame term (0: label-free)",
+    "training.lambda_bc": "weight of the boundary term: the prediction extrapolated to the faces vs the given values",
+    "training.residual": "the residual that trains: window (the reference: [input frame 0, outputs]) | per_step "
+                         "(each output against its own input frame) | precond (per_step in a preconditioned norm, "
+                         "normalised by the input increments); docs/results.md",
+    "training.residual_scheme": "time discretisation of per_step and precond: euler | bdf2",
+    "training.pushforward_steps": "m > 0: sometimes train on the model's own m-step rollout",
+    "training.pushforward_prob": "probability of a pushforward step (with pushforward_steps > 0)",
+    "training.select_metric": "the validation metric that picks the best adapters (lower is better): loss (the "
+                              "objective being trained) or any val/ metric name",
+    "training.eval_every_steps": "validation and checkpoint cadence, in steps",
+    "training.seed": "seed of the adapters' initialisation, the batch order and dropout",
+    "training.resume": "continue the run in logging.save_dir (its saved config is used)",
+    "training.allow_config_change": "let a resumed run change rank, lr, data, ... anyway",
+    "training.max_consecutive_nonfinite": "stop after this many non-finite steps in a row (each is skipped)",
+    "training.num_devices": "data-parallel over this many local devices; 0 = all",
+    "training.distributed": "multi-host: jax.distributed.initialize() first",
+    "logging.save_dir": "the run directory (metrics, checkpoints, best_adapters/, plots)",
+    "logging.log_interval": "a metrics line every this many steps",
+    "logging.plots": "a validation window's plot at each evaluation",
+    "logging.tensorboard": "TensorBoard scalars, plots and config under save_dir/tensorboard",
+    "logging.wandb": "log to Weights & Biases, as the PyTorch recipe does",
+    "logging.wandb_mode": "online | offline (no network; `wandb sync` later)",
+    "logging.project": "Weights & Biases project",
+    "logging.entity": "Weights & Biases entity ('': your default)",
+}
+
+
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     """The reference recipe; `configs/burgers.py:recommended` the label-free recipe that
     made the stand-in better on data it never saw (docs/results.md): the per-step anchored
     residual in the preconditioned norm, LoRA + decoder, float32. Measured on the small
-    stand-in on a CPU, not yet on the full-size model."""
+    stand-in on a CPU, not yet on the full-size model. Each field's meaning: FIELD_HELP."""
     if variant not in VARIANTS:
         raise ValueError(f"configs/burgers.py: unknown variant {variant!r}; known: 'recommended'")
     c = ml_collections.ConfigDict()
 
     c.model = ml_collections.ConfigDict()
-    c.model.pretrained_path = "checkpoints/pretrained"  # output of burgers-convert
-    # reference | fp32_output | float32 (see burgers_jax.model.config.Policy);
-    # fp32_output keeps the bf16 trunk but computes the last decoder stage, the
-    # denormalization and the residual in float32 (chosen from the demo's policy table).
-    c.model.precision = "fp32_output"
-    c.model.remat = False  # gradient checkpointing of the transformer layers
-    # What trains: adapters (the reference) | adapters+decoder |
-    # adapters+encoder+decoder (burgers_jax.model.param_tree.TRAINABLE_SETS)
+    c.model.pretrained_path = "checkpoints/pretrained"
+    c.model.precision = "fp32_output"  # chosen from the demo's policy table
+    c.model.remat = False
     c.model.trainable = "adapters"
-    c.model.noise_level = 0.0  # input noise in training (the pretraining used some; fine-tuning none)
-    # JSON {"encoder": {...}, "transformer": {...}} the checkpoint must match (configs/from_yaml.py sets it)
+    c.model.noise_level = 0.0
     c.model.expected_architecture = ""
     c.model.lora = ml_collections.ConfigDict()
     c.model.lora.r = 16
     c.model.lora.alpha = 32.0
     c.model.lora.dropout = 0.05
     c.model.lora.target_modules = DEFAULT_LORA_TARGETS
-    c.model.lora.init_path = ""  # an adapters directory to start from (e.g. a converted best_lora.pt)
+    c.model.lora.init_path = ""
 
     c.dataset = ml_collections.ConfigDict()
-    c.dataset.source = "hdf5"  # hdf5 | analytic
+    c.dataset.source = "hdf5"
     c.dataset.path = "data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5"
-    c.dataset.temporal_length = 16  # model input frames; windows hold one more
-    c.dataset.frame_stride = 1  # windows of every S-th frame (time step S * dt); 1 = the reference
+    c.dataset.temporal_length = 16
+    c.dataset.frame_stride = 1
     c.dataset.train_ratio = 0.9
     c.dataset.seed = 42
-    # Only for source=analytic: the reference sample set computed from the formula.
+    # source=analytic only: the reference sample set computed from the formula.
     c.dataset.num_samples = 100
     c.dataset.num_frames = 1000
     c.dataset.resolution = 128
@@ -87,9 +155,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.dataset.nu_max = 0.15
 
     c.physics = ml_collections.ConfigDict()
-    # Frame spacing. None: from the data's time axis (files of burgers-generate record
-    # it); a file without one (the PyTorch generator's) uses the reference 1/999. An
-    # explicit value that disagrees with the file's axis is refused.
     c.physics.dt = config_dict.placeholder(float)
 
     c.dataloader = ml_collections.ConfigDict()
@@ -100,8 +165,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.training = ml_collections.ConfigDict()
     c.training.max_steps = 5000
     c.training.warmup_steps = 100
-    # The cosine schedule's length; None: max_steps. A resumed run with a larger max_steps
-    # keeps the length it had (the extra steps run at min_lr); set it to restart the cosine.
     c.training.schedule_steps = config_dict.placeholder(int)
     c.training.learning_rate = 1e-4
     c.training.min_lr = 1e-6
@@ -110,32 +173,27 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.training.grad_clip = 1.0
     c.training.lambda_pde = 1.0
     c.training.lambda_data = 0.0
-    c.training.lambda_bc = 0.0  # boundary term: the prediction extrapolated to the faces vs the given values
-    # The residual that trains (label-free options, docs/results.md): window (the reference:
-    # [input frame 0, outputs]) | per_step (each output against its own input frame) |
-    # precond (per_step in a preconditioned norm, normalised by the input increments).
+    c.training.lambda_bc = 0.0
     c.training.residual = "window"
-    c.training.residual_scheme = "euler"  # euler | bdf2 (per_step and precond)
-    c.training.pushforward_steps = 0  # m > 0: sometimes train on the model's own m-step rollout
+    c.training.residual_scheme = "euler"
+    c.training.pushforward_steps = 0
     c.training.pushforward_prob = 0.5
-    # The best adapters are chosen by this validation metric (lower is better): "loss", the
-    # objective being trained (label-free unless lambda_data > 0), or any val/ metric name.
     c.training.select_metric = "loss"
     c.training.eval_every_steps = 50
     c.training.seed = 0
     c.training.resume = False
-    c.training.allow_config_change = False  # let a resumed run change rank, lr, data, ... anyway
+    c.training.allow_config_change = False
     c.training.max_consecutive_nonfinite = 10
-    c.training.num_devices = 0  # data-parallel over this many local devices; 0 = all
-    c.training.distributed = False  # multi-host: jax.distributed.initialize() first
+    c.training.num_devices = 0
+    c.training.distributed = False
 
     c.logging = ml_collections.ConfigDict()
     c.logging.save_dir = "runs/burgers_lora"
     c.logging.log_interval = 10
     c.logging.plots = True
     c.logging.tensorboard = True
-    c.logging.wandb = False  # Weights & Biases, as the PyTorch recipe logs
-    c.logging.wandb_mode = "online"  # or "offline": no network; `wandb sync` later
+    c.logging.wandb = False
+    c.logging.wandb_mode = "online"
     c.logging.project = "burgers-lora"
     c.logging.entity = ""
     if variant == "recommended":

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import math
+import sys
 from pathlib import Path
 
 from burgers_jax.data import sources as data_lib
@@ -238,8 +239,9 @@ def parse_command_line(argv: list[str]):
 
     fv = flags.FlagValues()  # a registry of our own: main() can run twice in one process
     flags.DEFINE_string("workdir", None, "Run directory (default: the config's logging.save_dir).", flag_values=fv)
+    # sys_argv: the overrides are found in `argv`, not in the process's sys.argv (main(argv) in-process).
     config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
-                                    flag_values=fv, lock_config=True)
+                                    flag_values=fv, lock_config=True, sys_argv=list(argv))
     try:
         fv(argv)
     except Exception as e:  # noqa: BLE001 - absl and ml_collections raise many kinds; one line each
@@ -278,16 +280,89 @@ def parse_command_line(argv: list[str]):
     return cfg, workdir
 
 
-def _config_error(argv: list[str], config_path: str) -> str | None:
-    """Loads the config file alone to name an unknown override field, if that was the error."""
+def load_config_file(config_path: str):
+    """The config a `--config FILE[:variant]` names, loaded without the command line's
+    overrides (`config_flags` loads it the same way)."""
     import importlib.util
 
     path, _, variant = config_path.partition(":")
+    spec = importlib.util.spec_from_file_location("_burgers_user_config", path)
+    if spec is None:
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant) if variant else module.get_config()
+
+
+def _config_error(argv: list[str], config_path: str) -> str | None:
+    """Loads the config file alone to name an unknown override field, if that was the error."""
     try:
-        spec = importlib.util.spec_from_file_location("_burgers_user_config", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        cfg = module.get_config(variant) if variant else module.get_config()
+        cfg = load_config_file(config_path)
     except Exception as e:  # noqa: BLE001
-        return f"{path}: cannot load the config ({type(e).__name__}: {e})"
+        return f"{config_path.partition(':')[0]}: cannot load the config ({type(e).__name__}: {e})"
     return unknown_override(argv, cfg)
+
+
+def config_argument(argv: list[str]) -> str | None:
+    """The value of `--config FILE` / `--config=FILE` on a command line, if any."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def config_fields_help(cfg, width: int = 100) -> str:
+    """Every field of `cfg` with its value (the default of that config) and its meaning
+    (`configs/burgers.py:FIELD_HELP`, the one source of the meanings), for `--help`."""
+    import textwrap
+
+    from burgers_jax.configs.burgers import FIELD_HELP
+
+    order = {path: i for i, path in enumerate(FIELD_HELP)}  # get_config's order; fields of its own last
+    lines = []
+    for path, value in sorted(flat_leaves(cfg), key=lambda item: (order.get(item[0], len(order)), item[0])):
+        lines.append(f"  {path} = {value!r}")
+        meaning = FIELD_HELP.get(path, "(a field of this config; configs/burgers.py does not describe it)")
+        lines += textwrap.wrap(meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+def resolved_config_json(cfg) -> str:
+    """The resolved config as `--print-config` prints it (JSON, as the run saves it)."""
+    return json.dumps(json.loads(cfg.to_json_best_effort()), indent=2)
+
+
+# ----------------------------------------------------------------------------- recipes known to fail
+
+# The all-bf16 `reference` policy rounds the model's input and output to bf16, whose
+# spacing near the Burgers fields' |u| ~ 0.75 is 2**-8 = 3.9e-3. The reference data's
+# fastest change is |u_t| <= 1/(512 nu) = 0.02 at nu = 0.1, so one step's change stays
+# below half that spacing up to a step of ~0.1: measured on the reference trajectories,
+# the bf16-rounded change of one frame is 0 at dt = 1/999 (no cell changes), 5x off at
+# 1e-2 and 1.2x off at 0.1. docs/results.md: at dt = 1/999 the recipe's PDE loss barely
+# moves and the model gets worse.
+BF16_BLIND_STEP = 0.1
+
+
+def recipe_warnings(cfg, dt: float) -> list[str]:
+    """One-line warnings for a run that selects a recipe the project's results show
+    failing; `dt` is the data's frame spacing (the window step is dt * frame_stride)."""
+    warnings = []
+    step = float(dt) * int(cfg.dataset.frame_stride)
+    if cfg.model.precision == "reference" and step < BF16_BLIND_STEP:
+        warnings.append(
+            f"model.precision='reference' (all bf16) at a time step of {step:.3g}: bf16 cannot represent one "
+            f"step's change of the fields (below ~{BF16_BLIND_STEP:g}), so the PDE residual cannot see the "
+            "dynamics and the model gets worse (docs/results.md); use --config.model.precision=float32 "
+            "(configs/burgers.py:recommended)")
+    return warnings
+
+
+def print_recipe_warnings(cfg, dt: float, file=None) -> list[str]:
+    """Prints `recipe_warnings` as `warning: ...` lines (stderr); -> them."""
+    warnings = recipe_warnings(cfg, dt)
+    for line in warnings:
+        print(f"warning: {line}", file=file or sys.stderr, flush=True)
+    return warnings
