@@ -3,6 +3,9 @@
   python -m burgers_jax.train --config configs/from_yaml.py:path/to/finetune_burgers.yaml \
       [--config.a.b=value ...]
 
+`configs/finetune_burgers.yaml` is an example: the recipe's own YAML, every section and
+key (add `--print-config` to see the config it becomes).
+
 Every key of the YAML maps to a field of configs/burgers.py, or is accepted and has no
 counterpart here (named below); any other key is an error naming it, as is a YAML of
 the project's later versions (`max_epochs`, `eval_interval`, `t_input`): a different
