@@ -18,14 +18,14 @@ PROG = "burgers-compare"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
     p.add_argument("evaluations", nargs="+", type=Path, metavar="EVAL_DIR", help="burgers-evaluate --out folders")
     p.add_argument("--labels", default=None,
                    help="comma-separated names for the evaluations, in order (default: the folder names)")
     p.add_argument("--out", "--output", dest="out", required=True, type=Path,
                    help="output folder (comparison.md, comparison.png)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier comparison at --out (default: refuse to)")
+                   help="replace an earlier comparison at --out")
     return p
 
 

@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     def body() -> int:
         result, final, table = run_evaluation(EvalRequest(**vars(args)))
         print(table)
-        print(f"wrote {final}/metrics.json, metrics.md, window.png" + (", rollout.png" if args.rollout else ""))
+        print(f"wrote {final}/metrics.json, metrics.md, window.png, example_window.npz"
+              + (", rollout.png" if args.rollout else ""))
         return 0
 
     return cli.run(PROG, body)

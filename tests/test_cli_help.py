@@ -54,10 +54,6 @@ def help_problems(parser: argparse.ArgumentParser) -> list[str]:
     return problems
 
 
-# Commands whose parser another change is writing now; remove an entry once its parser
-# uses cli.HelpFormatter and explains its None defaults (the test then passes).
-PENDING = {"burgers-compare": "burgers_jax/compare.py: formatter_class=cli.HelpFormatter, default shown for "
-                              "every flag"}
 COMMANDS = _commands()
 
 
@@ -66,8 +62,7 @@ def test_the_commands_are_found():
             "burgers-export", "burgers-train"} <= set(COMMANDS)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PENDING[n], strict=False))
-                                  if n in PENDING else n for n in sorted(COMMANDS) if n != "burgers-train"])
+@pytest.mark.parametrize("name", [n for n in sorted(COMMANDS) if n != "burgers-train"])
 def test_every_flag_has_help_and_shows_its_default(name):
     """burgers-train has absl flags; its help is tested below."""
     module = importlib.import_module(COMMANDS[name])

@@ -39,7 +39,14 @@ from burgers_jax.model import param_tree
 from burgers_jax.model.config import Policy
 from burgers_jax.training import reporting, steps
 from burgers_jax.training.rundir import RunDir, config_dict
-from burgers_jax.training.setup import TrainConfigError, build_data, check_config, load_params, with_dt
+from burgers_jax.training.setup import (
+    TrainConfigError,
+    build_data,
+    check_config,
+    load_params,
+    print_recipe_warnings,
+    with_dt,
+)
 
 # Keys of a batch that the compiled steps consume (with their leading batch axis).
 STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
@@ -329,6 +336,7 @@ def start_run(cfg, workdir) -> tuple[Trainer, RunDir, bool]:
         notes += [taken] if taken else []
     for note in notes:
         print(f"note: {note}")
+    print_recipe_warnings(trainer.cfg, trainer.cfg.physics.dt)
     return trainer, run_dir, primary
 
 
