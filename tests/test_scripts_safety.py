@@ -150,7 +150,7 @@ def test_pretrain_overwrite_keeps_the_earlier_result_until_the_new_one_is_comple
 
 
 def _cfg(experiment, out: Path, steps: int, row: str = "precond", stride: int = 1, seed: int = 0):
-    args = SimpleNamespace(steps=steps, temporal_length=4, out=out)
+    args = SimpleNamespace(steps=steps, temporal_length=4, out=out, rollout=0)
     return experiment.row_config(args, out / "pretrained", row, stride, seed)
 
 
@@ -245,7 +245,7 @@ def test_experiment_evaluates_again_a_run_that_changed_after_its_evaluation(tmp_
         return {"evaluation": len(calls)}, None, None
 
     monkeypatch.setattr(experiment.evaluate, "run_evaluation", run_evaluation)
-    args = SimpleNamespace(out=tmp_path, temporal_length=4)
+    args = SimpleNamespace(out=tmp_path, temporal_length=4, rollout=0)
     base, lora = tmp_path / "pretrained", tmp_path / "runs" / "r" / "best_adapters"
     (base / "params").mkdir(parents=True)
     (base / "params" / "weights").write_bytes(b"base")
