@@ -55,3 +55,15 @@ def run_cli(args, cwd=REPO, timeout=600, **kwargs):
 
 def metrics_rows(save_dir):
     return [json.loads(line) for line in (Path(save_dir) / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def smoke_config(pretrained, save_dir, **training):
+    """configs/demo.py:smoke on `pretrained`, writing to `save_dir`, with training overrides."""
+    from burgers_jax.configs import demo
+
+    c = demo.get_config("smoke")
+    c.model.pretrained_path = str(pretrained)
+    c.logging.save_dir = str(save_dir)
+    for k, v in training.items():
+        c.training[k] = v
+    return c

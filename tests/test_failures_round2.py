@@ -15,25 +15,15 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, metrics_rows
+from conftest import REPO, metrics_rows, smoke_config
 
-from burgers_jax.configs import demo, from_yaml
+from burgers_jax.configs import from_yaml
 from burgers_jax.data import sources as data_lib
 from burgers_jax.data.writer import write_dataset
 from burgers_jax.evaluation import evaluate
 from burgers_jax.io import outputs
 from burgers_jax.training import reporting, rundir, trainer
 from burgers_jax.training.setup import TrainConfigError, check_config
-
-
-def smoke_config(pretrained, save_dir, **training):
-    c = demo.get_config("smoke")
-    c.model.pretrained_path = str(pretrained)
-    c.logging.save_dir = str(save_dir)
-    for k, v in training.items():
-        c.training[k] = v
-    return c
-
 
 # ----------------------------------------------------------------------------- config values
 

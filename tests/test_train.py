@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import smoke_config
 
-from burgers_jax.configs import demo
 from burgers_jax.io import checkpoint as ckpt_io
 from burgers_jax.model import lora as lora_lib
 from burgers_jax.model import network as model_lib
@@ -35,15 +35,6 @@ def pretrained(tmp_path_factory):
     params = model_lib.init_params(tiny_config(), jax.random.PRNGKey(0))
     ckpt_io.save_converted(d, params, tiny_config())
     return d
-
-
-def tiny_cfg(pretrained, save_dir, **training):
-    c = demo.get_config("smoke")
-    c.model.pretrained_path = str(pretrained)
-    c.logging.save_dir = str(save_dir)
-    for k, v in training.items():
-        c.training[k] = v
-    return c
 
 
 def make_full_finetune_step(model, tx_full, cfg):
@@ -101,7 +92,7 @@ def test_trainable_count_equals_peft_full_size():
 
 
 def _one_step_trainer(pretrained, tmp_path, **training):
-    cfg = tiny_cfg(pretrained, tmp_path / "run", **training)
+    cfg = smoke_config(pretrained, tmp_path / "run", **training)
     return cfg, train.Trainer(cfg)
 
 
@@ -192,7 +183,7 @@ def test_bad_configs_fail_before_any_work(pretrained, tmp_path):
         (dict(model__precision="fp16"), "model.precision"),
     ]
     for overrides, expected in cases:
-        cfg = tiny_cfg(pretrained, tmp_path / "bad")
+        cfg = smoke_config(pretrained, tmp_path / "bad")
         for key, value in overrides.items():
             section, name = key.split("__")
             cfg[section][name] = value
