@@ -50,15 +50,20 @@ class RunDirError(UserError):
     """A run directory that cannot be (re)used as asked."""
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flat(v, key + "."))
+def flat_leaves(tree, prefix: str = "") -> list[tuple[str, Any]]:
+    """[('section.field', value)] of a config (ConfigDict or nested mapping), values as they are."""
+    out = []
+    for key, value in tree.items():
+        if hasattr(value, "items"):
+            out += flat_leaves(value, f"{prefix}{key}.")
         else:
-            out[key] = list(v) if isinstance(v, tuple) else v
+            out.append((f"{prefix}{key}", value))
     return out
+
+
+def _flat(d: Mapping[str, Any]) -> dict[str, Any]:
+    """{'section.field': value} with tuples as lists, as a saved config.json holds them."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat_leaves(d)}
 
 
 def config_dict(cfg) -> dict[str, Any]:

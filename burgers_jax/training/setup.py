@@ -21,7 +21,7 @@ from burgers_jax.model import lora as lora_lib
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import GRID, ConfigError, LoraConfig, Policy
 from burgers_jax.training import steps
-from burgers_jax.training.rundir import RunDir, merge_saved
+from burgers_jax.training.rundir import RunDir, flat_leaves, merge_saved
 
 # dt agreement between the data's time axis and an explicit physics.dt: the PyTorch YAML
 # writes 1/999 as 0.001001001 (relative difference 1e-9).
@@ -64,16 +64,6 @@ def _nonfinite_fields(cfg) -> list[str]:
     test below (all comparisons with NaN are false), and a NaN loss skips every update."""
     return [f"{path}={value} must be a finite number" for path, value in flat_leaves(cfg)
             if isinstance(value, float) and not math.isfinite(value)]
-
-
-def flat_leaves(cfg, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for key, value in cfg.items():
-        if hasattr(value, "items"):
-            out += flat_leaves(value, f"{prefix}{key}.")
-        else:
-            out.append((f"{prefix}{key}", value))
-    return out
 
 
 def check_config(cfg, num_devices: int) -> None:
