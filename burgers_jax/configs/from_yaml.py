@@ -87,18 +87,21 @@ def _as_field_type(value, current, where: str):
     """YAML 1.1 (PyYAML) reads `1e-3` (no dot) as the string '1e-3'; the PyTorch script
     passes it to float() and so do we, for float fields only. Anything else that does not
     fit the field's type is an error naming the key."""
-    if isinstance(current, float) and isinstance(value, str):
-        try:
+    if current is None or isinstance(value, (list, tuple)):
+        return value  # a field without a type yet, or a sequence (converted by the caller)
+    if isinstance(current, float) and not isinstance(value, bool):
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise YamlConfigError(f"{where}={value!r} is not a number") from None
+        if isinstance(value, (int, float)):
             return float(value)
-        except ValueError:
-            raise YamlConfigError(f"{where}={value!r} is not a number") from None
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    expected = type(current)
-    if current is not None and not isinstance(value, (list, tuple)) and not isinstance(value, expected) and not (
-            expected is int and isinstance(value, float) and value.is_integer()):
-        raise YamlConfigError(f"{where}={value!r}: expected {expected.__name__}")
-    return int(value) if expected is int and isinstance(value, float) else value
+    if type(current) is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, type(current)):
+        raise YamlConfigError(f"{where}={value!r}: expected {type(current).__name__}")
+    return value
 
 
 def get_config(path: str = ""):
