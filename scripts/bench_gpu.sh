@@ -2,7 +2,8 @@
 # The GPU benchmark, prepared for one run on a lent accelerator (the device tool; <= 8 minutes
 # with the installs): the full-size model (hidden 768, 10 layers, 12/4 heads), B = 4, T = 16,
 # the JAX LoRA step under each precision policy against the PyTorch original with eager
-# attention (the recipe) and with SDPA, forward alone, residual alone; JSON into $OUT.
+# attention (the recipe), with SDPA and with SDPA + torch.compile, forward alone, residual
+# alone; JSON into $OUT (and a one-line JSON summary at the end of the log).
 #
 # The GPU image has JAX (CUDA), PyTorch, transformers, peft, flax, optax, orbax and h5py; the
 # few packages it lacks travel as wheels. Once, here, in the repository root:
@@ -25,4 +26,4 @@ export PYTHONUNBUFFERED=1 BURGERS_JAX_CACHE="$OUT/jax_cache"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 timeout 420 python3 scripts/bench_step.py --full --batch 4 --frames 16 --runs 5 --warmup 2 \
-  --torch-attn eager,sdpa --no-profile --out "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench_gpu.log"
+  --torch-variants eager,sdpa,sdpa_compile --json --no-profile --out "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench_gpu.log"

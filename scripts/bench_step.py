@@ -1,7 +1,7 @@
 """The yardstick: one LoRA fine-tuning step of the JAX port against the PyTorch original,
 side by side in one process, on the same weights and the same batch.
 
-    python scripts/bench_step.py [--full] [--batch 1] [--frames 16] [--runs 5] [--out bench.json]
+    python scripts/bench_step.py [--full] [--batch 1] [--frames 16] [--runs 5] [--out bench.json] [--json]
     python scripts/bench_step.py --first-step      # also: the first step of fresh processes
 
 PyTorch runs as the original recipe does: the reference model on `transformers.LlamaModel`
@@ -9,13 +9,22 @@ PyTorch runs as the original recipe does: the reference model on `transformers.L
 dropout 0.05 on the seven projections, adapters float32), bf16 or float32 weights, the
 residual as the PyTorch system writes it (`torch_reference.burgers_pde_loss_upwind`:
 vectorised, `torch.cat` ghost cells, `torch.where` upwinding, batch-mean nu), AdamW with
-a global-norm clip. JAX runs `burgers_jax.train.Trainer.train_step` for each precision
-policy. Both start from one `best.pt` (converted for JAX by the project's converter).
+a global-norm clip. And as a user seeking speed would run it (`--torch-variants`): the
+same model with `attn_implementation="sdpa"` (PyTorch's fused attention kernel, the
+block-causal mask passed as SDPA's additive mask), and that with `torch.compile`
+(inductor; the whole model when inductor compiles it, else the transformer, the part
+that dominates the step; its compile time is the row's first call). JAX runs
+`burgers_jax.train.Trainer.train_step` for each precision policy. Both start from one
+`best.pt` (converted for JAX by the project's converter).
 
 Reported, JAX and PyTorch interleaved so that both see the same machine load: the
 first call (compile), the steady median after warm-up (`block_until_ready`), the step
-per policy, the forward pass alone, the residual alone (value, value + gradient), and a
-per-stage profile (encoder, transformer, decoder, residual; forward and backward).
+per policy, the forward pass alone, the residual alone (value, value + gradient), a
+per-stage profile (encoder, transformer, decoder, residual; forward and backward), the
+measured matmul peak of this machine (a 2048^3 float32 product and a bf16 one with
+float32 accumulation, in XLA and in PyTorch) and the FLOP/s each stage and the step
+achieve by the analytic count of `scripts/cost_analysis.py`. `--json` ends the output
+with one line of JSON: the ratios and utilisation a script reads.
 Defaults to the small architecture (hidden 128, 2 layers, 8/2 heads, channels
 16/32/64); `--full` for hidden 768, 10 layers, 12/4 heads, channels 64/128/256.
 """
@@ -108,7 +117,8 @@ def sync() -> None:
 class TorchRecipe:
     """The PyTorch original's LoRA step, as its fine-tuning script runs it."""
 
-    def __init__(self, best_pt: Path, dtype: torch.dtype, batch: dict, frames: int, attn: str = "eager"):
+    def __init__(self, best_pt: Path, dtype: torch.dtype, batch: dict, frames: int, attn: str = "eager",
+                 compile: bool = False):
         ckpt, _ = load_torch_file(best_pt)  # weights only; named errors
         model = R.build_model(ckpt["config"], attn_implementation=attn)
         model.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
@@ -122,6 +132,30 @@ class TorchRecipe:
         self.frames = torch.from_numpy(batch["frames"]).to(dev)
         self.bounds = [torch.from_numpy(batch[k]).to(dev) for k in ("left", "right", "bottom", "top")]
         self.nu = float(np.mean(batch["nu"]))  # the recipe passes the batch-mean nu
+        self.compiled = None
+        if compile:
+            self._compile()
+
+    def _compile(self) -> None:
+        """torch.compile (inductor) of the whole model if one step of it runs, else of the
+        transformer alone; `self.compiled` says which. The trial step's time (the compile)
+        is kept as `self.compile_s`."""
+        eager_model = self.model
+        t0 = time.perf_counter()
+        try:
+            self.model = torch.compile(eager_model)
+            self.step()
+            self.compiled = "model"
+        except Exception as exc:  # inductor cannot lower some op: compile the part that dominates
+            print(f"torch.compile of the whole model failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                  "compiling the transformer only")
+            torch._dynamo.reset()
+            self.model = eager_model
+            self.model.transformer = torch.compile(self.model.transformer)
+            t0 = time.perf_counter()
+            self.step()
+            self.compiled = "transformer"
+        self.compile_s = time.perf_counter() - t0
 
     def step(self) -> float:
         self.opt.zero_grad(set_to_none=True)
@@ -234,6 +268,45 @@ def jax_stages(trainer, trainable, batch: dict) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- utilisation
+
+
+def matmul_peak(n: int = 2048, runs: int = 10) -> dict:
+    """GFLOP/s of the best of `runs` n^3 products: float32, and bf16 inputs with float32
+    accumulation (the path the bf16 policies take), in XLA and in PyTorch."""
+    a32 = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+    b32 = jax.random.normal(jax.random.PRNGKey(1), (n, n))
+    a16, b16 = a32.astype(jnp.bfloat16), b32.astype(jnp.bfloat16)
+    f32 = jax.jit(lambda a, b: a @ b)
+    f16 = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+    ta, tb = torch.from_numpy(np.asarray(a32)).to(torch_device()), torch.from_numpy(np.asarray(b32)).to(torch_device())
+    ta16, tb16 = ta.bfloat16(), tb.bfloat16()
+
+    def torch_mm(x, y):
+        return lambda: (x @ y, sync())
+
+    fns = {"xla_float32": lambda: jax.block_until_ready(f32(a32, b32)),
+           "xla_bf16_f32acc": lambda: jax.block_until_ready(f16(a16, b16)),
+           "torch_float32": torch_mm(ta, tb), "torch_bf16": torch_mm(ta16, tb16)}
+    return {k: 2.0 * n ** 3 / min(ts) / 1e9 for k, (_, ts) in interleaved(fns, runs, 2).items()}
+
+
+def analytic_stages(full: bool, b: int, frames: int) -> dict:
+    """FLOPs per profiled stage and for the step, from cost_analysis.analytic. The
+    profile's backward is the input gradient (no weight gradients): the linear and conv
+    input gradients (the forward's FLOPs again) and attention's 5 units."""
+    from cost_analysis import analytic
+
+    from burgers_jax.model.config import architecture
+
+    c = analytic(architecture("full" if full else "small").with_lora(r=LORA["r"], alpha=LORA["alpha"]), b, frames)
+    unit = c["attention_forward"] / 2
+    transformer_fwd = c["transformer_linear"] + c["adapters"] + c["attention_forward"]
+    return {"encoder": (c["encoder"], c["encoder"]), "decoder": (c["decoder"], c["decoder"]),
+            "transformer": (transformer_fwd, c["transformer_linear"] + c["adapters"] + 5 * unit),
+            "step": c["total"], "forward": c["forward"]}
+
+
 # ----------------------------------------------------------------------------- fresh processes
 
 
@@ -276,10 +349,12 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--policies", default="float32,reference,fp32_output")
-    ap.add_argument("--torch-attn", default="eager", help="eager (the original) and/or sdpa, comma-separated")
+    ap.add_argument("--torch-variants", default="eager,sdpa,sdpa_compile",
+                    help="PyTorch rows, comma-separated: eager (the original), sdpa, sdpa_compile, eager_compile")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--first-step", action="store_true", help="also time the first step of fresh processes")
     ap.add_argument("--out", type=Path, default=None, help="JSON with every number")
+    ap.add_argument("--json", action="store_true", help="end with one line of JSON: ratios, utilisation")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--best-pt", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--pretrained", default=None, help=argparse.SUPPRESS)
@@ -307,14 +382,22 @@ def main(argv=None) -> int:
     print(f"bench_step: {info}")
 
     jax_steps = {p: JaxStep(jax_trainer(work / "pretrained", p, args.batch, args.frames), batch) for p in policies}
-    torch_runs = {f"{d}" + ("" if attn == "eager" else f"_{attn}"):
-                  TorchRecipe(best_pt, dtype, batch, args.frames, attn)
-                  for attn in args.torch_attn.split(",")
-                  for d, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16))}
+    torch_runs = {}
+    for variant in args.torch_variants.split(","):
+        attn, _, compiled = variant.partition("_")
+        if attn not in ("eager", "sdpa") or compiled not in ("", "compile"):
+            ap.error(f"--torch-variants: {variant!r} is not one of eager, sdpa, eager_compile, sdpa_compile")
+        for d, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16)):
+            name = d + ("" if variant == "eager" else f"_{variant}")
+            print(f"building PyTorch {name}" + (" (torch.compile: the first step compiles)" if compiled else ""), flush=True)
+            torch_runs[name] = TorchRecipe(best_pt, dtype, batch, args.frames, attn, compile=bool(compiled))
     step_fns = {f"jax_{p}": s.step for p, s in jax_steps.items()}
     step_fns.update({f"torch_{d}": r.step for d, r in torch_runs.items()})
     results = {"info": info, "step": {k: {"first_s": f, "median_ms": median_ms(ts), "times_s": ts}
                                       for k, (f, ts) in interleaved(step_fns, args.runs, args.warmup).items()}}
+    for d, r in torch_runs.items():
+        if r.compiled:  # the first call timed above ran compiled code already; the compile was the trial step
+            results["step"][f"torch_{d}"].update(first_s=r.compile_s, compiled=r.compiled)
 
     fwd_jax = jax_steps.get("float32") or next(iter(jax_steps.values()))
     # The state after the timed steps (the step donates its input state, so the initial one is gone).
@@ -322,7 +405,8 @@ def main(argv=None) -> int:
     model, params = fwd_jax.trainer.model, param_tree.merge(trainable, fwd_jax.trainer.frozen)
     x = jnp.asarray(batch["frames"][:, :args.frames])
     apply = jax.jit(lambda p, a: model.apply({"params": p}, a))
-    fwd = {"jax_float32": lambda: jax.block_until_ready(apply(params, x)), "torch_float32": torch_runs["float32"].forward}
+    fwd = {"jax_float32": lambda: jax.block_until_ready(apply(params, x))}
+    fwd.update({f"torch_{d}": r.forward for d, r in torch_runs.items() if d.startswith("float32") and not r.compiled})
     results["forward"] = {k: {"first_s": f, "median_ms": median_ms(ts)}
                           for k, (f, ts) in interleaved(fwd, args.runs, args.warmup).items()}
 
@@ -356,12 +440,15 @@ def main(argv=None) -> int:
     if not args.no_profile:
         prof = {}
         js = jax_stages(fwd_jax.trainer, trainable, batch)
-        ts_ = torch_runs["float32"].stages()
+        ts_ = next(r for d, r in torch_runs.items() if d.startswith("float32") and not r.compiled).stages()
         for stage in js:
             fns = {"jax_fwd": js[stage][0], "jax_fwd_bwd": js[stage][1],
                    "torch_fwd": ts_[stage][0], "torch_fwd_bwd": ts_[stage][1]}
             prof[stage] = {k: median_ms(v[1]) for k, v in interleaved(fns, args.runs, args.warmup).items()}
         results["profile_float32"] = prof
+    results["matmul_peak_gflops"] = matmul_peak()
+    results["analytic_gflop"] = {k: (tuple(x / 1e9 for x in v) if isinstance(v, tuple) else v / 1e9)
+                                 for k, v in analytic_stages(args.full, args.batch, args.frames).items()}
     if args.first_step:
         results["fresh_process"] = fresh_processes(best_pt, work / "pretrained", args.batch, args.frames,
                                                    str(work / "jax_cache"))
@@ -369,32 +456,79 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.out}")
+    if args.json:
+        print(json.dumps(summary(results)))
     return 0
+
+
+def fastest(steps: dict, prefix: str) -> tuple[str, float]:
+    """(name, median ms) of the fastest row whose name starts with `prefix`."""
+    rows = {k: v["median_ms"] for k, v in steps.items() if k.startswith(prefix)}
+    name = min(rows, key=rows.get)
+    return name, rows[name]
+
+
+def summary(r: dict) -> dict:
+    """The numbers a script compares: speed ratios against the fastest PyTorch rows,
+    the step's share of the matmul peak, first steps."""
+    s = r["step"]
+    out = {"info": r["info"], "median_ms": {k: round(v["median_ms"], 1) for k, v in s.items()}}
+    jax32 = s["jax_float32"]["median_ms"] if "jax_float32" in s else None
+    t32_name, t32 = fastest(s, "torch_float32")
+    tb_name, tb = fastest(s, "torch_bf16")
+    out["fastest_torch_float32"], out["fastest_torch_bf16"] = t32_name, tb_name
+    if jax32:
+        out["float32_vs_fastest_torch_float32"] = t32 / jax32
+        if "torch_float32" in s:
+            out["float32_vs_torch_eager_float32"] = s["torch_float32"]["median_ms"] / jax32
+    bf16_rows = {k: v["median_ms"] for k, v in s.items() if k in ("jax_reference", "jax_fp32_output")}
+    if bf16_rows:
+        best = min(bf16_rows, key=bf16_rows.get)
+        out["best_bf16_policy"], out["bf16_vs_fastest_torch_bf16"] = best, tb / bf16_rows[best]
+    peak, flops = r["matmul_peak_gflops"], r["analytic_gflop"]
+    best_jax = min(v["median_ms"] for k, v in s.items() if k.startswith("jax_"))
+    out["step_gflops"] = {k: flops["step"] / (v["median_ms"] / 1e3) for k, v in s.items()}
+    if jax32:
+        out["float32_step_share_of_xla_float32_peak"] = flops["step"] / (jax32 / 1e3) / peak["xla_float32"]
+    out["best_jax_step_share_of_xla_float32_peak"] = flops["step"] / (best_jax / 1e3) / peak["xla_float32"]
+    out["matmul_peak_gflops"] = peak
+    if "fresh_process" in r:
+        out["fresh_process_first_step_s"] = {k: v["setup_s"] + v["first_step_s"] for k, v in r["fresh_process"].items()}
+    return out
 
 
 def report(r: dict) -> None:
     s = r["step"]
+    t32_name, t32 = fastest(s, "torch_float32")
+    tb_name, tb = fastest(s, "torch_bf16")
+    flops, peak = r["analytic_gflop"], r["matmul_peak_gflops"]
     print("\nLoRA step (forward, residual, backward, AdamW), median of interleaved runs:")
-    print("| | first call s | median ms | speed vs PyTorch float32 | vs PyTorch bf16 |")
-    print("|---|---|---|---|---|")
+    print(f"| | first call s | median ms | vs {t32_name} | vs {tb_name} | GFLOP/s | share of XLA float32 peak |")
+    print("|---|---|---|---|---|---|---|")
     for k, v in s.items():
-        print(f"| {k} | {v['first_s']:.1f} | {v['median_ms']:.0f} | "
-              f"{s['torch_float32']['median_ms'] / v['median_ms']:.2f}x | {s['torch_bf16']['median_ms'] / v['median_ms']:.2f}x |")
+        gflops = flops["step"] / (v["median_ms"] / 1e3)
+        print(f"| {k} | {v['first_s']:.1f} | {v['median_ms']:.0f} | {t32 / v['median_ms']:.2f}x | "
+              f"{tb / v['median_ms']:.2f}x | {gflops:.0f} | {gflops / peak['xla_float32']:.1%} |")
+    print("\nmatmul peak (GFLOP/s, 2048^3): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
+          + f"; analytic step {flops['step']:.1f} GFLOP")
     f = r["forward"]
-    print(f"\nforward only, float32: JAX {f['jax_float32']['median_ms']:.0f} ms, PyTorch "
-          f"{f['torch_float32']['median_ms']:.0f} ms: {f['torch_float32']['median_ms'] / f['jax_float32']['median_ms']:.2f}x")
+    print("\nforward only, float32: " + ", ".join(f"{k} {v['median_ms']:.0f} ms" for k, v in f.items()))
     q = r["residual"]
     print(f"residual B4x17x128^2: value JAX {q['jax_value']['median_ms']:.1f} ms vs PyTorch "
           f"{q['torch_value']['median_ms']:.1f} ms ({q['torch_value']['median_ms'] / q['jax_value']['median_ms']:.2f}x); "
           f"value+grad {q['jax_value_grad']['median_ms']:.1f} vs {q['torch_value_grad']['median_ms']:.1f} ms "
           f"({q['torch_value_grad']['median_ms'] / q['jax_value_grad']['median_ms']:.2f}x)")
     if "profile_float32" in r:
-        print("\nper-stage profile, float32, ms (backward = fwd_bwd - fwd):")
-        print("| stage | JAX fwd | JAX bwd | PyTorch fwd | PyTorch bwd |")
-        print("|---|---|---|---|---|")
+        print("\nper-stage profile, float32, ms (backward = fwd_bwd - fwd; the input gradient), and the JAX "
+              "stage's GFLOP/s by the analytic count:")
+        print("| stage | JAX fwd | JAX bwd | PyTorch fwd | PyTorch bwd | JAX fwd GFLOP/s | JAX bwd GFLOP/s |")
+        print("|---|---|---|---|---|---|---|")
         for stage, p in r["profile_float32"].items():
-            print(f"| {stage} | {p['jax_fwd']:.0f} | {p['jax_fwd_bwd'] - p['jax_fwd']:.0f} | {p['torch_fwd']:.0f} | "
-                  f"{p['torch_fwd_bwd'] - p['torch_fwd']:.0f} |")
+            bwd = p["jax_fwd_bwd"] - p["jax_fwd"]
+            rate = flops.get(stage)
+            rates = (f"{rate[0] / p['jax_fwd'] * 1e3:.0f} | {rate[1] / bwd * 1e3:.0f}" if rate else "— | —")
+            print(f"| {stage} | {p['jax_fwd']:.0f} | {bwd:.0f} | {p['torch_fwd']:.0f} | "
+                  f"{p['torch_fwd_bwd'] - p['torch_fwd']:.0f} | {rates} |")
     if "fresh_process" in r:
         print("\nfirst step of a fresh process (s): " + ", ".join(
             f"{k}: setup {v['setup_s']:.1f} + first step {v['first_step_s']:.1f}" for k, v in r["fresh_process"].items()))

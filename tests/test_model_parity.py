@@ -145,13 +145,13 @@ def test_float32_parity_per_seam(which, frames, request):
         assert errors[k] <= F32_TOL, f"{which} T={frames}: {k} rel L2 {errors[k]:.2e} > {F32_TOL}"
 
 
-@pytest.mark.parametrize("impl", ["frames", "einsum", "dot_product_attention", "auto"])
+@pytest.mark.parametrize("impl", ["flash", "einsum", "dot_product_attention", "auto"])
 def test_every_attention_impl_matches_torch(pair_plain, impl):
     """Every attention path (the GPU's fused kernel included, run here on the CPU) on the
     torch encoder tokens, block-causal mask included (transformer only, T=3)."""
     from burgers_jax.model import attention
 
-    assert attention.resolve("auto") == ("dot_product_attention" if jax.default_backend() == "gpu" else "frames")
+    assert attention.resolve("auto") == ("dot_product_attention" if jax.default_backend() == "gpu" else "flash")
     x = make_input(1, 3, seed=3)
     ref = R.run_with_intermediates(pair_plain.torch_model, torch.from_numpy(x))
     transformer = Transformer(pair_plain.config, attention_impl=impl)
@@ -161,8 +161,8 @@ def test_every_attention_impl_matches_torch(pair_plain, impl):
     assert err <= F32_TOL, f"attention_impl={impl}: transformer_output rel L2 {err:.2e}"
 
 
-def test_frames_scan_remat_gradients_match_einsum(pair_plain):
-    """The default training path (frame-block attention with its custom VJP, the layers
+def test_flash_scan_remat_gradients_match_einsum(pair_plain):
+    """The default training path (flash attention with its custom VJP, the layers
     under one scan, remat) differentiates like the plain unrolled einsum path (both
     forward-checked against torch above); adapters included."""
     config = pair_plain.config.with_lora(r=2, alpha=4.0)  # 2 layers: the scan runs
@@ -177,10 +177,47 @@ def test_frames_scan_remat_gradients_match_einsum(pair_plain):
 
     with jax.default_matmul_precision("highest"):
         g_ref = jax.jit(jax.grad(lambda p: loss(p, attention_impl="einsum", scan_layers=False)))(params)
-        g_new = jax.jit(jax.grad(lambda p: loss(p, attention_impl="frames", remat=True)))(params)
+        g_new = jax.jit(jax.grad(lambda p: loss(p, attention_impl="flash", remat=True)))(params)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_ref), jax.tree.leaves(g_new)):
         err = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
         assert err <= F32_TOL, f"{jax.tree_util.keystr(path)}: rel L2 {err:.2e} (float32 reassociation only)"
+
+
+@pytest.mark.parametrize("batch,frames,heads", [(2, 3, (8, 2)), (1, 4, (6, 6))])
+def test_flash_attention_bf16_gradients_as_accurate_as_eager_bf16(batch, frames, heads):
+    """Under the bf16 policies flash widens bf16 q/k/v to float32 and rounds its output
+    and gradients to bf16. Against the float32 einsum path on the same values, its output
+    and q/k/v gradients must be no less accurate than the eager bf16 path (HF's numerics),
+    up to a small margin; in float32 it must equal the einsum path to reassociation."""
+    from burgers_jax.model import attention
+
+    nh, nkv = heads
+    hd, tpf = 16, 256
+    s = frames * tpf
+    keys = jax.random.split(jax.random.key(5), 4)
+    q = jax.random.normal(keys[0], (batch, s, nh, hd))
+    k = jax.random.normal(keys[1], (batch, s, nkv, hd))
+    v = jax.random.normal(keys[2], (batch, s, nkv, hd))
+    w = jax.random.normal(keys[3], (batch, s, nh * hd))
+
+    def value_and_grads(impl, dtype):
+        def f(q, k, v):
+            out = attention.attend(q, k, v, impl, tpf, hd ** -0.5, dtype)
+            return jnp.sum(out.astype(jnp.float32) * w), out
+        (_, out), g = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(
+            *(x.astype(dtype) for x in (q, k, v)))
+        return [out, *g]
+
+    with jax.default_matmul_precision("highest"):
+        exact = value_and_grads("einsum", jnp.float32)
+        flash32 = value_and_grads("flash", jnp.float32)
+        eager16 = value_and_grads("einsum", jnp.bfloat16)
+        flash16 = value_and_grads("flash", jnp.bfloat16)
+    for name, e, f32, a, b in zip(("out", "dq", "dk", "dv"), exact, flash32, eager16, flash16):
+        assert rel_l2(f32, e) <= F32_TOL, f"{name}: float32 flash vs einsum {rel_l2(f32, e):.2e}"
+        err_eager, err_flash = rel_l2(a.astype(jnp.float32), e), rel_l2(b.astype(jnp.float32), e)
+        assert err_flash <= 1.5 * err_eager + 1e-3, f"{name}: bf16 flash {err_flash:.2e} vs eager bf16 {err_eager:.2e}"
+        assert err_flash <= 3e-2, f"{name}: bf16 flash {err_flash:.2e}"
 
 
 # ----------------------------------------------------------------------------- block causality

@@ -89,8 +89,23 @@ def peft_lora_a_init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-def _conv(x, w, stride: int, padding):
-    return lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=_CONV_DIMS)
+def conv(x, w, stride: int = 1, padding="VALID", lhs_dilation=None):
+    """An NHWC/HWIO convolution (no dtype handling: the modules below run it in float32)."""
+    return lax.conv_general_dilated(x, w, (stride, stride), padding, lhs_dilation=lhs_dilation,
+                                    dimension_numbers=_CONV_DIMS)
+
+
+def in_float32(x, kernel, bias, dtype):
+    """The inputs of a convolution rounded to the compute dtype, then widened to float32.
+
+    A convolution in the compute dtype is run as a float32 one on these and rounded once
+    at the end, bias included, which is what torch's bf16 convolutions (oneDNN, cuDNN)
+    compute: products of bf16 values are exact in float32 and the sum accumulates in
+    float32. On XLA:CPU, which has no bf16 convolution kernel and emulates one with
+    conversions around every convolution (the ghost-cell ones included), this runs the
+    encoder and decoder 1.6-2.5x faster under the bf16 policies (measured, B 1, T 16)."""
+    f32 = jnp.float32
+    return tuple(a.astype(dtype).astype(f32) for a in (x, kernel, bias))
 
 
 def conv3x3_replicate(x, w, stride: int):
@@ -104,15 +119,15 @@ def conv3x3_replicate(x, w, stride: int):
     copy-then-conv 1.3-2.9x slower than a padded conv (measured at the model's sizes).
     """
     _, h, wd, _ = x.shape
-    y = _conv(x, w, stride, ((1, 1), (1, 1)))
+    y = conv(x, w, stride, ((1, 1), (1, 1)))
     ho, wo = y.shape[1:3]
     row = lambda r: jnp.pad(x[:, r], ((0, 0), (0, 0), (1, 1), (0, 0)), mode="edge")  # noqa: E731  [N,1,W+2,C]
-    y = y.at[:, :1].add(_conv(row(slice(0, 1)), w[:1], stride, "VALID")[:, :, :wo])  # top ghost row
-    y = y.at[:, :, :1].add(_conv(x[:, :, :1], w[:, :1], stride, ((1, 1), (0, 0)))[:, :ho])  # left column
+    y = y.at[:, :1].add(conv(row(slice(0, 1)), w[:1], stride, "VALID")[:, :, :wo])  # top ghost row
+    y = y.at[:, :, :1].add(conv(x[:, :, :1], w[:, :1], stride, ((1, 1), (0, 0)))[:, :ho])  # left column
     if (ho - 1) * stride + 1 >= h:  # the last window reaches the bottom ghost row (stride 1)
-        y = y.at[:, -1:].add(_conv(row(slice(h - 1, h)), w[2:], stride, "VALID")[:, :, :wo])
+        y = y.at[:, -1:].add(conv(row(slice(h - 1, h)), w[2:], stride, "VALID")[:, :, :wo])
     if (wo - 1) * stride + 1 >= wd:
-        y = y.at[:, :, -1:].add(_conv(x[:, :, -1:], w[:, 2:], stride, ((1, 1), (0, 0)))[:, :ho])
+        y = y.at[:, :, -1:].add(conv(x[:, :, -1:], w[:, 2:], stride, ((1, 1), (0, 0)))[:, :ho])
     return y
 
 
@@ -132,19 +147,18 @@ class Conv2d(nn.Module):
         kernel = self.param("kernel", torch_default_kernel_init((0, 1, 2)), (k, k, cin, self.features),
                             self.param_dtype)
         bias = self.param("bias", uniform_init(1.0 / math.sqrt(k * k * cin)), (self.features,), self.param_dtype)
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel, bias = in_float32(x, kernel, bias, self.dtype)
         if k == 3:
             y = conv3x3_replicate(x, kernel, self.stride)
         else:  # 1x1: no padding
-            y = lax.conv_general_dilated(x, kernel, (self.stride, self.stride), "VALID", dimension_numbers=_CONV_DIMS)
-        return y + bias.astype(self.dtype)
+            y = conv(x, kernel, self.stride)
+        return (y + bias).astype(self.dtype)
 
 
 def _conv_transpose_dilated(x, kernel, stride: int, edge: int):
     """The transposed conv as a forward conv over the stride-dilated input (XLA lowers
     this to a native transposed conv where it has one, e.g. oneDNN on CPU, cuDNN)."""
-    return lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding=((edge, edge), (edge, edge)),
-                                    lhs_dilation=(stride, stride), dimension_numbers=_CONV_DIMS)
+    return conv(x, kernel, 1, ((edge, edge), (edge, edge)), lhs_dilation=(stride, stride))
 
 
 def _conv_transpose_subpixel(x, kernel):
@@ -153,8 +167,7 @@ def _conv_transpose_subpixel(x, kernel):
     out[2i + a, 2j + b] = conv(xpad[a:, b:], kernel[a::2, b::2])[i, j]."""
     n, h, w, _ = x.shape
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    phase = [[lax.conv_general_dilated(xp[:, a:a + h + 1, b:b + w + 1], kernel[a::2, b::2], (1, 1), "VALID",
-                                       dimension_numbers=_CONV_DIMS) for b in (0, 1)] for a in (0, 1)]
+    phase = [[conv(xp[:, a:a + h + 1, b:b + w + 1], kernel[a::2, b::2]) for b in (0, 1)] for a in (0, 1)]
     out = jnp.stack([jnp.stack(row, axis=3) for row in phase], axis=2)  # [N, H, 2, W, 2, C]
     return out.reshape(n, 2 * h, 2 * w, -1)
 
@@ -205,12 +218,12 @@ class ConvTranspose2d(nn.Module):
         kernel = self.param("kernel", torch_default_kernel_init((0, 1, 3)), (k, k, cin, self.features),
                             self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel, bias = in_float32(x, kernel, bias, self.dtype)
         if (k, s, p) == (4, 2, 1):
             y = conv_transpose_4_2_1(x, kernel)
         else:
             y = _conv_transpose_dilated(x, kernel, s, k - 1 - p)
-        return y + bias.astype(self.dtype)
+        return (y + bias).astype(self.dtype)
 
 
 class GroupNorm(nn.Module):
