@@ -144,7 +144,7 @@ class TorchRecipe:
         t0 = time.perf_counter()
         try:
             self.model = torch.compile(eager_model)
-            self.step()
+            self.step0_loss = self.step()
             self.compiled = "model"
         except Exception as exc:  # inductor cannot lower some op: compile the part that dominates
             print(f"torch.compile of the whole model failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
@@ -153,7 +153,7 @@ class TorchRecipe:
             self.model = eager_model
             self.model.transformer = torch.compile(self.model.transformer)
             t0 = time.perf_counter()
-            self.step()
+            self.step0_loss = self.step()
             self.compiled = "transformer"
         self.compile_s = time.perf_counter() - t0
 
@@ -213,6 +213,10 @@ class TorchRecipe:
 
 def jax_trainer(pretrained: Path, precision: str, b: int, frames: int):
     cfg = demo.get_config()
+    # The recipe PyTorch runs (not the demo's recommended options): adapters only, the plain
+    # window residual with the batch-mean nu, no boundary term; the same loss at step 0.
+    cfg.model.trainable = "adapters"
+    cfg.training.residual, cfg.training.residual_scheme, cfg.training.lambda_bc = "window", "euler", 0.0
     cfg.model.pretrained_path = str(pretrained)
     cfg.model.precision = precision
     cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout = LORA["r"], LORA["alpha"], LORA["dropout"]
@@ -393,11 +397,24 @@ def main(argv=None) -> int:
             torch_runs[name] = TorchRecipe(best_pt, dtype, batch, args.frames, attn, compile=bool(compiled))
     step_fns = {f"jax_{p}": s.step for p, s in jax_steps.items()}
     step_fns.update({f"torch_{d}": r.step for d, r in torch_runs.items()})
+    step0 = {}
+
+    def recording(name, fn):  # keeps the loss of the first call (step 0)
+        return lambda: step0.setdefault(name, fn()) if name not in step0 else fn()
+
+    step_fns = {k: recording(k, fn) for k, fn in step_fns.items()}
     results = {"info": info, "step": {k: {"first_s": f, "median_ms": median_ms(ts), "times_s": ts}
                                       for k, (f, ts) in interleaved(step_fns, args.runs, args.warmup).items()}}
     for d, r in torch_runs.items():
         if r.compiled:  # the first call timed above ran compiled code already; the compile was the trial step
             results["step"][f"torch_{d}"].update(first_s=r.compile_s, compiled=r.compiled)
+            step0[f"torch_{d}"] = r.step0_loss
+    # The same work on both sides: the float32 losses at step 0 agree (the adapters' B is zero).
+    if "jax_float32" in step0 and "torch_float32" in step0:
+        lj, lt = step0["jax_float32"], step0["torch_float32"]
+        print(f"step-0 loss, float32: JAX {lj:.6g}, PyTorch {lt:.6g}", flush=True)
+        assert abs(lj - lt) <= 1e-3 * abs(lt), f"step-0 losses differ: JAX {lj}, PyTorch {lt}"
+    info["step0_loss"] = step0
 
     fwd_jax = jax_steps.get("float32") or next(iter(jax_steps.values()))
     # The state after the timed steps (the step donates its input state, so the initial one is gone).

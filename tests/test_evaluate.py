@@ -182,3 +182,44 @@ def test_pretrain_lowers_its_loss_and_writes_a_verifiable_best_pt(tmp_path):
     rc, stdout, err = run_cli(["porting/convert_ckpt.py", str(out / "best.pt"), "--out", str(tmp_path / "flax"),
                                "--verify"])
     assert rc == 0 and "verify ok" in stdout, stdout + err
+
+
+# ----------------------------------------------------------------------------- rollout
+
+
+@pytest.mark.parametrize("precision", ["float32", "fp32_output"])
+def test_forward_and_rollout_equals_one_forward_per_window(precision):
+    """The evaluation's rollout (each frame encoded once, the window's tokens sliding, the
+    last frame decoded) against the plain autoregressive loop, one whole `forward_frames`
+    per window; and its one-step output against `forward_frames` on the first window."""
+    from burgers_jax.model.config import Policy, tiny_config
+    from burgers_jax.model.lora import cast_params
+    from burgers_jax.model.network import PDECausalModel, forward_and_rollout, forward_frames, init_params
+
+    config = tiny_config().with_lora(r=2, alpha=4.0)
+    policy = Policy.named(precision)
+    params = cast_params(init_params(config, jax.random.key(0)), policy)
+    params = jax.tree_util.tree_map_with_path(lambda p, v: v + 0.05 if p[-1].key == "lora_B" else v, params)
+    model = PDECausalModel(config, policy=policy)
+    t, steps_ = 3, 4
+    frames = jax.random.normal(jax.random.key(1), (2, t, 128, 128, 2)) * 0.3 + 1.0
+
+    one_step, rolled = jax.jit(lambda p, x: forward_and_rollout(model, p, x, steps_))(params, frames)
+    forward = jax.jit(lambda p, x: forward_frames(model, p, x))
+    window, expected = frames, []
+    for _ in range(steps_):
+        nxt = forward(params, window)[:, -1:]
+        expected.append(nxt[:, 0])
+        window = jnp.concatenate([window[:, 1:], nxt], axis=1)
+    expected = jnp.stack(expected, axis=1)
+    tol = 1e-5 if precision == "float32" else 2e-2
+
+    def rel(a, b):
+        return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+    assert one_step.shape == frames.shape and rolled.shape == (2, steps_, 128, 128, 2)
+    assert rel(one_step, forward(params, frames)) <= tol
+    assert rel(rolled, expected) <= tol, f"rollout differs from the per-window forward: {rel(rolled, expected):.2e}"
+    assert rel(rolled[:, 1:], rolled[:, :1]) > 1e-3  # the rollout moves: a frozen window would fail above
+    no_steps = jax.jit(lambda p, x: forward_and_rollout(model, p, x, 0))(params, frames)
+    assert no_steps[1].shape == (2, 0, 128, 128, 2)

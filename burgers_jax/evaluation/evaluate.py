@@ -48,7 +48,7 @@ from burgers_jax.io import outputs
 from burgers_jax.io.checkpoint import load_metadata, load_model
 from burgers_jax.io.progress import progress
 from burgers_jax.model.config import GRID, Policy
-from burgers_jax.model.network import PDECausalModel, forward_frames
+from burgers_jax.model.network import PDECausalModel, forward_and_rollout
 from burgers_jax.physics import metrics
 from burgers_jax.physics.label_free import crossover_horizon
 
@@ -129,29 +129,22 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
     window = T + max(rollout, 1)
     step_dt = dt * stride
 
-    def predict(p, x):  # [B, T, H, W, 2] -> next frames [B, T, H, W, 2], float32
-        return forward_frames(model, p, x)
-
     @jax.jit
-    def one_step(p, frames, bounds, nu):
+    def evaluate_batch(p, frames, bounds, nu):
+        """One program for the one-step metrics and the rollout (one compiled model; the
+        rollout starts from the one-step pass's tokens: `forward_and_rollout`)."""
         x, true = frames[:, :T], frames[:, 1:T + 1]
-        preds = {"model": predict(p, x), "persistence": x,
+        model_pred, rolled = forward_and_rollout(model, p, x, rollout)
+        preds = {"model": model_pred, "persistence": x,
                  "truth": true.astype(policy.output_dtype).astype(jnp.float32)}
         b = {k: v[:, :T + 1] for k, v in bounds.items()}
-        return {m: metrics.window_metrics(pr, true, frames[:, :1], b, nu, step_dt, x) for m, pr in preds.items()}, preds
-
-    @jax.jit
-    def roll(p, frames):
-        def body(win, h):
-            nxt = predict(p, win)[:, -1:]
-            return jnp.concatenate([win[:, 1:], nxt], axis=1), nxt[:, 0]
-
-        _, pred = jax.lax.scan(body, frames[:, :T], jnp.arange(rollout))  # [N, B, H, W, 2]
-        pred = jnp.moveaxis(pred, 0, 1)
-        true = frames[:, T:T + rollout]
+        per = {m: metrics.window_metrics(pr, true, frames[:, :1], b, nu, step_dt, x) for m, pr in preds.items()}
+        if not rollout:
+            return per, preds, None
+        true_r = frames[:, T:T + rollout]
         held = jnp.repeat(frames[:, T - 1:T], rollout, axis=1)
-        per_h = lambda a: jax.vmap(frame_metrics, in_axes=(1, 1))(a[:, :, None], true[:, :, None])  # noqa: E731
-        return {"model": per_h(pred), "persistence": per_h(held)}
+        per_h = lambda a: jax.vmap(frame_metrics, in_axes=(1, 1))(a[:, :, None], true_r[:, :, None])  # noqa: E731
+        return per, preds, {"model": per_h(rolled), "persistence": per_h(held)}
 
     sums: dict = {}
     count = 0.0
@@ -164,10 +157,10 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
             frames = jnp.asarray(batch["frames"][..., :2])
             bounds = {k: jnp.asarray(batch[k]) for k in data_lib.BOUNDARIES}
             w = np.asarray(batch["valid"], np.float64)
-            per, preds = one_step(params, frames, bounds, jnp.asarray(batch["nu"]))
+            per, preds, rolled = evaluate_batch(params, frames, bounds, jnp.asarray(batch["nu"]))
             parts = {"one_step": jax.device_get(per)}
             if rollout:
-                parts["rollout"] = jax.device_get(roll(params, frames))
+                parts["rollout"] = jax.device_get(rolled)
             _accumulate(sums, parts, w)
             for m in METHODS:
                 per_window[m] += [float(v) for v, ok in zip(parts["one_step"][m]["vrmse"], w) if ok > 0]

@@ -318,17 +318,9 @@ class PDECausalModel(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_intermediates: bool = False):
         self.check_input(x)
-        dt, stats_dtype = self.policy.compute_dtype, self.policy.stats_dtype
+        dt = self.policy.compute_dtype
         b, t = x.shape[:2]
-
-        # 1. Normalize over (H, W) per sample/frame/channel; unbiased std + 1e-6.
-        #    Statistics accumulate in float32 and are rounded to the stats dtype (torch
-        #    reduces bf16 with a float32 accumulator and returns bf16).
-        xs = x.astype(stats_dtype)
-        xf = xs.astype(jnp.float32)
-        mean = xf.mean(axis=(2, 3), keepdims=True).astype(stats_dtype)
-        std = (xf.std(axis=(2, 3), ddof=1, keepdims=True).astype(stats_dtype) + STD_EPS).astype(stats_dtype)
-        xn = ((xs - mean) / std).astype(dt)
+        xn, mean, std = normalize(x, self.policy)  # 1.
 
         # 2. Noise injection, training only.
         if train and self.config.noise_level > 0:
@@ -340,13 +332,29 @@ class PDECausalModel(nn.Module):
         hidden = Transformer(self.config, train, dt, self.attention_impl, self.remat, self.scan_layers,
                              name="transformer")(tokens)
         dec = Decoder2d(self.config, dt, self.policy.output_dtype, name="decoder_2d")(hidden)
-
-        # 6. Denormalize with the statistics of the same input frame.
-        out_dtype = self.policy.output_dtype
-        out = dec.astype(out_dtype) * std.astype(out_dtype) + mean.astype(out_dtype)
+        out = denormalize(dec, mean, std, self.policy)  # 6.
         if return_intermediates:
             return out, {"encoder_tokens": tokens, "transformer_output": hidden, "decoder_output": dec}
         return out
+
+
+def normalize(x, policy: Policy):
+    """Step 1: x [B, T, H, W, C] normalized over (H, W) per sample/frame/channel with the
+    unbiased std + 1e-6 -> (xn in the compute dtype, mean, std [B, T, 1, 1, C]). The
+    statistics accumulate in float32 and are rounded to the stats dtype (torch reduces
+    bf16 with a float32 accumulator and returns bf16)."""
+    stats_dtype = policy.stats_dtype
+    xs = x.astype(stats_dtype)
+    xf = xs.astype(jnp.float32)
+    mean = xf.mean(axis=(2, 3), keepdims=True).astype(stats_dtype)
+    std = (xf.std(axis=(2, 3), ddof=1, keepdims=True).astype(stats_dtype) + STD_EPS).astype(stats_dtype)
+    return ((xs - mean) / std).astype(policy.compute_dtype), mean, std
+
+
+def denormalize(dec, mean, std, policy: Policy):
+    """Step 6: the decoder's output with the statistics of the same input frame."""
+    out_dtype = policy.output_dtype
+    return dec.astype(out_dtype) * std.astype(out_dtype) + mean.astype(out_dtype)
 
 
 def forward_frames(model: PDECausalModel, params, frames, *, train: bool = False, rngs=None):
@@ -361,6 +369,62 @@ def forward_frames(model: PDECausalModel, params, frames, *, train: bool = False
         frames = jnp.pad(frames, ((0, 0),) * (frames.ndim - 1) + ((0, in_channels - channels),))
     out = model.apply({"params": params}, frames.astype(model.policy.input_dtype), train=train, rngs=rngs)
     return out[..., :channels].astype(jnp.float32)
+
+
+def forward_and_rollout(model: PDECausalModel, params, frames, steps: int):
+    """`forward_frames(model, params, frames)` and the autoregressive rollout from the same
+    window, in one program: -> (one-step output [B, T, H, W, c], rollout [B, steps, H,
+    W, c]), float32, c = frames' channels. Rollout step h feeds the window of the last T
+    frames (predictions included) to the model and keeps its last output frame; its first
+    step is the one-step output's last frame.
+
+    The same numbers as calling `forward_frames` on each window, with less work per step:
+    a frame's encoder tokens and its normalization statistics depend on that frame alone,
+    so each new frame is encoded once and the window's tokens slide (the transformer
+    still sees the whole window: block-causal attention from the window's first frame
+    changes every hidden state when the window moves), and only the last frame is
+    decoded. Per step: encoder and decoder on one frame instead of T."""
+    policy, config = model.policy, model.config
+    dt = policy.compute_dtype
+    c = frames.shape[-1]
+    b, t = frames.shape[:2]
+    model.check_input(jnp.zeros((1, t) + frames.shape[2:4] + (config.in_channels,)))
+    encoder = Encoder2d(config, dt)
+    transformer = Transformer(config, False, dt, model.attention_impl, model.remat, model.scan_layers)
+    decoder = Decoder2d(config, dt, policy.output_dtype)
+    tokens_per_frame = config.tokens_per_frame
+
+    def widen(x):  # (u, v) -> the model's channels, zero-padded; the model's input dtype
+        return jnp.pad(x, ((0, 0),) * (x.ndim - 1) + ((0, config.in_channels - c),)).astype(policy.input_dtype)
+
+    def encode(x):  # [B, F, H, W, C] -> tokens [B, F*256, D], mean, std
+        xn, mean, std = normalize(x, policy)
+        f = x.shape[1]
+        return encoder.apply({"params": params["encoder_2d"]}, xn.reshape(b * f, *xn.shape[2:]), b), mean, std
+
+    def decode(hidden, mean, std):  # -> [B, F, H, W, c] float32
+        dec = decoder.apply({"params": params["decoder_2d"]}, hidden)
+        return denormalize(dec, mean, std, policy)[..., :c].astype(jnp.float32)
+
+    def run(tokens):
+        return transformer.apply({"params": params["transformer"]}, tokens)
+
+    tokens, mean, std = encode(widen(frames))
+    hidden = run(tokens)
+    one_step = decode(hidden, mean, std)
+    if steps < 1:
+        return one_step, one_step[:, :0]
+
+    def step(carry, _):
+        tokens, last = carry  # the window's tokens; the newest predicted frame [B, 1, H, W, c]
+        new_tokens, mean, std = encode(widen(last))
+        tokens = jnp.concatenate([tokens[:, tokens_per_frame:], new_tokens], axis=1)
+        nxt = decode(run(tokens)[:, -tokens_per_frame:], mean, std)
+        return (tokens, nxt), nxt[:, 0]
+
+    first = one_step[:, -1:]
+    _, rest = jax.lax.scan(step, (tokens, first), None, length=steps - 1)
+    return one_step, jnp.concatenate([first, jnp.moveaxis(rest, 0, 1)], axis=1)
 
 
 def init_params(config: ModelConfig, rng: jax.Array, policy: Policy = FLOAT32) -> dict:
