@@ -50,8 +50,8 @@ def main(argv=None) -> int:
         first[impl] = time.perf_counter() - t0
         jax.block_until_ready(fwd(q, k, v))
         ref = grads if ref is None else ref
-        err = max(float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))) /
-                        float(jnp.max(jnp.abs(b.astype(jnp.float32)))) for a, b in zip(grads, ref))
+        err = max(float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
+                  / float(jnp.max(jnp.abs(b.astype(jnp.float32)))) for a, b in zip(grads, ref))
         print(f"{impl}: compile + first forward+backward {first[impl]:.1f} s; gradients vs the first: max rel {err:.1e}")
         fns[f"{impl} forward"] = lambda fwd=fwd: jax.block_until_ready(fwd(q, k, v))
         fns[f"{impl} forward+backward"] = lambda fb=fwd_bwd: jax.block_until_ready(fb(q, k, v))
