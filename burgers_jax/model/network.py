@@ -388,7 +388,7 @@ def forward_and_rollout(model: PDECausalModel, params, frames, steps: int):
     dt = policy.compute_dtype
     c = frames.shape[-1]
     b, t = frames.shape[:2]
-    model.check_input(jnp.zeros((1, t) + frames.shape[2:4] + (config.in_channels,)))
+    model.check_input(jax.ShapeDtypeStruct((b, t) + frames.shape[2:4] + (config.in_channels,), jnp.float32))
     encoder = Encoder2d(config, dt)
     transformer = Transformer(config, False, dt, model.attention_impl, model.remat, model.scan_layers)
     decoder = Decoder2d(config, dt, policy.output_dtype)
