@@ -383,7 +383,8 @@ def forward_and_rollout(model: PDECausalModel, params, frames, steps: int):
     so each new frame is encoded once and the window's tokens slide (the transformer
     still sees the whole window: block-causal attention from the window's first frame
     changes every hidden state when the window moves), and only the last frame is
-    decoded. Per step: encoder and decoder on one frame instead of T."""
+    decoded. Per step: encoder and decoder on one frame instead of T; the transformer is
+    compiled once for the one-step pass and the rollout."""
     policy, config = model.policy, model.config
     dt = policy.compute_dtype
     c = frames.shape[-1]
@@ -410,21 +411,25 @@ def forward_and_rollout(model: PDECausalModel, params, frames, steps: int):
         return transformer.apply({"params": params["transformer"]}, tokens)
 
     tokens, mean, std = encode(widen(frames))
-    hidden = run(tokens)
-    one_step = decode(hidden, mean, std)
     if steps < 1:
+        one_step = decode(run(tokens), mean, std)
         return one_step, one_step[:, :0]
 
-    def step(carry, _):
-        tokens, last = carry  # the window's tokens; the newest predicted frame [B, 1, H, W, c]
-        new_tokens, mean, std = encode(widen(last))
+    def step(carry, h):
+        tokens, mean_last, std_last, first_hidden = carry  # the window's tokens; the stats of its last frame
+        hidden = run(tokens)
+        # The first window's hidden states are the one-step pass: kept, so that the
+        # transformer is compiled once (inside this loop), not once more outside it.
+        first_hidden = jnp.where(h == 0, hidden, first_hidden)
+        nxt = decode(hidden[:, -tokens_per_frame:], mean_last, std_last)
+        new_tokens, mean_new, std_new = encode(widen(nxt))
         tokens = jnp.concatenate([tokens[:, tokens_per_frame:], new_tokens], axis=1)
-        nxt = decode(run(tokens)[:, -tokens_per_frame:], mean, std)
-        return (tokens, nxt), nxt[:, 0]
+        return (tokens, mean_new, std_new, first_hidden), nxt[:, 0]
 
-    first = one_step[:, -1:]
-    _, rest = jax.lax.scan(step, (tokens, first), None, length=steps - 1)
-    return one_step, jnp.concatenate([first, jnp.moveaxis(rest, 0, 1)], axis=1)
+    d = config.transformer.hidden_size
+    init = (tokens, mean[:, -1:], std[:, -1:], jnp.zeros((b, t * tokens_per_frame, d), tokens.dtype))
+    (_, _, _, first_hidden), rolled = jax.lax.scan(step, init, jnp.arange(steps))
+    return decode(first_hidden, mean, std), jnp.moveaxis(rolled, 0, 1)
 
 
 def init_params(config: ModelConfig, rng: jax.Array, policy: Policy = FLOAT32) -> dict:
