@@ -363,12 +363,17 @@ def forward_frames(model: PDECausalModel, params, frames, *, train: bool = False
     predicting the state one step after input frame k. The input is cast to
     the model's `policy.input_dtype` (bf16 under `reference`, as in the PyTorch recipe).
     The one forward on frames that training, evaluation and prediction share."""
-    channels = frames.shape[-1]
-    in_channels = model.config.in_channels
-    if channels < in_channels:  # (u, v) only: the model's other channels are zero
-        frames = jnp.pad(frames, ((0, 0),) * (frames.ndim - 1) + ((0, in_channels - channels),))
-    out = model.apply({"params": params}, frames.astype(model.policy.input_dtype), train=train, rngs=rngs)
-    return out[..., :channels].astype(jnp.float32)
+    out = model.apply({"params": params}, model_input(model, frames), train=train, rngs=rngs)
+    return out[..., :frames.shape[-1]].astype(jnp.float32)
+
+
+def model_input(model: PDECausalModel, frames):
+    """Frames [..., C] as the model takes them: (u, v) zero-padded to the model's channels,
+    cast to its `policy.input_dtype`."""
+    missing = model.config.in_channels - frames.shape[-1]
+    if missing > 0:  # (u, v) only: the model's other channels are zero
+        frames = jnp.pad(frames, ((0, 0),) * (frames.ndim - 1) + ((0, missing),))
+    return frames.astype(model.policy.input_dtype)
 
 
 def forward_and_rollout(model: PDECausalModel, params, frames, steps: int):
@@ -395,9 +400,6 @@ def forward_and_rollout(model: PDECausalModel, params, frames, steps: int):
     decoder = Decoder2d(config, dt, policy.output_dtype)
     tokens_per_frame = config.tokens_per_frame
 
-    def widen(x):  # (u, v) -> the model's channels, zero-padded; the model's input dtype
-        return jnp.pad(x, ((0, 0),) * (x.ndim - 1) + ((0, config.in_channels - c),)).astype(policy.input_dtype)
-
     def encode(x):  # [B, F, H, W, C] -> tokens [B, F*256, D], mean, std
         xn, mean, std = normalize(x, policy)
         f = x.shape[1]
@@ -410,7 +412,7 @@ def forward_and_rollout(model: PDECausalModel, params, frames, steps: int):
     def run(tokens):
         return transformer.apply({"params": params["transformer"]}, tokens)
 
-    tokens, mean, std = encode(widen(frames))
+    tokens, mean, std = encode(model_input(model, frames))
     if steps < 1:
         one_step = decode(run(tokens), mean, std)
         return one_step, one_step[:, :0]
@@ -422,7 +424,7 @@ def forward_and_rollout(model: PDECausalModel, params, frames, steps: int):
         # transformer is compiled once (inside this loop), not once more outside it.
         first_hidden = jnp.where(h == 0, hidden, first_hidden)
         nxt = decode(hidden[:, -tokens_per_frame:], mean_last, std_last)
-        new_tokens, mean_new, std_new = encode(widen(nxt))
+        new_tokens, mean_new, std_new = encode(model_input(model, nxt))
         tokens = jnp.concatenate([tokens[:, tokens_per_frame:], new_tokens], axis=1)
         return (tokens, mean_new, std_new, first_hidden), nxt[:, 0]
 
