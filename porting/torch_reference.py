@@ -184,11 +184,18 @@ class PDECausalModel(nn.Module):
         return out
 
 
-def build_model(config_dict: Mapping[str, Any], attn_implementation: str = "eager") -> PDECausalModel:
+def build_model(config_dict: Mapping[str, Any], attn_implementation: str = "eager",
+                seed: int | None = None) -> PDECausalModel:
     """From `config['model']` (or the full config holding it); float32, eval mode. The
     original runs HF's "eager" attention with the dense 4D mask; "sdpa" is PyTorch's
-    fused attention (benchmarks)."""
-    return PDECausalModel(model_section(config_dict), attn_implementation).eval()
+    fused attention (benchmarks). With `seed`, the default init draws from that seed and
+    leaves torch's global generator as it was: the weights no longer depend on what ran
+    before (a parity test's round-off depends on its weights)."""
+    if seed is None:
+        return PDECausalModel(model_section(config_dict), attn_implementation).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PDECausalModel(model_section(config_dict), attn_implementation).eval()
 
 
 def run_with_intermediates(model: PDECausalModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -216,17 +223,24 @@ def randomize_(model: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module
 
 
 def wrap_lora(model: PDECausalModel, r: int, alpha: float, dropout: float = 0.0,
-              target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")):
+              target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+              seed: int | None = None):
     """Wraps `model.transformer` with `peft.get_peft_model` (in place); returns the model.
 
     PEFT initializes A Kaiming-uniform and B zero; the adapter keys are
     `base_model.model.layers.{i}.{self_attn|mlp}.{name}.lora_{A|B}.default.weight`.
+    With `seed`, A draws from that seed (torch's global generator left as it was).
     """
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=int(r), lora_alpha=float(alpha), lora_dropout=float(dropout),
                      target_modules=list(target_modules), bias="none")
-    model.transformer = get_peft_model(model.transformer, cfg)
+    if seed is None:
+        model.transformer = get_peft_model(model.transformer, cfg)
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.transformer = get_peft_model(model.transformer, cfg)
     return model
 
 
