@@ -49,21 +49,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from bench_common import LORA, batch_for, jax_trainer  # noqa: I001 (scripts/ is on the path)
 
-from burgers_jax.configs import demo
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import Policy
 from burgers_jax.model.network import Decoder2d, Encoder2d, Transformer
-from burgers_jax.physics import analytic
 from burgers_jax.physics import residual as physics
-from burgers_jax.training import trainer as train
 from porting import convert_ckpt
 from porting import torch_reference as R
 from porting.torch_checkpoint import load_torch_file
 
 REPO = Path(__file__).resolve().parents[1]
 
-LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05}
 DT = physics.REFERENCE_DT
 
 
@@ -94,16 +91,6 @@ def interleaved(fns: dict, runs: int, warmup: int) -> dict:
             fn()
             times[name].append(time.perf_counter() - t0)
     return {name: (first[name], times[name]) for name in fns}
-
-
-def batch_for(b: int, frames: int) -> dict:
-    nus = np.linspace(0.1, 0.15, b)
-    w = analytic.analytic_batch(nus, start=np.arange(b) * 37, frames=frames + 1, resolution=128)
-    pred = w["pred"].astype(np.float32)
-    out = {"frames": np.concatenate([pred, np.zeros(pred.shape[:-1] + (4,), np.float32)], axis=-1),
-           "nu": nus.astype(np.float32)}
-    out.update({k: w[k].astype(np.float32) for k in ("left", "right", "bottom", "top")})
-    return out
 
 
 # ----------------------------------------------------------------------------- PyTorch side
@@ -213,23 +200,6 @@ class TorchRecipe:
 
 
 # ----------------------------------------------------------------------------- JAX side
-
-
-def jax_trainer(pretrained: Path, precision: str, b: int, frames: int):
-    cfg = demo.get_config()
-    # The recipe PyTorch runs (not the demo's recommended options): adapters only, the plain
-    # window residual with the batch-mean nu, no boundary term; the same loss at step 0.
-    cfg.model.trainable = "adapters"
-    cfg.training.residual, cfg.training.residual_scheme, cfg.training.lambda_bc = "window", "euler", 0.0
-    cfg.model.pretrained_path = str(pretrained)
-    cfg.model.precision = precision
-    cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout = LORA["r"], LORA["alpha"], LORA["dropout"]
-    cfg.dataset.temporal_length = frames
-    cfg.dataset.num_samples = 20
-    cfg.dataloader.batch_size = b
-    cfg.dataloader.val_batch_size = b
-    cfg.training.num_devices = 1
-    return train.Trainer(cfg)
 
 
 class JaxStep:

@@ -2,7 +2,7 @@
 count written out below, and `memory_analysis()` with and without rematerialisation.
 Nothing runs: the step is lowered on abstract shapes (`jax.eval_shape`) and compiled.
 
-    python scripts/cost_analysis.py [--batch 4] [--frames 16] [--small] [--out cost.json]
+    python scripts/cost_analysis.py [--batch 4] [--frames 16] [--small] [--remat none,projections,full] [--out cost.json]
 
 The analytic count (one multiply-add = 2 FLOPs; N = B*T images, S = T*256 tokens per
 sample, D hidden, L layers, H/K query/key-value heads, hd head dim, I MLP width, r the
@@ -28,8 +28,10 @@ backward of the LoRA step (frozen weights get no gradient; the encoder none at a
     Q K^T (flash's custom VJP keeps no score matrix): 5 units against the forward's 2
     (the `einsum` path's autodiff keeps its scores: 4 units)
 Elementwise work (norms, GELU, softmax, the residual, Adam) is left out: the bound
-`cost_analysis() <= 1.25 x analytic` leaves it 25 %. With remat the analytic count adds
-the transformer forward once more.
+`cost_analysis() <= 1.25 x analytic` leaves it 25 %. Rematerialisation (`model.remat`,
+burgers_jax/model/network.py REMAT) adds: `full`, the transformer forward once more and
+the decoder forward; `projections`, the decoder forward and the adapters' first products
+(x A), everything else it recomputes being elementwise.
 
 XLA's cost analysis counts a loop body once, so the FLOPs are read from the same step
 with the transformer layers unrolled (`scan_layers=False`: identical arithmetic) and the
@@ -51,10 +53,10 @@ import jax
 import jax.numpy as jnp
 
 from burgers_jax.configs import burgers
-from burgers_jax.model import param_tree
+from burgers_jax.model import attention, param_tree
 from burgers_jax.model.config import ModelConfig, Policy, architecture
 from burgers_jax.model.lora import cast_params
-from burgers_jax.model.network import PDECausalModel, init_params
+from burgers_jax.model.network import REMAT, PDECausalModel, init_params
 from burgers_jax.training import steps
 
 
@@ -92,11 +94,14 @@ def analytic(config: ModelConfig, batch: int, frames: int, attention: str = "fla
     return {"encoder": encoder, "transformer_linear": linear, "adapters": adapters,
             "attention_forward": 2 * attention_unit, "decoder": decoder, "forward": forward,
             "backward": backward, "total": forward + backward,
-            # remat recomputes each transformer layer's forward in the backward pass
-            "total_remat": forward + backward + linear + adapters + 2 * attention_unit}
+            # what each remat mode recomputes in the backward pass (module docstring)
+            "total_remat": {"none": forward + backward,
+                            "projections": forward + backward + decoder + adapters / 2,
+                            "full": forward + backward + decoder + linear + adapters + 2 * attention_unit}}
 
 
-def lowered_step(model_config: ModelConfig, cfg, remat: bool, scan_layers: bool = True, attention_impl: str = "auto"):
+def lowered_step(model_config: ModelConfig, cfg, remat: str | bool, scan_layers: bool = True,
+                 attention_impl: str = "auto"):
     policy = Policy.named(cfg.model.precision)
     model = PDECausalModel(model_config, policy=policy, remat=remat, scan_layers=scan_layers,
                            attention_impl=attention_impl)
@@ -113,7 +118,7 @@ def lowered_step(model_config: ModelConfig, cfg, remat: bool, scan_layers: bool 
     batch = {"frames": sds((b, w, 128, 128, 6), jnp.float32), "nu": sds((b,), jnp.float32),
              "left": sds((b, w, 128, 1, 2), jnp.float32), "right": sds((b, w, 128, 1, 2), jnp.float32),
              "bottom": sds((b, w, 1, 128, 2), jnp.float32), "top": sds((b, w, 1, 128, 2), jnp.float32)}
-    return jax.jit(steps.make_train_step(model, tx, cfg), donate_argnums=(0,)).lower(state, frozen, batch)
+    return steps.jit_train_step(model, tx, cfg).lower(state, frozen, batch)
 
 
 def main(argv=None) -> int:
@@ -122,6 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--precision", default="fp32_output")
     ap.add_argument("--small", action="store_true", help="the small architecture instead of the full one")
+    ap.add_argument("--remat", default=",".join(REMAT), help="remat modes to analyse, comma-separated")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     cfg = burgers.get_config()
@@ -140,24 +146,30 @@ def main(argv=None) -> int:
     # XLA's cost analysis counts a loop body once, so the FLOPs come from the same step with
     # the transformer layers unrolled and the attention as one einsum (no loops), against the
     # analytic count of that program; memory from the program that runs.
-    for remat in (False, True):
+    # Memory for every attention implementation `auto` picks on any backend (the GPU's
+    # choice compiled here on the CPU), one row per remat mode.
+    impls = sorted({attention.resolve("auto", backend=b, dtype=Policy.named(args.precision).compute_dtype)
+                    for b in ("cpu", "gpu", "tpu")})
+    for remat in args.remat.split(","):
         cost = lowered_step(model_config, cfg, remat, scan_layers=False, attention_impl="einsum").compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        total_key = "total_remat" if remat else "total"
-        t0 = time.perf_counter()
-        compiled = lowered_step(model_config, cfg, remat).compile()
-        seconds = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-        out[f"remat={remat}"] = {
-            "compile_s": seconds, "flops_einsum_attention": float(cost["flops"]),
-            "flops_over_analytic": float(cost["flops"]) / count_einsum[total_key],
-            "temp_gib": mem.temp_size_in_bytes / 2**30, "argument_gib": mem.argument_size_in_bytes / 2**30,
-            "output_gib": mem.output_size_in_bytes / 2**30, "alias_gib": mem.alias_size_in_bytes / 2**30}
-        r = out[f"remat={remat}"]
-        print(f"remat={remat}: compile {seconds:.0f} s; FLOPs (einsum attention) {r['flops_einsum_attention']:.4e} = "
-              f"{r['flops_over_analytic']:.3f} x its analytic {count_einsum[total_key]:.4e}; memory: temporaries {r['temp_gib']:.2f} GiB, arguments "
-              f"{r['argument_gib']:.2f} GiB, outputs {r['output_gib']:.2f} GiB (aliased {r['alias_gib']:.2f})", flush=True)
-    print("analytic count, flash attention (GFLOP): " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in count.items()))
+        row = out[f"remat={remat}"] = {
+            "flops_einsum_attention": float(cost["flops"]),
+            "flops_over_analytic": float(cost["flops"]) / count_einsum["total_remat"][remat],
+            "analytic_flash_tflop": count["total_remat"][remat] / 1e12,
+            "flops_over_no_remat": count["total_remat"][remat] / count["total"]}
+        for impl in impls:
+            t0 = time.perf_counter()
+            mem = lowered_step(model_config, cfg, remat, attention_impl=impl).compile().memory_analysis()
+            row[impl] = {"compile_s": time.perf_counter() - t0, "temp_gib": mem.temp_size_in_bytes / 2**30,
+                         "argument_gib": mem.argument_size_in_bytes / 2**30}
+            print(f"remat={remat}, attention {impl}: temporaries {row[impl]['temp_gib']:.2f} GiB, arguments "
+                  f"{row[impl]['argument_gib']:.2f} GiB, compile {row[impl]['compile_s']:.0f} s", flush=True)
+        print(f"remat={remat}: FLOPs (einsum attention) {row['flops_einsum_attention']:.4e} = "
+              f"{row['flops_over_analytic']:.3f} x its analytic count; the flash step's analytic count "
+              f"{row['analytic_flash_tflop']:.2f} TFLOP = {row['flops_over_no_remat']:.3f} x no remat", flush=True)
+    print("analytic count, flash attention (GFLOP): " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in count.items()
+                                                                  if not isinstance(v, dict)))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")
     return 0

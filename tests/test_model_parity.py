@@ -145,13 +145,14 @@ def test_float32_parity_per_seam(which, frames, request):
         assert errors[k] <= F32_TOL, f"{which} T={frames}: {k} rel L2 {errors[k]:.2e} > {F32_TOL}"
 
 
-@pytest.mark.parametrize("impl", ["flash", "einsum", "dot_product_attention", "auto"])
+@pytest.mark.parametrize("impl", ["flash", "einsum", "auto"])
 def test_every_attention_impl_matches_torch(pair_plain, impl):
-    """Every attention path (the GPU's fused kernel included, run here on the CPU) on the
-    torch encoder tokens, block-causal mask included (transformer only, T=3)."""
+    """Every attention path that runs on the CPU through `attend` (the cuDNN paths run
+    only on a GPU: their reshapings are checked in `test_cudnn_reshapings_match_einsum`)
+    on the torch encoder tokens, block-causal mask included (transformer only, T=3)."""
     from burgers_jax.model import attention
 
-    assert attention.resolve("auto") == ("dot_product_attention" if jax.default_backend() == "gpu" else "flash")
+    assert attention.resolve("auto") == "flash"  # `auto` is flash on every backend (attention.py)
     x = make_input(1, 3, seed=3)
     ref = R.run_with_intermediates(pair_plain.torch_model, torch.from_numpy(x))
     transformer = Transformer(pair_plain.config, attention_impl=impl)
@@ -161,16 +162,106 @@ def test_every_attention_impl_matches_torch(pair_plain, impl):
     assert err <= F32_TOL, f"attention_impl={impl}: transformer_output rel L2 {err:.2e}"
 
 
-def test_flash_scan_remat_gradients_match_einsum(pair_plain):
-    """The default training path (flash attention with its custom VJP, the layers
-    under one scan, remat) differentiates like the plain unrolled einsum path (both
-    forward-checked against torch above); adapters included."""
-    config = pair_plain.config.with_lora(r=2, alpha=4.0)  # 2 layers: the scan runs
-    params = add_lora(pair_plain.params, config, jax.random.key(0))["transformer"]
+def _attention_inputs(batch=2, frames=3, nh=4, nkv=2, hd=16, seed=11):
+    """Random q [B, S, Hq, hd], k/v [B, S, K, hd] and a cotangent weight w [B, S, Hq, hd]."""
+    s = frames * 256
+    keys = jax.random.split(jax.random.key(seed), 4)
+    q = jax.random.normal(keys[0], (batch, s, nh, hd))
+    k = jax.random.normal(keys[1], (batch, s, nkv, hd))
+    v = jax.random.normal(keys[2], (batch, s, nkv, hd))
+    w = jax.random.normal(keys[3], (batch, s, nh, hd))
+    return q, k, v, w
+
+
+def _value_and_qkv_grads(fn, q, k, v, w):
+    """[out, dq, dk, dv] of sum(w * fn(q, k, v)), out reshaped to w's shape."""
+    def loss(q, k, v):
+        out = fn(q, k, v).reshape(w.shape)
+        return jnp.sum(out * w), out
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+    return [out, *grads]
+
+
+@pytest.mark.parametrize("which", ["framewise", "by_lengths"])
+def test_cudnn_reshapings_match_einsum(which):
+    """The `cudnn` (one maskless call per query frame on its key prefix) and
+    `cudnn_lengths` (frames as batch rows cut by `key_value_seq_lengths`) reshapings,
+    run through XLA's implementation of the same `jax.nn.dot_product_attention` call,
+    against the masked einsum reference (`attention.eager` with `block_causal_mask`):
+    values and the q/k/v gradients, float32, GQA 4 query / 2 KV heads."""
+    from burgers_jax.model import attention
+
+    tpf, hd = 256, 16
+    q, k, v, w = _attention_inputs(hd=hd)
+    b, s, nh, _ = q.shape
+    nkv = k.shape[2]
+    scale = hd ** -0.5
+    reshaping = getattr(attention, which)
+
+    def reference(q, k, v):
+        return attention.eager(q.reshape(b, s, nkv, nh // nkv, hd), k, v, attention.block_causal_mask(s, tpf), scale,
+                               jnp.float32)
+
+    with jax.default_matmul_precision("highest"):
+        exact = _value_and_qkv_grads(reference, q, k, v, w)
+        got = _value_and_qkv_grads(lambda q, k, v: reshaping(q, k, v, tpf, scale, implementation="xla"), q, k, v, w)
+    for name, e, g in zip(("out", "dq", "dk", "dv"), exact, got):
+        assert g.shape == e.shape, name
+        err = rel_l2(g, e)
+        # float32 reassociation only (measured <= 4e-7); a wrong mask gives O(1) (the
+        # token-causal mask instead of the block-causal one: 1.1-1.5), as would a wrong key
+        # prefix, length or head grouping.
+        assert err <= 1e-5, f"{which}: {name} rel L2 {err:.2e} against the masked einsum"
+
+
+@pytest.mark.parametrize("impl", ["cudnn", "cudnn_lengths"])
+def test_cudnn_paths_refuse_float32(impl):
+    """cuDNN's fused kernel is bf16/fp16 only: the float32 policy is told to take flash."""
+    from burgers_jax.model import attention
+
+    q, k, v, _ = _attention_inputs(batch=1, frames=1)
+    with pytest.raises(ValueError, match="flash"):
+        attention.attend(q, k, v, impl, 256, 16 ** -0.5, jnp.float32)
+
+
+def test_attend_residual_name_changes_nothing():
+    """Tagging the attention's residuals (`residual_name`, for the remat policy) keeps its
+    value and q/k/v gradients (flash, float32)."""
+    from burgers_jax.model import attention
+
+    q, k, v, w = _attention_inputs(batch=1)
+    hd = q.shape[-1]
+    with jax.default_matmul_precision("highest"):
+        plain = _value_and_qkv_grads(lambda q, k, v: attention.attend(q, k, v, "flash", 256, hd ** -0.5, jnp.float32),
+                                     q, k, v, w)
+        tagged = _value_and_qkv_grads(lambda q, k, v: attention.attend(q, k, v, "flash", 256, hd ** -0.5, jnp.float32,
+                                                                       residual_name="attention"), q, k, v, w)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), plain, tagged):
+        err = rel_l2(b, a)
+        # The same float32 operations in the same order (measured: bit-identical); 1e-6
+        # leaves room only for XLA fusing the wrapped program differently (a lost or
+        # doubled gradient is O(1)).
+        assert err <= 1e-6, f"{name}: rel L2 {err:.2e} with residual_name='attention'"
+
+
+def _lora_transformer(pair, dropout: float = 0.0):
+    """pair's transformer with rank-2 adapters (B non-zero, so that A gets a gradient),
+    random tokens [1, 3*256, D] and a random cotangent weight of the same shape."""
+    config = pair.config.with_lora(r=2, alpha=4.0, dropout=dropout)  # 2 layers: the scan runs
+    params = add_lora(pair.params, config, jax.random.key(0))["transformer"]
     params = jax.tree_util.tree_map_with_path(lambda p, v: v + 0.1 if p[-1].key == "lora_B" else v, params)
     tokens = jax.random.normal(jax.random.key(1), (1, 3 * 256, config.transformer.hidden_size))
     # A random cotangent: sum(RMSNorm(x)^2) would be nearly scale invariant, its gradient noise.
     weights = jax.random.normal(jax.random.key(2), tokens.shape)
+    return config, params, tokens, weights
+
+
+def test_flash_scan_remat_gradients_match_einsum(pair_plain):
+    """The default training path (flash attention with its custom VJP, the layers
+    under one scan, remat) differentiates like the plain unrolled einsum path (both
+    forward-checked against torch above); adapters included. `remat=True` is the legacy
+    spelling of `full`."""
+    config, params, tokens, weights = _lora_transformer(pair_plain)
 
     def loss(p, **kw):
         return jnp.sum(Transformer(config, **kw).apply({"params": p}, tokens) * weights)
@@ -181,6 +272,64 @@ def test_flash_scan_remat_gradients_match_einsum(pair_plain):
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_ref), jax.tree.leaves(g_new)):
         err = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
         assert err <= F32_TOL, f"{jax.tree_util.keystr(path)}: rel L2 {err:.2e} (float32 reassociation only)"
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])  # jax.checkpoint on the scan body / nn.remat per layer
+def test_remat_modes_give_the_gradients_of_no_remat(pair_plain, scan_layers):
+    """`model.remat` = projections and full recompute what they do not keep, and change no
+    gradient: the LoRA adapters' (and every other parameter's) against remat none on the
+    same model (flash attention, deterministic)."""
+    from burgers_jax.model.network import REMAT
+
+    config, params, tokens, weights = _lora_transformer(pair_plain)
+
+    def grads(remat):
+        def loss(p):
+            out = Transformer(config, attention_impl="flash", remat=remat, scan_layers=scan_layers).apply(
+                {"params": p}, tokens)
+            return jnp.sum(out * weights)
+        return jax.jit(jax.grad(loss))(params)
+
+    assert REMAT == ("none", "projections", "full")
+    with jax.default_matmul_precision("highest"):
+        g = {mode: grads(mode) for mode in REMAT}
+    adapters = [path for path, _ in jax.tree_util.tree_leaves_with_path(g["none"])
+                if path[-1].key in ("lora_A", "lora_B")]
+    assert len(adapters) == 2 * 7 * config.transformer.num_hidden_layers  # A and B of 7 projections per layer
+    for mode in ("projections", "full"):
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g["none"]), jax.tree.leaves(g[mode])):
+            err = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
+            assert err <= F32_TOL, f"remat={mode}: {jax.tree_util.keystr(path)} rel L2 {err:.2e} against remat=none"
+
+
+def test_remat_projections_runs_the_attention_forward_once(pair_plain):
+    """Under the `projections` policy the attention's tagged residuals are kept: the
+    backward of one decoder layer, differentiated as training does (its parameters, LoRA
+    adapters included, and its input), has as many loops (flash's frame loops:
+    scan/while) as without rematerialisation. Under `full` the flash forward runs again,
+    and the count grows: what this counts is what a recomputed attention forward adds.
+    (o_proj's adapter recomputes `x A` from the attention's output, so that output must
+    be among what the policy keeps, not only the attention's own residuals.)"""
+    from burgers_jax.model.network import LlamaDecoderLayer, checkpoint_policy, rope_cos_sin
+
+    config, params, tokens, weights = _lora_transformer(pair_plain)
+    layer = LlamaDecoderLayer(config, attention_impl="flash")
+    tr = config.transformer
+    cos, sin = rope_cos_sin(tokens.shape[1], tr.head_dim, tr.rope_theta, tokens.dtype)
+
+    def loss(p, h):
+        return jnp.sum(layer.apply({"params": p}, h, cos, sin) * weights)
+
+    def loops(f):
+        text = str(jax.make_jaxpr(jax.value_and_grad(f, argnums=(0, 1)))(params["layers_0"], tokens))
+        return text.count("scan[") + text.count("while[")
+
+    plain = loops(loss)
+    projections = loops(jax.checkpoint(loss, policy=checkpoint_policy("projections")))
+    full = loops(jax.checkpoint(loss, policy=checkpoint_policy("full")))
+    assert plain > 0, "test premise: flash's frame loops appear in the jaxpr"
+    assert full > plain, "test premise: a recomputed flash forward shows as more loops"
+    assert projections == plain, f"remat=projections recomputes the attention forward: {projections} loops, not {plain}"
 
 
 @pytest.mark.parametrize("batch,frames,heads", [(2, 3, (8, 2)), (1, 4, (6, 6))])

@@ -63,6 +63,20 @@ def test_the_example_yaml_loads_from_the_command_line(capsys):
     assert printed["model"]["lora"]["r"] == 16
 
 
+def test_gradient_checkpointing_maps_to_remat(tmp_path):
+    """`model.gradient_checkpointing: true` (PyTorch's whole-layer checkpointing) is
+    `model.remat=full`; `false`, as the example YAML says, keeps the default `projections`."""
+    raw = yaml.safe_load(YAML.read_text())
+    assert raw["model"]["gradient_checkpointing"] is False  # the example's own value
+    assert from_yaml.get_config(str(YAML)).model.remat == "projections"
+    assert burgers.get_config().model.remat == "projections"  # the default it keeps
+    for value, remat in ((True, "full"), (False, "projections")):
+        raw["model"]["gradient_checkpointing"] = value
+        path = tmp_path / f"gradient_checkpointing_{value}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        assert from_yaml.get_config(str(path)).model.remat == remat, f"gradient_checkpointing: {value}"
+
+
 def test_bf16_cannot_see_one_time_step_below_the_warning_threshold():
     """The premise of the warning, measured on the reference trajectories: rounded to
     bf16, one frame's change at dt = 1/999 vanishes, and just below BF16_BLIND_STEP it

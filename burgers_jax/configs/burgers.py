@@ -52,7 +52,10 @@ FIELD_HELP = {
     "model.precision": "reference (all bf16, the PyTorch recipe) | fp32_output (bf16 trunk; input statistics, "
                        "last decoder stage, denormalization and residual float32) | float32 (parity); "
                        "burgers_jax.model.config.Policy",
-    "model.remat": "gradient checkpointing of the transformer layers (less memory, more compute)",
+    "model.remat": "what the transformer layers keep for the backward: projections (default: the matmul outputs; "
+                   "recompute the cheap rest) | full (recompute each layer: least memory) | none (keep all)",
+    "model.attention": "the block-causal attention kernel: auto (flash) | flash | cudnn | cudnn_lengths (GPU, bf16 "
+                       "trunk; docs/performance.md) | einsum (the plain reference, [S, S] scores: tests only)",
     "model.trainable": "what trains: adapters (the reference) | adapters+decoder | adapters+encoder+decoder | all "
                        "(burgers_jax.model.param_tree.TRAINABLE_SETS)",
     "model.noise_level": "Gaussian input noise in training (the pretraining used some; fine-tuning none)",
@@ -129,7 +132,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.pretrained_path = "checkpoints/pretrained"
     c.model.precision = "fp32_output"  # chosen from the demo's policy table
-    c.model.remat = False
+    c.model.remat = "projections"  # the full-size step fits in a few GiB (docs/performance.md, "Memory")
+    c.model.attention = "auto"  # burgers_jax.model.attention: auto = flash on every backend (measured)
     c.model.trainable = "adapters"
     c.model.noise_level = 0.0
     c.model.expected_architecture = ""

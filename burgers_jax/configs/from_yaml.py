@@ -18,6 +18,9 @@ recipe, not this one.
 - `training.mixed_precision: bf16` is the all-bf16 recipe, `model.precision=reference`
   (`--config.model.precision=fp32_output` keeps the output in float32, see the README).
 - `physics.dx` must be 1/128; `training.gradient_accumulation_steps` must be 1.
+- `model.gradient_checkpointing: true` is `model.remat=full` (each layer recomputed);
+  `false` keeps the default `projections`, which costs ~1 % more compute and is what
+  lets the full-size step fit (docs/performance.md, "Memory").
 - Accepted without effect: `model.use_flash_attention` (the attention kernel is chosen
   by backend), `dataloader.num_workers`, `dataloader.pin_memory`.
 """
@@ -40,7 +43,7 @@ PRECISION_OF = {"bf16": "reference", "bfloat16": "reference", "fp32": "float32",
 # section -> {yaml key: our 'section.field', or None: accepted, no counterpart}
 KEYS = {
     "model": {"pretrained_path": "model.pretrained_path", "in_channels": None, "noise_level": "model.noise_level",
-              "use_flash_attention": None, "gradient_checkpointing": "model.remat", "encoder": None,
+              "use_flash_attention": None, "gradient_checkpointing": None, "encoder": None,
               "transformer": None, "lora": None},
     "dataset": {"path": "dataset.path", "temporal_length": "dataset.temporal_length",
                 "train_ratio": "dataset.train_ratio", "seed": "dataset.seed"},
@@ -150,6 +153,8 @@ def get_config(path: str = ""):
         if mp not in PRECISION_OF:
             raise YamlConfigError(f"{path}: training.mixed_precision={mp!r}; known: {', '.join(PRECISION_OF)}")
         c.model.precision = PRECISION_OF[mp]
+    if model.get("gradient_checkpointing") is True:  # PyTorch's whole-layer checkpointing: `full`
+        c.model.remat = "full"  # false keeps our default, which already fits (docs/performance.md)
     if int(training.get("gradient_accumulation_steps", 1)) != 1:
         raise YamlConfigError(f"{path}: training.gradient_accumulation_steps="
                               f"{training['gradient_accumulation_steps']}: only 1 is supported")

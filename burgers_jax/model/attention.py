@@ -1,48 +1,64 @@
-"""Block-causal grouped-query attention, three ways, one semantics (HF Llama): scaled
-scores, softmax in float32, times V. A query token of frame `a` attends to every key
-token of frames `b <= a`.
+"""Block-causal grouped-query attention, one semantics (HF Llama): scaled scores,
+softmax in float32, times V. A query token of frame `a` attends to every key token of
+frames `b <= a`. No implementation that `auto` picks materialises the [S, S] scores of a
+head, on any backend (S = T*256: 4096 tokens at T = 16, 64 MiB per head in float32).
 
 Shapes: B batch, S = T*256 tokens, K key/value heads, G = query heads per KV head,
 hd head dim; query head `kv*G + g` uses KV head `kv` (HF's `repeat_kv` order).
 
-- `flash` (the default off GPU): blockwise attention with an online softmax (Rabe &
-  Staats, "Self-attention does not need O(n^2) memory"; Dao's FlashAttention), where a
-  block is one frame: the queries of frame `i` (its 256 tokens times the G query heads
-  of a KV head, one [256*G, hd] matrix) stream the keys of frames 0..i one frame at a
-  time. The mask is the loop bound, so no score is masked and no masked block is
-  computed; a score block is [256*G, 256] (1 MiB in float32 at G = 4), small enough to
-  stay in the core's L2 cache between its product, its exp and the next product,
-  where the former whole-group blocks (128 MiB) went through memory on every pass. A
-  custom VJP keeps only O and the row log-sum-exp, recomputes each block's scores in
-  the backward (FlashAttention-2's order: key frames outer, their dK/dV carried by the
-  loop, dQ accumulated in place) and takes the softmax gradient from `rowsum(dO * O)`.
-  It computes in float32 under every policy (`flash`'s comment says why), so under the
-  bf16 policies its scores and probabilities are not rounded to bf16 between the
-  products, as in fused kernels (PyTorch's SDPA, cuDNN), unlike HF's eager path.
-  Measured (`scripts/bench_attention.py`, one layer, B 1, T 16, 8/2 heads, hd 16,
-  float32, 2-core CPU): forward 35 ms and forward+backward 84 ms, against 165 / 506 ms
-  for the former frame-group path and 830 / 2500 ms for `einsum`.
-- `einsum`: the whole [B, K, G, S, S] score tensor at once with the mask (the plain
-  reference, memory-hungry).
-- `dot_product_attention`: `jax.nn.dot_product_attention` with the mask (XLA picks a
-  fused kernel on GPU, cuDNN where available).
-- `auto` (the default): `dot_product_attention` on GPU, `flash` elsewhere.
+- `flash` (the default on every backend): blockwise attention with an online softmax
+  (Rabe & Staats, "Self-attention does not need O(n^2) memory"; Dao's FlashAttention),
+  where a block is one frame: the queries of frame `i` (its 256 tokens times the G
+  query heads of a KV head, one [256*G, hd] matrix) stream the keys of frames 0..i one
+  frame at a time. The mask is the loop bound, so no score is masked and no masked
+  block is computed; a score block is [256*G, 256] (1 MiB in float32 at G = 4), small
+  enough to stay in the core's L2 cache between its product, its exp and the next
+  product. A custom VJP keeps only O and the row log-sum-exp, recomputes each block's
+  scores in the backward (FlashAttention-2's order: key frames outer, their dK/dV
+  carried by the loop, dQ accumulated in place) and takes the softmax gradient from
+  `rowsum(dO * O)`. It computes in float32 under every policy (`flash`'s comment says
+  why), so under the bf16 policies its scores and probabilities are not rounded to bf16
+  between the products, as in fused kernels (PyTorch's SDPA, cuDNN), unlike HF's eager
+  path. Measured (`scripts/bench_attention.py`, one layer, B 1, T 16, 8/2 heads, hd 16,
+  float32, 2-core CPU): forward 35 ms and forward+backward 84 ms, against 830 / 2500 ms
+  for `einsum`.
+- `cudnn` (GPU, bf16): cuDNN's fused flash attention through
+  `jax.nn.dot_product_attention(implementation="cudnn")`, one call per query frame `a`
+  on the key prefix [0, 256*(a+1)) with no mask at all: the block-causal mask becomes
+  the key length, so nothing masked is computed and no score leaves the kernel.
+  `cudnn_lengths` is the same as one call: the queries of each frame as their own batch
+  row against the whole key sequence, cut by `key_value_seq_lengths`. Both are tested
+  on the CPU through the same reshaping with `implementation="xla"`
+  (`framewise(..., implementation="xla")`).
+- `einsum`: the whole [B, K, G, S, S] score tensor at once with the mask: the plain
+  reference for tests, never picked by `auto`.
+- `auto`: `flash` everywhere until a GPU-only kernel has been measured on a GPU
+  (docs/performance.md, "On a GPU").
+
+`attend` keeps the implementation's own residuals for the backward under the name
+`residual_name` (`jax.ad_checkpoint.checkpoint_name`), so that a rematerialisation
+policy that saves that name (`model.remat=projections`) never runs the attention
+forward twice.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
-IMPLS = ("auto", "flash", "einsum", "dot_product_attention")
+IMPLS = ("auto", "flash", "cudnn", "cudnn_lengths", "einsum")
 F32 = jnp.float32
 
 
-def resolve(impl: str) -> str:
-    """`auto`: the fused kernel where the backend has one (GPU: cuDNN through
-    `jax.nn.dot_product_attention`), else `flash` (CPU: fastest measured)."""
+def resolve(impl: str, backend: str | None = None, dtype=F32) -> str:
+    """`auto` -> the implementation for `backend` (default: JAX's) and compute dtype."""
+    if impl not in IMPLS:
+        raise ValueError(f"attention_impl={impl!r} is not one of {IMPLS}")
     if impl == "auto":
-        return "dot_product_attention" if jax.default_backend() == "gpu" else "flash"
+        return "flash"
     return impl
 
 
@@ -149,18 +165,70 @@ def flash(q, k, v, tokens_per_frame: int, scale: float):
     return o.reshape(b, nkv, s, g, hd).transpose(0, 2, 1, 3, 4).astype(dtype)
 
 
-def attend(q, k, v, impl: str, tokens_per_frame: int, scale: float, dtype):
-    """q [B, S, Hq, hd], k/v [B, S, K, hd] -> [B, S, Hq*hd] with the block-causal mask."""
+# ----------------------------------------------------------------------------- fused kernels
+
+
+def framewise(q, k, v, tokens_per_frame: int, scale: float, implementation: str | None = "cudnn"):
+    """`cudnn`: q [B, S, Hq, hd], k/v [B, S, K, hd] -> [B, S, Hq, hd], one maskless
+    `jax.nn.dot_product_attention` per query frame on its key prefix."""
+    n, t = tokens_per_frame, q.shape[1] // tokens_per_frame
+    return jnp.concatenate([
+        jax.nn.dot_product_attention(q[:, a * n:(a + 1) * n], k[:, :(a + 1) * n], v[:, :(a + 1) * n], scale=scale,
+                                     implementation=implementation) for a in range(t)], axis=1)
+
+
+def by_lengths(q, k, v, tokens_per_frame: int, scale: float, implementation: str | None = "cudnn"):
+    """`cudnn_lengths`: the frames of each sample as batch rows [B*T, 256, Hq, hd], each
+    against the sample's whole key sequence cut at its frame's end by
+    `key_value_seq_lengths` -> [B, S, Hq, hd]."""
+    b, s, nh, hd = q.shape
+    n, t = tokens_per_frame, s // tokens_per_frame
+    rows = q.reshape(b * t, n, nh, hd)
+    keys, values = (jnp.broadcast_to(x[:, None], (b, t) + x.shape[1:]).reshape((b * t,) + x.shape[1:]) for x in (k, v))
+    lengths = jnp.tile(n * jnp.arange(1, t + 1, dtype=jnp.int32), b)  # row (sample, frame a): keys [0, 256 (a+1))
+    out = jax.nn.dot_product_attention(rows, keys, values, scale=scale, key_value_seq_lengths=lengths,
+                                       implementation=implementation)
+    return out.reshape(b, s, nh, hd)
+
+
+def _keeping_residuals(fn, name: str):
+    """`fn` with the same values and gradients, whose backward residuals (whatever the
+    implementation keeps: flash's O and log-sum-exp, cuDNN's output and softmax
+    statistics, with the inputs) are tagged `name` for rematerialisation policies."""
+
+    @jax.custom_vjp
+    def wrapped(q, k, v):
+        return fn(q, k, v)
+
+    def fwd(q, k, v):
+        out, vjp = jax.vjp(fn, q, k, v)  # vjp is a pytree whose leaves are the residuals
+        return out, jax.tree.map(lambda r: checkpoint_name(r, name), vjp)
+
+    wrapped.defvjp(fwd, lambda vjp, g: vjp(g))
+    return wrapped
+
+
+def attend(q, k, v, impl: str, tokens_per_frame: int, scale: float, dtype, residual_name: str | None = None):
+    """q [B, S, Hq, hd], k/v [B, S, K, hd] -> [B, S, Hq*hd] with the block-causal mask.
+    `residual_name`: tag of what the backward keeps (module docstring)."""
     b, s, nh, hd = q.shape
     nkv = k.shape[2]
-    impl = resolve(impl)
+    impl = resolve(impl, dtype=dtype)
     if impl == "flash":
-        out = flash(q.reshape(b, s, nkv, nh // nkv, hd), k, v, tokens_per_frame, scale)
+        def fn(q, k, v):
+            return flash(q.reshape(b, s, nkv, nh // nkv, hd), k, v, tokens_per_frame, scale)
     elif impl == "einsum":
-        out = eager(q.reshape(b, s, nkv, nh // nkv, hd), k, v, block_causal_mask(s, tokens_per_frame), scale, dtype)
-    elif impl == "dot_product_attention":
-        mask = block_causal_mask(s, tokens_per_frame)[None, None]
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
+        def fn(q, k, v):
+            return eager(q.reshape(b, s, nkv, nh // nkv, hd), k, v, block_causal_mask(s, tokens_per_frame), scale, dtype)
     else:
-        raise ValueError(f"attention_impl={impl!r} is not one of {IMPLS}")
+        if jnp.dtype(dtype) == F32:
+            raise ValueError(f"attention_impl={impl!r} runs cuDNN's bf16/fp16 kernel; the float32 policy takes "
+                             "'flash' (or 'auto')")
+        fn = functools.partial(framewise if impl == "cudnn" else by_lengths, tokens_per_frame=tokens_per_frame,
+                               scale=scale, implementation="cudnn")
+    if residual_name is None:
+        return fn(q, k, v).reshape(b, s, nh * hd)
+    # The output too: o_proj's adapter takes it as input, and a policy that kept only the
+    # residuals would run the attention forward again to get it back.
+    out = checkpoint_name(_keeping_residuals(fn, residual_name)(q, k, v), residual_name)
     return out.reshape(b, s, nh * hd)

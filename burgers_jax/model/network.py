@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from burgers_jax.model import attention
 from burgers_jax.model.config import FLOAT32, ModelConfig, Policy
@@ -49,7 +50,36 @@ from burgers_jax.model.param_tree import flatten, is_adapter
 Dtype = Any
 RESOLUTION = 128
 STD_EPS = 1e-6  # added to the (unbiased) std, not the variance (docs/model_and_formats.md, "The model", step 1)
-ATTENTION_IMPLS = attention.IMPLS  # see burgers_jax/attention.py
+
+# Rematerialisation of the transformer layers (`model.remat`), chosen by measuring the
+# full-size step (B 4, T 16; docs/performance.md, "Memory"):
+#   none         keep every intermediate for the backward (the most memory)
+#   projections  keep the outputs of the frozen projections o, gate and up and the
+#                attention's own residuals (q, k, v, its output and row statistics); recompute
+#                the norms, RoPE, activations, dropout and the rank-r adapter products,
+#                which are cheap. The expensive products (the D x D and D x I matmuls
+#                and the attention) run once. The default.
+#   full         keep each layer's input only; the whole layer runs again (the least
+#                memory, one more transformer forward)
+REMAT = ("none", "projections", "full")
+# q, k and v need no name: the attention's residuals hold them, and the projections'
+# backward needs their input, not their output.
+SAVED_BY_PROJECTIONS = ("attention", "o_proj", "gate_proj", "up_proj")
+
+
+def remat_mode(remat) -> str:
+    """`model.remat` as one of REMAT; booleans as older configs and `gradient_checkpointing` say them."""
+    if isinstance(remat, bool) or remat is None:
+        return "full" if remat else "none"
+    mode = str(remat).lower()
+    if mode not in REMAT:
+        raise ValueError(f"model.remat={remat!r}: one of {', '.join(REMAT)}")
+    return mode
+
+
+def checkpoint_policy(mode: str):
+    """The `jax.checkpoint` policy of a REMAT mode (`full`: None, nothing saved)."""
+    return jax.checkpoint_policies.save_only_these_names(*SAVED_BY_PROJECTIONS) if mode == "projections" else None
 
 
 # ----------------------------------------------------------------------------- encoder / decoder
@@ -192,14 +222,16 @@ class LlamaAttention(nn.Module):
         tr = self.config.transformer
         b, s, _ = x.shape
         nh, nkv, hd = tr.num_attention_heads, tr.num_key_value_heads, tr.head_dim
+        # checkpoint_name: what `model.remat=projections` keeps for the backward (REMAT).
         q = self._proj("q_proj", nh * hd)(x, train=self.train).reshape(b, s, nh, hd)
         k = self._proj("k_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
         v = self._proj("v_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
         cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        out = attention.attend(q, k, v, self.attention_impl, self.config.tokens_per_frame, hd ** -0.5, self.dtype)
-        return self._proj("o_proj", tr.hidden_size)(out, train=self.train)
+        out = attention.attend(q, k, v, self.attention_impl, self.config.tokens_per_frame, hd ** -0.5, self.dtype,
+                               residual_name="attention")
+        return checkpoint_name(self._proj("o_proj", tr.hidden_size)(out, train=self.train), "o_proj")
 
 
 class LlamaMLP(nn.Module):
@@ -215,8 +247,8 @@ class LlamaMLP(nn.Module):
             return Linear(features, lora_rank=lora.rank_of(name), lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                           dtype=self.dtype, name=name)
 
-        gate = proj("gate_proj", tr.intermediate_size)(x, train=self.train)
-        up = proj("up_proj", tr.intermediate_size)(x, train=self.train)
+        gate = checkpoint_name(proj("gate_proj", tr.intermediate_size)(x, train=self.train), "gate_proj")
+        up = checkpoint_name(proj("up_proj", tr.intermediate_size)(x, train=self.train), "up_proj")
         return proj("down_proj", tr.hidden_size)(jax.nn.silu(gate) * up, train=self.train)
 
 
@@ -248,7 +280,7 @@ class Transformer(nn.Module):
     train: bool = False
     dtype: Dtype = jnp.float32
     attention_impl: str = "auto"
-    remat: bool = False
+    remat: str | bool = "none"  # one of REMAT (booleans: full / none)
     scan_layers: bool = True
 
     @nn.compact
@@ -259,8 +291,10 @@ class Transformer(nn.Module):
         cos, sin = rope_cos_sin(h.shape[1], tr.head_dim, tr.rope_theta, h.dtype)
         args = (self.config, self.train, self.dtype, self.attention_impl)
         n = tr.num_hidden_layers
+        mode = remat_mode(self.remat)
         if not self.scan_layers or n == 1 or self.is_initializing():
-            layer_cls = nn.remat(LlamaDecoderLayer) if self.remat else LlamaDecoderLayer
+            layer_cls = (LlamaDecoderLayer if mode == "none"
+                         else nn.remat(LlamaDecoderLayer, policy=checkpoint_policy(mode)))
             for i in range(n):
                 h = layer_cls(*args, name=f"layers_{i}")(h, cos, sin)
         else:
@@ -275,7 +309,7 @@ class Transformer(nn.Module):
                 rngs = {"dropout": jax.random.fold_in(rng, i)} if rng is not None else None
                 return layer.apply({"params": p}, carry, cos, sin, rngs=rngs), None
 
-            body = jax.checkpoint(body) if self.remat else body
+            body = body if mode == "none" else jax.checkpoint(body, policy=checkpoint_policy(mode))
             h, _ = jax.lax.scan(body, h, (stacked, jnp.arange(n)))
         return RMSNorm(tr.rms_norm_eps, name="norm")(h)
 
@@ -296,7 +330,7 @@ class PDECausalModel(nn.Module):
     config: ModelConfig
     policy: Policy = FLOAT32
     attention_impl: str = "auto"
-    remat: bool = False  # rematerialize each transformer layer in the backward pass
+    remat: str | bool = "none"  # rematerialisation of the transformer layers: one of REMAT
     scan_layers: bool = True  # False unrolls the layers (same numbers; e.g. for per-op FLOP counts)
 
     def check_input(self, x) -> None:
@@ -331,7 +365,11 @@ class PDECausalModel(nn.Module):
         tokens = Encoder2d(self.config, dt, name="encoder_2d")(xn.reshape(b * t, *xn.shape[2:]), b)
         hidden = Transformer(self.config, train, dt, self.attention_impl, self.remat, self.scan_layers,
                              name="transformer")(tokens)
-        dec = Decoder2d(self.config, dt, self.policy.output_dtype, name="decoder_2d")(hidden)
+        # Under remat the decoder keeps only its input: its convolutions run again in the
+        # backward (~3 % of the step's FLOPs at full size) instead of holding every
+        # feature map of B*T images (docs/performance.md, "Memory").
+        decoder_cls = Decoder2d if remat_mode(self.remat) == "none" else nn.remat(Decoder2d)
+        dec = decoder_cls(self.config, dt, self.policy.output_dtype, name="decoder_2d")(hidden)
         out = denormalize(dec, mean, std, self.policy)  # 6.
         if return_intermediates:
             return out, {"encoder_tokens": tokens, "transformer_output": hidden, "decoder_output": dec}

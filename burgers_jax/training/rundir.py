@@ -41,7 +41,11 @@ RESUMABLE_CHANGES = (
     "training.resume", "training.max_steps", "training.allow_config_change", "training.num_devices",
     "training.distributed", "training.max_consecutive_nonfinite", "training.eval_every_steps",
     "dataloader.prefetch", "logging.", "training.schedule_steps",
+    # how the step computes, not what: the attention kernel and what the backward keeps
+    "model.attention", "model.remat",
 )
+# Values older runs saved in another type: {field: converter to today's}.
+LEGACY_VALUES = {"model.remat": lambda v: {True: "full", False: "none"}.get(v, v)}
 # Fields that change the shapes of the saved state: a resume cannot restore it under them.
 SHAPE_FIELDS = ("model.lora.r", "model.lora.target_modules", "model.trainable")
 
@@ -97,6 +101,7 @@ def merge_saved(cfg, saved: Mapping[str, Any], overrides: Mapping[str, Any]):
                 node[s] = ml_collections.ConfigDict()
             node = node[s]
         current = node.get(field)
+        value = LEGACY_VALUES.get(key, lambda v: v)(value)
         node[field] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
     return out
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from burgers_jax.data import sources as data_lib
 from burgers_jax.errors import UserError
 from burgers_jax.io import checkpoint as ckpt_io
+from burgers_jax.model import attention, param_tree
 from burgers_jax.model import lora as lora_lib
-from burgers_jax.model import param_tree
 from burgers_jax.model.config import GRID, ConfigError, LoraConfig, Policy
+from burgers_jax.model.network import remat_mode
 from burgers_jax.training import steps
 from burgers_jax.training.rundir import RunDir, flat_leaves, merge_saved
 
@@ -77,6 +78,12 @@ def check_config(cfg, num_devices: int) -> None:
         Policy.named(cfg.model.precision)
     except ConfigError as e:
         problems.append(f"model.precision: {e}")
+    try:
+        remat_mode(cfg.model.remat)
+    except ValueError as e:
+        problems.append(str(e))
+    if cfg.model.attention not in attention.IMPLS:
+        problems.append(f"model.attention={cfg.model.attention!r}: one of {', '.join(attention.IMPLS)}")
     if not cfg.model.pretrained_path or not Path(cfg.model.pretrained_path).is_dir():
         problems.append(f"model.pretrained_path={cfg.model.pretrained_path!r} is not a directory "
                         "(convert best.pt with porting/convert_ckpt.py first)")

@@ -105,14 +105,15 @@ class Trainer:
         k_lora, self.k_train = jax.random.split(root)
         params, self.model_cfg = load_params(cfg, k_lora)
         self.model = model_lib.PDECausalModel(
-            config=self.model_cfg, policy=Policy.named(cfg.model.precision), remat=bool(cfg.model.remat))
+            config=self.model_cfg, policy=Policy.named(cfg.model.precision), remat=cfg.model.remat,
+            attention_impl=cfg.model.attention)
         self.trainable_set = cfg.model.trainable
         trainable, frozen = param_tree.split(params, self.trainable_set)
         self.frozen = global_array(frozen, self.replicated)
         mask = param_tree.trainable_mask(params, self.trainable_set)
         self.tx = steps.make_optimizer(cfg.training, mask)
         self.init_trainable = trainable
-        self.train_step = jax.jit(steps.make_train_step(self.model, self.tx, cfg), donate_argnums=(0,))
+        self.train_step = steps.jit_train_step(self.model, self.tx, cfg)
         self.eval_step = jax.jit(steps.make_eval_step(self.model, cfg))
         # A fresh iterator per evaluation: the windows are fixed, and are read lazily.
         self.stride = int(cfg.dataset.frame_stride)
