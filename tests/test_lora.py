@@ -147,3 +147,24 @@ def test_lora_mapping_is_strict(base):
                                                              "down_proj")))
     with pytest.raises(MappingError, match=r"mismatched .*lora_A.*gives \(64, 4\), model wants \(64, 8\)"):
         lora_torch_to_flax(sd, config.with_lora(r=8, alpha=8.0))
+
+
+def test_lora_dropout_rate_scale_and_key():
+    """`layers.dropout` (XLA's ThreeFry bit generator): drops with probability `rate`,
+    scales the kept entries by 1/(1 - rate) as torch's nn.Dropout, is a pure function of
+    its key, and two keys give two masks."""
+    from burgers_jax.model.layers import dropout
+
+    x = jnp.ones((1000, 1000), jnp.float32)
+    key = jax.random.PRNGKey(3)
+    out = np.asarray(dropout(x, 0.05, key))
+    dropped = np.mean(out == 0)
+    # Binomial(1e6, 0.05): standard deviation 2.2e-4, so 5 sigma is 1.1e-3.
+    assert abs(dropped - 0.05) < 1.1e-3, dropped
+    assert np.allclose(out[out != 0], 1 / 0.95, rtol=1e-6)
+    assert np.array_equal(out, np.asarray(dropout(x, 0.05, key)))
+    other = np.asarray(dropout(x, 0.05, jax.random.fold_in(key, 1)))
+    assert not np.array_equal(out == 0, other == 0)
+    # Neighbouring rows are not copies of one another (a generator fed the wrong state repeats).
+    assert not np.array_equal(out[0] == 0, out[1] == 0)
+    assert np.mean(np.asarray(dropout(x, 0.5, key)) == 0) == pytest.approx(0.5, abs=2.5e-3)  # 5 sigma

@@ -51,6 +51,20 @@ def gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    """Inverted dropout (torch's `nn.Dropout`: zero with probability `rate`, scale the rest
+    by 1/(1 - rate)), its mask drawn by XLA's own ThreeFry bit generator from `key`.
+    `jax.random.bernoulli` expands ThreeFry into XLA integer arithmetic, which on the CPU
+    takes ~11 ns a draw: the LoRA dropout masks of the full-size step (3e7 draws per layer)
+    took 4.6 s of a 19.6 s float32 step. `lax.rng_bit_generator` computes the same kind
+    of counter-based stream in ~2.7 ns (measured, 12.6 M draws: 146 vs 34 ms). The drop
+    probability is `rate` to 2^-32; the mask is a pure function of `key`."""
+    words = jax.random.bits(key, (4,), jnp.uint32)  # the generator's state, from the stream's key
+    _, bits = lax.rng_bit_generator(words, x.shape, jnp.uint32, algorithm=lax.RandomAlgorithm.RNG_THREE_FRY)
+    threshold = jnp.uint32(min(round(rate * 2.0**32), 2**32 - 1))
+    return jnp.where(bits >= threshold, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
 def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     """`x @ w` accumulated in float32 and rounded once to the inputs' dtype, as torch's
     bf16 matmul does. For bf16 this is also the fast path on XLA:CPU, which runs a bf16
@@ -320,7 +334,8 @@ class Linear(nn.Module):
             a = self.param("lora_A", peft_lora_a_init, (cin, self.lora_rank), jnp.float32)
             b = self.param("lora_B", nn.initializers.zeros, (self.lora_rank, self.features), jnp.float32)
             xa = x.astype(a.dtype)
-            xa = nn.Dropout(rate=self.lora_dropout, deterministic=not train)(xa)
+            if train and self.lora_dropout > 0:
+                xa = dropout(xa, self.lora_dropout, self.make_rng("dropout"))
             delta = jnp.dot(jnp.dot(xa, a), b) * (self.lora_alpha / self.lora_rank)
             y = (y.astype(delta.dtype) + delta).astype(self.dtype)
         return y
