@@ -29,9 +29,9 @@ backward of the LoRA step (frozen weights get no gradient; the encoder none at a
     (the `einsum` path's autodiff keeps its scores: 4 units)
 Elementwise work (norms, GELU, softmax, the residual, Adam) is left out: the bound
 `cost_analysis() <= 1.25 x analytic` leaves it 25 %. Rematerialisation (`model.remat`,
-burgers_jax/model/network.py REMAT) adds: `full`, the transformer forward once more and
-the decoder forward; `projections`, the decoder forward and the adapters' first products
-(x A), everything else it recomputes being elementwise.
+burgers_jax/model/network.py REMAT) adds: `full`, the transformer forward once more;
+`projections`, the adapters' first products (x A), everything else it recomputes being
+elementwise.
 
 XLA's cost analysis counts a loop body once, so the FLOPs are read from the same step
 with the transformer layers unrolled (`scan_layers=False`: identical arithmetic) and the
@@ -96,8 +96,8 @@ def analytic(config: ModelConfig, batch: int, frames: int, attention: str = "fla
             "backward": backward, "total": forward + backward,
             # what each remat mode recomputes in the backward pass (module docstring)
             "total_remat": {"none": forward + backward,
-                            "projections": forward + backward + decoder + adapters / 2,
-                            "full": forward + backward + decoder + linear + adapters + 2 * attention_unit}}
+                            "projections": forward + backward + adapters / 2,
+                            "full": forward + backward + linear + adapters + 2 * attention_unit}}
 
 
 def lowered_step(model_config: ModelConfig, cfg, remat: str | bool, scan_layers: bool = True,

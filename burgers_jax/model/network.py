@@ -365,11 +365,7 @@ class PDECausalModel(nn.Module):
         tokens = Encoder2d(self.config, dt, name="encoder_2d")(xn.reshape(b * t, *xn.shape[2:]), b)
         hidden = Transformer(self.config, train, dt, self.attention_impl, self.remat, self.scan_layers,
                              name="transformer")(tokens)
-        # Under remat the decoder keeps only its input: its convolutions run again in the
-        # backward (~3 % of the step's FLOPs at full size) instead of holding every
-        # feature map of B*T images (docs/performance.md, "Memory").
-        decoder_cls = Decoder2d if remat_mode(self.remat) == "none" else nn.remat(Decoder2d)
-        dec = decoder_cls(self.config, dt, self.policy.output_dtype, name="decoder_2d")(hidden)
+        dec = Decoder2d(self.config, dt, self.policy.output_dtype, name="decoder_2d")(hidden)
         out = denormalize(dec, mean, std, self.policy)  # 6.
         if return_intermediates:
             return out, {"encoder_tokens": tokens, "transformer_output": hidden, "decoder_output": dec}
