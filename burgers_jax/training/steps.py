@@ -151,7 +151,7 @@ def residual_loss(pred_uv, batch, dt):
 # then converts each stacked residual of the layer scan ([L, B, S, ...]: gate, up, the
 # attention output) to float32 once, before the backward loop, instead of one layer's
 # slice per iteration: float32 copies of every layer's residuals at once. Without that
-# pass the full-size step (B 4, T 16, fp32_output, remat=projections) needs 7.0 instead
+# pass the full-size step (B 4, T 16, fp32_output, remat=projections) needs 7.0 (6.6 today) instead
 # of 10.2 GiB of temporaries, and the small architecture's step is no slower (measured
 # 687 vs 783 ms fp32_output, 655 vs 673 ms float32; docs/performance.md, "Memory").
 CPU_STEP_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
