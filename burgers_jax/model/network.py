@@ -222,7 +222,8 @@ class LlamaAttention(nn.Module):
         tr = self.config.transformer
         b, s, _ = x.shape
         nh, nkv, hd = tr.num_attention_heads, tr.num_key_value_heads, tr.head_dim
-        # checkpoint_name: what `model.remat=projections` keeps for the backward (REMAT).
+        # `model.remat=projections` keeps the attention's residuals and output (tagged by
+        # `residual_name`) and o_proj's output (REMAT); q, k and v live in the former.
         q = self._proj("q_proj", nh * hd)(x, train=self.train).reshape(b, s, nh, hd)
         k = self._proj("k_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
         v = self._proj("v_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
