@@ -160,6 +160,23 @@ class _DropDiskFullEchoes(logging.Filter):
         return not (echo and exc is not None and disk.is_disk_full(exc))
 
 
+class _DropFailedRestoreEchoes(logging.Filter):
+    """After a restore that failed on an unreadable checkpoint (reported in one line and
+    skipped), the read futures orbax left behind are garbage-collected whenever Python
+    gets to them, and asyncio logs each one's error with a traceback ("Task exception was
+    never retrieved"): a timing-dependent wall of text about the failure already named.
+    Installed only once a restore has failed; drops only those echoes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in str(record.msg)
+
+
+def _quiet_failed_restore_echoes() -> None:
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropFailedRestoreEchoes) for f in logger.filters):
+        logger.addFilter(_DropFailedRestoreEchoes())
+
+
 def _quiet_disk_full_thread_logs() -> None:
     for logger in (absl_logging.get_absl_logger(), logging.getLogger("asyncio")):
         if not any(isinstance(f, _DropDiskFullEchoes) for f in logger.filters):
@@ -458,6 +475,7 @@ def restore_state(manager: ocp.CheckpointManager, template_state: Any) -> tuple[
         try:
             restored = manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a bad file
+            _quiet_failed_restore_echoes()
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             aside = directory.parent / "corrupt_checkpoints" / f"{step}-{int(time.time())}"
             aside.parent.mkdir(exist_ok=True)
