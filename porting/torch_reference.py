@@ -18,6 +18,7 @@ in tests/test_model_parity.py.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Mapping
 
@@ -184,6 +185,18 @@ class PDECausalModel(nn.Module):
         return out
 
 
+@contextlib.contextmanager
+def seeded(seed: int | None):
+    """torch's global generator seeded with `seed` inside, and as it was after (a forked
+    generator); `None` leaves it alone."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_model(config_dict: Mapping[str, Any], attn_implementation: str = "eager",
                 seed: int | None = None) -> PDECausalModel:
     """From `config['model']` (or the full config holding it); float32, eval mode. The
@@ -191,10 +204,7 @@ def build_model(config_dict: Mapping[str, Any], attn_implementation: str = "eage
     fused attention (benchmarks). With `seed`, the default init draws from that seed and
     leaves torch's global generator as it was: the weights no longer depend on what ran
     before (a parity test's round-off depends on its weights)."""
-    if seed is None:
-        return PDECausalModel(model_section(config_dict), attn_implementation).eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return PDECausalModel(model_section(config_dict), attn_implementation).eval()
 
 
@@ -235,11 +245,7 @@ def wrap_lora(model: PDECausalModel, r: int, alpha: float, dropout: float = 0.0,
 
     cfg = LoraConfig(r=int(r), lora_alpha=float(alpha), lora_dropout=float(dropout),
                      target_modules=list(target_modules), bias="none")
-    if seed is None:
-        model.transformer = get_peft_model(model.transformer, cfg)
-        return model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model.transformer = get_peft_model(model.transformer, cfg)
     return model
 

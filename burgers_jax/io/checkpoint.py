@@ -171,16 +171,18 @@ class _DropFailedRestoreEchoes(logging.Filter):
         return "exception was never retrieved" not in str(record.msg)
 
 
+def _add_filter_once(filter_cls: type[logging.Filter], *loggers: logging.Logger) -> None:
+    for logger in loggers:
+        if not any(isinstance(f, filter_cls) for f in logger.filters):
+            logger.addFilter(filter_cls())
+
+
 def _quiet_failed_restore_echoes() -> None:
-    logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, _DropFailedRestoreEchoes) for f in logger.filters):
-        logger.addFilter(_DropFailedRestoreEchoes())
+    _add_filter_once(_DropFailedRestoreEchoes, logging.getLogger("asyncio"))
 
 
 def _quiet_disk_full_thread_logs() -> None:
-    for logger in (absl_logging.get_absl_logger(), logging.getLogger("asyncio")):
-        if not any(isinstance(f, _DropDiskFullEchoes) for f in logger.filters):
-            logger.addFilter(_DropDiskFullEchoes())
+    _add_filter_once(_DropDiskFullEchoes, absl_logging.get_absl_logger(), logging.getLogger("asyncio"))
 
 
 def _quiet_closed_event_loop() -> None:
