@@ -1,5 +1,7 @@
 """What every command shares: one place that turns a `UserError` into
-`prog: error: ...` and exit status 2, and Ctrl-C into one line and exit status 130."""
+`prog: error: ...` and exit status 2, and Ctrl-C into one line and exit status 130, also
+while the command starts (`start`). Imports nothing heavy: the console scripts import
+this, and each command's module, before anything can catch a Ctrl-C."""
 
 from __future__ import annotations
 
@@ -24,10 +26,24 @@ def run(prog: str, body: Callable[[], int | None]) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing was written under the output name", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted(prog)
     finally:
         outputs.release_all()  # the output paths this command claimed (a failed one wrote nothing there)
+
+
+def interrupted(prog: str) -> int:
+    print(f"{prog}: interrupted; nothing was written under the output name", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def start(prog: str, main: Callable[[], int | None]) -> int:
+    """Runs a command's whole `main`: its imports of jax and the like (seconds, so each
+    command module imports them in `main`, not at its top), its flags, then `run`. A
+    Ctrl-C while it starts is the same one line and exit 130 as one during the work."""
+    try:
+        return main() or 0
+    except KeyboardInterrupt:
+        return interrupted(prog)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     def body() -> int:
         from burgers_jax.evaluation.compare import compare
 
-        labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+        labels = [s.strip() for s in args.labels.split(",")] if args.labels is not None else None
         final, files, notes = compare(args.evaluations, args.out, labels, args.overwrite)
         for note in notes:
             print(f"note: {note}")

@@ -15,17 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from absl import logging as absl_logging
-
 from burgers_jax import cli
-from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation
-from burgers_jax.io import compilation_cache
-from burgers_jax.model.config import Policy
 
 PROG = "burgers-evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from burgers_jax.model.config import Policy  # jax: imported in main, under cli.start
+
     p = argparse.ArgumentParser(prog=PROG, description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=cli.HelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="converted base model directory (burgers-convert)")
@@ -61,10 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     p.add_argument("--out", required=True, type=Path, help="output folder (metrics.json, metrics.md, plots)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation at --out")
+    p.add_argument("--allow-other-base", action="store_true",
+                   help="apply --lora adapters to a base model with other weights than the one they were trained on "
+                        "(refused by default: a merged export already contains them)")
     return p
 
 
 def main(argv=None) -> int:
+    return cli.start(PROG, lambda: _main(argv))
+
+
+def _main(argv) -> int:
+    from absl import logging as absl_logging
+
+    from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation
+    from burgers_jax.io import compilation_cache
+
     args = build_parser().parse_args(argv)
     absl_logging.set_verbosity(absl_logging.ERROR)
     compilation_cache.enable()

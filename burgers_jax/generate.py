@@ -19,12 +19,13 @@ import argparse
 import sys
 
 from burgers_jax import cli
-from burgers_jax.data.writer import COMPRESSIONS, format_summary, write_dataset
 
 PROG = "burgers-generate"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from burgers_jax.data.writer import COMPRESSIONS  # jax and h5py: imported in main, under cli.start
+
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.rsplit("\n\n", 1)[0],
                                 formatter_class=cli.HelpFormatter)
     p.add_argument("--num-samples", type=int, default=100, help="trajectories (HDF5 groups)")
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    return cli.start(PROG, lambda: _main(argv))
+
+
+def _main(argv) -> int:
+    from burgers_jax.data.writer import format_summary, write_dataset
+
     a = build_parser().parse_args(argv)
 
     def body() -> int:

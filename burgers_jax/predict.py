@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 
 from burgers_jax import cli
-from burgers_jax.evaluation.predict import predict_to_file
-from burgers_jax.io import compilation_cache
-from burgers_jax.model.config import INFERENCE_DTYPES
 
 PROG = "burgers-predict"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from burgers_jax.model.config import INFERENCE_DTYPES  # jax: imported in main, under cli.start
+
     p = argparse.ArgumentParser(prog=PROG, description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=cli.HelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="converted base model directory (burgers-convert)")
@@ -42,19 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", type=Path, default=None,
                    help="adapters directory (a run's best_adapters/ or burgers-convert of a best_lora.pt); "
                         "default: none, the base model alone")
+    p.add_argument("--allow-other-base", action="store_true",
+                   help="apply --lora adapters to a base model with other weights than the one they were trained on "
+                        "(refused by default: a merged export already contains them)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.start(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    from burgers_jax.evaluation.predict import predict_to_file
+    from burgers_jax.io import compilation_cache
+
     args = build_parser().parse_args(argv)
     compilation_cache.enable()
 
     def body() -> int:
         shape = predict_to_file(args.checkpoint, args.out, input=args.input, data=args.data, sample=args.sample,
                                 start=args.start, frames=args.frames, dtype=args.dtype, lora=args.lora,
-                                batch_size=args.batch_size, overwrite=args.overwrite)
+                                batch_size=args.batch_size, overwrite=args.overwrite,
+                                allow_other_base=args.allow_other_base)
         print(f"wrote {args.out}: {shape} float32")
         return 0
 

@@ -15,15 +15,19 @@ import json
 import sys
 
 from burgers_jax import cli
-from burgers_jax.io import compilation_cache
-from burgers_jax.training.setup import (
-    config_argument,
-    config_fields_help,
-    load_config_file,
-    parse_command_line,
-    resolved_config_json,
-)
-from burgers_jax.training.trainer import Trainer, TrainingInterrupted, train_and_evaluate  # noqa: F401  (Trainer: the contract benchmarks use)
+
+# jax and the trainer are imported in main (under cli.start, where a Ctrl-C is one line);
+# `burgers_jax.train.Trainer` (the contract benchmarks use) and these come on first use.
+TRAINER_NAMES = ("Trainer", "TrainingInterrupted", "train_and_evaluate")
+
+
+def __getattr__(name: str):
+    if name in TRAINER_NAMES:
+        from burgers_jax.training import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 PROG = "burgers-train"
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull")
@@ -57,6 +61,8 @@ def _resume_hint(argv: list[str], workdir) -> str:
 def help_text(argv: list[str]) -> str:
     """The usage, the flags and every config field with its default and meaning: those
     of the `--config` on the command line when it loads, else configs/burgers.py's."""
+    from burgers_jax.training.setup import config_argument, config_fields_help, load_config_file
+
     source, note = config_argument(argv), ""
     cfg = None
     if source:
@@ -73,6 +79,14 @@ def help_text(argv: list[str]) -> str:
 
 
 def main(argv=None) -> int:
+    return cli.start(PROG, lambda: _main(argv))
+
+
+def _main(argv) -> int:
+    from burgers_jax.io import compilation_cache
+    from burgers_jax.training.setup import parse_command_line, resolved_config_json
+    from burgers_jax.training.trainer import TrainingInterrupted, train_and_evaluate
+
     argv = list(sys.argv if argv is None else argv)
     if any(a in HELP_FLAGS for a in argv[1:]):
         print(help_text(argv[1:]))

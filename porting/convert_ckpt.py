@@ -42,8 +42,9 @@ from absl import logging as absl_logging
 
 from burgers_jax import cli
 from burgers_jax.errors import UserError
-from burgers_jax.io import compilation_cache
+from burgers_jax.io import compilation_cache, outputs
 from burgers_jax.io.checkpoint import (
+    CONVERTED,
     check_adapters_out,
     check_converted_out,
     load_model_config,
@@ -158,6 +159,7 @@ def convert_lora(path: Path, out: Path | None, lora_for: str | None, config_file
     shapes (the mapping checks every adapter against the transformer's widths)."""
     t0 = time.perf_counter()
     out = out or default_out(path)
+    _refuse_base_as_out(out, lora_for)
     check_adapters_out(out, overwrite)
     obj = load_torch_file(path)[0] if obj is None else obj
     kind, sd, ckpt_config, info = split_checkpoint(obj, path)
@@ -184,6 +186,19 @@ def convert_lora(path: Path, out: Path | None, lora_for: str | None, config_file
     save_adapters(out, adapters, config.lora, metadata, overwrite=overwrite, source_config=ckpt_config)
     metadata.update(seconds=round(time.perf_counter() - t0, 2), out=str(out), lora=config.lora)
     return metadata
+
+
+def _refuse_base_as_out(out: Path, lora_for: str | None) -> None:
+    """Adapters are never written over a converted base model: not over the `--lora-for`
+    base this command reads (that would overwrite its own input), nor over any other
+    (--overwrite replaces only an earlier adapters output, so it is no way out either)."""
+    where = Path(out).expanduser()
+    if lora_for is not None and where.exists() and where.resolve() == Path(lora_for).expanduser().resolve():
+        raise ConvertError(f"--out {out} is the --lora-for base this command reads: writing the adapters there "
+                           "would overwrite its own input; choose another --out")
+    if where.is_dir() and outputs.is_ours(where, CONVERTED):
+        raise ConvertError(f"--out {out} holds a converted base model: the adapters would overwrite it; "
+                           "choose another --out")
 
 
 _LORA_KEY = re.compile(r"layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.")
@@ -282,6 +297,9 @@ def convert(path: Path, out: Path | None = None, *, config_file: str | None = No
         if verify:
             print("note: --verify checks full models; run it on the base checkpoint")
         return meta
+    if lora_for is not None:
+        raise ConvertError(f"{path}: is a full model checkpoint (model_state_dict), not a LoRA one; --lora-for "
+                           "applies to LoRA checkpoints (best_lora.pt) only: drop it to convert the full model")
     meta = convert_model(path, out, config_file, obj=obj, mmapped=mmapped, overwrite=overwrite)
     del obj
     _print_summary(meta)

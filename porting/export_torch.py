@@ -196,17 +196,17 @@ def export_peft(params: Mapping[str, Any], config: ModelConfig, out: Path, metad
     return {"tensors": len(sd), "parameters": int(sum(t.numel() for t in sd.values()))}
 
 
-def load_for_export(checkpoint: Path, lora: Path | None):
+def load_for_export(checkpoint: Path, lora: Path | None, allow_other_base: bool = False):
     """-> (params, config, metadata, source config): the adapters' bookkeeping and
     config when exporting adapters, else the converted model's."""
-    params, config = load_model(checkpoint, lora)
+    params, config = load_model(checkpoint, lora, allow_other_base=allow_other_base)
     meta = load_metadata(lora if lora is not None else checkpoint)
     source = (load_source_config(lora) if lora is not None else None) or load_source_config(checkpoint)
     return params, config, meta, source
 
 
 def export(checkpoint: Path, out: Path, *, lora: Path | None = None, kind: str = "lora",
-           overwrite: bool = False) -> str:
+           overwrite: bool = False, allow_other_base: bool = False) -> str:
     """Exports a converted model (plus adapters) to PyTorch: `kind` "lora" (best_lora.pt,
     PEFT keys), "merged" (a best.pt with the adapters merged in) or "peft" (a PEFT
     adapter directory). Every output check runs before the work. -> a one-line summary."""
@@ -217,7 +217,7 @@ def export(checkpoint: Path, out: Path, *, lora: Path | None = None, kind: str =
         outputs.check_dir(out, "peft_adapters", overwrite)
     else:
         outputs.check_file(out, overwrite)
-    params, config, meta, source = load_for_export(checkpoint, lora)
+    params, config, meta, source = load_for_export(checkpoint, lora, allow_other_base)
     parts = meta.get("trained_parts") or [] if lora is not None else []
     if parts and kind != "merged":
         raise ExportError(f"{lora}: the run trained {', '.join(parts)} besides the adapters "
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--peft", action="store_true", help="write a PEFT adapter directory (adapter_config.json, "
                       "adapter_model.safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (--out)")
+    p.add_argument("--allow-other-base", action="store_true",
+                   help="apply --lora adapters to a base model with other weights than the one they were trained on "
+                        "(refused by default: a merged export already contains them)")
     return p
 
 
@@ -258,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process restore
     kind_name = "merged" if args.merged else "peft" if args.peft else "lora"
     return cli.run(PROG, lambda: print(export(args.checkpoint, args.out, lora=args.lora, kind=kind_name,
-                                                overwrite=args.overwrite)))
+                                                overwrite=args.overwrite,
+                                                allow_other_base=args.allow_other_base)))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import io
 import json
 import re
@@ -20,13 +21,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
+from test_convert import assert_float32_parity
 
 from porting import torch_reference as R
 from porting.verify import rel_l2
 
 API_DOC = REPO / "docs" / "api.md"
 FORMATS_DOC = REPO / "docs" / "model_and_formats.md"
-PARITY = 1e-5  # float32 on both sides, identical weights (tests/test_convert.py)
+PARITY = 1e-5  # float32 round-off, for the premise below (parity itself: assert_float32_parity)
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -99,7 +101,8 @@ def test_api_convert_load_and_predict_match_pytorch(api_run, tiny_best_pt):
     ref.load_state_dict({k: v.float() for k, v in ckpt["model_state_dict"].items()})
     x = np.concatenate([window[None, :4], np.zeros((1, 4, 128, 128, 4), np.float32)], axis=-1)
     want = R.run_with_intermediates(ref, torch.from_numpy(x))["output"].numpy()[..., :2]
-    assert rel_l2(pred, want) <= PARITY
+    want64 = R.run_with_intermediates(copy.deepcopy(ref).double(), torch.from_numpy(x).double())["output"].numpy()
+    assert_float32_parity(pred, want, want64[..., :2], "api.md's predict")
     assert np.allclose(ns["same"], pred, rtol=0, atol=1e-5) and "forward == predict: True" in out
 
 
@@ -151,7 +154,11 @@ def test_peft_snippet_reproduces_the_jax_model(api_run, tiny_best_pt):
     model = PDECausalModel(config, policy=FLOAT32)
     with jax.default_matmul_precision("highest"):
         jax_out = np.asarray(forward_frames(model, params, x))
-    assert rel_l2(y, jax_out) <= PARITY
+    # The snippet's input is unseeded and the adapters are whatever the run learnt: the
+    # tolerance is PyTorch float32's own distance from float64 on this very input.
+    with torch.no_grad():
+        y64 = copy.deepcopy(ns["model"]).double()(ns["x"].double()).numpy()
+    assert_float32_parity(jax_out, y, y64, "the PEFT snippet's output")
 
     ckpt = torch.load(tiny_best_pt, weights_only=True)
     base = R.build_model(ckpt["config"])

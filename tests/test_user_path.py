@@ -286,6 +286,7 @@ def test_only_process_zero_writes_logs_plots_and_best_adapters(tmp_path):
     class FakeTrainer:
         cfg = demo.get_config("smoke")
         model_cfg = type("M", (), {"lora": None})()
+        source = type("Unchanged", (), {"changed_on_disk": lambda self: None})()
 
         def evaluate(self, adapters):
             pred = np.zeros((3, 128, 128, 2), np.float32)

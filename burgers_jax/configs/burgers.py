@@ -66,6 +66,8 @@ FIELD_HELP = {
     "model.lora.dropout": "dropout on the adapters' input, in training",
     "model.lora.target_modules": "the projections of every layer that get adapters",
     "model.lora.init_path": "an adapters directory to start from, e.g. a converted best_lora.pt ('': fresh adapters)",
+    "model.allow_other_base": "use model.lora.init_path's adapters, or resume a run, on a base model with other "
+                              "weights than the one they were trained on (refused by default)",
     "dataset.source": "hdf5 (dataset.path) | analytic (exact solutions computed from the formula, no file)",
     "dataset.path": "the HDF5 file of the Burgers layout (burgers-generate writes it)",
     "dataset.temporal_length": "model input frames T; a training window holds T + 1",
@@ -106,6 +108,8 @@ FIELD_HELP = {
     "training.seed": "seed of the adapters' initialisation, the batch order and dropout",
     "training.resume": "continue the run in logging.save_dir (its saved config is used)",
     "training.allow_config_change": "let a resumed run change rank, lr, data, ... anyway",
+    "training.allow_data_change": "let a resumed run go on with data whose identity changed (another file under "
+                                  "the same path, a rewritten file); refused by default",
     "training.max_consecutive_nonfinite": "stop after this many non-finite steps in a row (each is skipped)",
     "training.num_devices": "data-parallel over this many local devices; 0 = all",
     "training.distributed": "multi-host: jax.distributed.initialize() first",
@@ -143,6 +147,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.model.lora.dropout = 0.05
     c.model.lora.target_modules = DEFAULT_LORA_TARGETS
     c.model.lora.init_path = ""
+    c.model.allow_other_base = False
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.source = "hdf5"
@@ -187,6 +192,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.training.seed = 0
     c.training.resume = False
     c.training.allow_config_change = False
+    c.training.allow_data_change = False
     c.training.max_consecutive_nonfinite = 10
     c.training.num_devices = 0
     c.training.distributed = False

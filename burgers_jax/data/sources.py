@@ -18,11 +18,13 @@ bottom, top [L,1,W,2], nu []}` (all float32). A batch is a dict of numpy arrays:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
+import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import grain
 import h5py
@@ -39,6 +41,48 @@ BOUNDARIES = ("left", "right", "bottom", "top")
 
 class DataError(UserError):
     """Bad data; the message names the file (or source) and the sample at fault."""
+
+
+class DataChangedError(DataError):
+    """The data behind a path is not the data a run started with."""
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def nu_digest(nus: Sequence[float]) -> str:
+    """A short digest of the viscosities, in sample order (float64 bytes)."""
+    return hashlib.sha256(np.asarray(nus, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
+def _file_stat(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+# What a data identity (a source's `fingerprint()`) records, and how a change is named.
+IDENTITY_FIELDS = {
+    "kind": "the kind of source", "num_samples": "samples", "num_frames": "frames per sample",
+    "resolution": "grid", "dt": "time step", "nu": "viscosities (digest)", "nu_range": "viscosity range",
+    "t_range": "time range", "size": "file size in bytes", "mtime_ns": "modification time",
+}
+
+
+def identity_changes(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """'what: saved -> now' for every recorded field of two data identities that differs
+    (the path is the config's business, not the identity's)."""
+    out = []
+    for key, what in IDENTITY_FIELDS.items():
+        a, b = saved.get(key), now.get(key)
+        if key == "mtime_ns" and a is not None and b is not None and a != b:
+            out.append(f"{what}: {_when(a)} -> {_when(b)}")
+        elif a != b and (key in saved or key in now):
+            out.append(f"{what}: {a!r} -> {b!r}")
+    return out
+
+
+def _when(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9)) + f".{ns % 10**9 // 10**6:03d}"
 
 
 # --------------------------------------------------------------------------- reference draws
@@ -144,6 +188,15 @@ class AnalyticSource:
     def num_samples(self) -> int:
         return int(self.nus.size)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What defines these samples (the formula's parameters): the data identity a run records."""
+        return {"kind": "analytic", "num_samples": self.num_samples, "num_frames": self.num_frames,
+                "resolution": self.resolution, "t_range": list(self.t_range), "nu": nu_digest(self.nus),
+                "nu_range": [float(self.nus.min()), float(self.nus.max())]}
+
+    def changed_on_disk(self) -> str | None:
+        return None  # a formula does not change under a run
+
     def nu(self, i: int) -> float:
         return float(self.nus[i])
 
@@ -181,16 +234,17 @@ class HDF5Source:
             raise DataError(f"{self.name}: no such file")
         if not h5py.is_hdf5(self.path):
             raise DataError(f"{self.name}: not an HDF5 file")
+        self._stat = _file_stat(self.path)  # before reading: a change from here on is seen
         try:
             with h5py.File(self.path, "r") as f:
                 self._validate(f, min_frames)
                 self.dt = _file_dt(f)
-                expected = f.attrs.get("num_samples")
+                expected = _count_attr(f, "num_samples")
                 self._nus = {i: float(np.asarray(f[f"{i}/nu"][()]).reshape(())) for i in range(self.num_samples)}
         except OSError as e:  # truncated or corrupt: h5py raises OSError from the C library
-            raise DataError(f"{self.name}: cannot be read (truncated or corrupt HDF5 file?): {e}") from None
-        if expected is not None and int(expected) != self.num_samples:
-            raise DataError(f"{self.name}: holds {self.num_samples} samples but was written for {int(expected)} "
+            raise _read_error(self.name, e, "") from None
+        if expected is not None and expected != self.num_samples:
+            raise DataError(f"{self.name}: holds {self.num_samples} samples but was written for {expected} "
                             "(an interrupted generation or copy?)")
         for i, nu in self._nus.items():
             if not (np.isfinite(nu) and nu > 0):
@@ -218,6 +272,11 @@ class HDF5Source:
                 if not isinstance(obj, h5py.Dataset):
                     raise DataError(f"{where}: '{i}/{key}' is not a dataset")
                 shapes[key] = obj.shape
+            for key in shapes:
+                kind = g[key].dtype.kind
+                if kind not in "fiu":
+                    raise DataError(f"{where}: '{i}/{key}' holds {g[key].dtype} values, not numbers "
+                                    "(stored as text or bytes?)")
             if shapes["nu"] not in ((), (1,)):
                 raise DataError(f"{where}: 'nu' must be a scalar, has shape {shapes['nu']}")
             data = shapes["vector/data"]
@@ -247,7 +306,10 @@ class HDF5Source:
     def _file(self) -> h5py.File:
         with self._lock:
             if self._handle is None or self._pid != os.getpid():
-                self._handle = h5py.File(self.path, "r")
+                try:
+                    self._handle = h5py.File(self.path, "r")
+                except OSError as e:
+                    raise _read_error(self.name, e, "") from None
                 self._pid = os.getpid()
             return self._handle
 
@@ -266,6 +328,34 @@ class HDF5Source:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What defines this file's data, as it was when the source was opened: the data
+        identity a run records (size and modification time, and the values that define
+        the samples: count, frames, grid, dt, the viscosities)."""
+        size, mtime_ns, _ = self._stat
+        nus = [self._nus[i] for i in range(self.num_samples)]
+        return {"kind": "hdf5", "file": str(self.path.resolve()), "size": size, "mtime_ns": mtime_ns,
+                "num_samples": self.num_samples, "num_frames": self.num_frames, "resolution": self.resolution,
+                "dt": self.dt, "nu": nu_digest(nus), "nu_range": [min(nus), max(nus)]}
+
+    def changed_on_disk(self) -> str | None:
+        """None while the file is the one this source opened; else what changed (a file
+        rewritten or replaced under a running training: its fields would be read beside
+        the viscosities read at the start)."""
+        try:
+            now = _file_stat(self.path)
+        except OSError as e:
+            return f"it can no longer be read ({e.strerror or e})"
+        if now == self._stat:
+            return None
+        (size0, mtime0, ino0), (size1, mtime1, ino1) = self._stat, now
+        parts = [f"size {size0} -> {size1} bytes"] if size0 != size1 else []
+        if mtime0 != mtime1:
+            parts.append(f"modified {_when(mtime0)} -> {_when(mtime1)}")
+        if ino0 != ino1:
+            parts.append("replaced by another file")
+        return ", ".join(parts)
+
     def nu(self, i: int) -> float:
         if not 0 <= i < self.num_samples:
             raise DataError(f"{self.name}: sample {i} out of range [0, {self.num_samples})")
@@ -280,11 +370,38 @@ class HDF5Source:
             for b in BOUNDARIES:
                 window[b] = np.asarray(g[f"vector/boundary/{b}"][sl], dtype=np.float32)
         except OSError as e:
-            raise DataError(f"{self.name}: sample {i} (group '{i}'): cannot read frames {start}..{start + length - 1} "
-                            f"(truncated or corrupt file?): {e}") from None
+            raise _read_error(self.name, e, f": sample {i} (group '{i}'): frames {start}..{start + length - 1}"
+                              ) from None
         _check_finite(self, i, start, window)
         window["nu"] = np.float32(self._nus[i])
         return window
+
+
+def _read_error(name: str, e: OSError, where: str) -> DataError:
+    """The one line for an HDF5 file h5py cannot open or read: locked by a writer (HDF5's
+    file locking), or truncated / corrupt."""
+    text = str(e)
+    if "lock" in text.lower():
+        return DataError(f"{name}{where}: locked by another process (a writer still has it open?); wait "
+                         "for it to finish. On a file system without locks, HDF5_USE_FILE_LOCKING=FALSE "
+                         f"turns HDF5's locking off ({text.splitlines()[0][:120]})")
+    return DataError(f"{name}{where}: cannot be read (truncated or corrupt HDF5 file?): {text}")
+
+
+def _count_attr(f: h5py.File, key: str) -> int | None:
+    """A root attribute that holds a count (None when absent); anything but a whole
+    number is a DataError naming the file and the attribute."""
+    if key not in f.attrs:
+        return None
+    raw = f.attrs[key]
+    try:
+        value = np.asarray(raw).reshape(())
+        if value.dtype.kind not in "iuf" or float(value) != int(value) or int(value) < 0:
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{f.filename}: attribute '{key}'={raw!r} is not a whole number; fix it or delete "
+                        "the attribute") from None
 
 
 def _file_dt(f: h5py.File) -> float | None:
@@ -294,7 +411,10 @@ def _file_dt(f: h5py.File) -> float | None:
         return None
     raw = f.attrs["dt"]
     try:
-        dt = float(np.asarray(raw).reshape(()))
+        value = np.asarray(raw).reshape(())
+        if value.dtype.kind not in "iuf":  # b"0.001" would parse as a number
+            raise ValueError
+        dt = float(value)
     except (TypeError, ValueError):
         raise DataError(f"{f.filename}: attribute 'dt'={raw!r} is not a number; fix it or delete the "
                         "attribute and give the time step in the config") from None

@@ -11,15 +11,19 @@ example_window.npz where the evaluation wrote one) and writes into one folder:
   when every evaluation's first window is the same one, its one-step error maps on one
   colour scale, symmetric about zero.
 
-Evaluations are compared at one time step: different frame strides (or time steps), or
-different rollout horizons, are refused with a one-line error, as is a folder that is not
-an evaluation.
+Evaluations are compared at one time step: different frame strides (or time steps), different
+temporal lengths T, or different rollout horizons, are refused with a one-line error, as
+are a folder that is not an evaluation, a folder given twice, an empty label, and a
+metrics.json or example_window.npz that is not what burgers-evaluate writes (hand-edited,
+truncated).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +31,7 @@ import numpy as np
 
 from burgers_jax.errors import UserError
 from burgers_jax.evaluation import figures, report
-from burgers_jax.io import outputs
+from burgers_jax.io import arrays, outputs
 
 OUT_KIND = "comparison"
 EVALUATION_KIND = "evaluation"  # evaluate's output kind (evaluation/evaluate.py: OUT_KIND)
@@ -78,13 +82,107 @@ def load(path: str | Path, label: str) -> Evaluation:
                            "folder)") from None
     except (OSError, ValueError) as e:
         raise CompareError(f"{path}/{METRICS_FILE}: cannot be read ({e})") from None
-    if not isinstance(metrics, dict) or "model" not in (metrics.get("one_step") or {}):
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("one_step"), dict) \
+            or "model" not in metrics["one_step"]:
         raise CompareError(f"{path}/{METRICS_FILE}: not the metrics of an evaluation (no one_step.model)")
-    example = None
-    if (path / EXAMPLE_FILE).is_file():
-        with np.load(path / EXAMPLE_FILE) as npz:
-            example = {k: npz[k] for k in npz.files}
+    check_metrics(path / METRICS_FILE, metrics)
+    example = load_example(path / EXAMPLE_FILE) if (path / EXAMPLE_FILE).is_file() else None
     return Evaluation(label, path, metrics, example)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and all(x is None or _number(x) for x in v)
+
+
+def check_metrics(file: Path, metrics: dict) -> None:
+    """The fields of metrics.json that the comparison reads, with the types evaluate writes:
+    a hand-edited file is a CompareError naming the file and the field, not a traceback."""
+    def wrong(field: str, value, want: str) -> None:
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise CompareError(f"{file}: {field} is {shown}, not {want} (edited by hand? evaluate again)")
+
+    one_step = metrics["one_step"]
+    for method in ("model", "persistence"):
+        if not isinstance(one_step.get(method), dict):
+            wrong(f"one_step.{method}", one_step.get(method), "an object of metrics")
+        for key, _ in report.TABLE_KEYS:
+            value = one_step[method].get(key)
+            if value is not None and not _number(value):
+                wrong(f"one_step.{method}.{key}", value, "a number")
+    if not isinstance(metrics.get("windows", []), list):
+        wrong("windows", metrics["windows"], "a list")
+    config = metrics.get("config")
+    if config is not None and not isinstance(config, dict):
+        wrong("config", config, "an object")
+    for key, ok, want in (("frame_stride", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                          ("temporal_length", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                          ("window_dt", _number, "a number"),
+                          ("lora", lambda v: isinstance(v, str), "a path"),
+                          ("nu_range", lambda v: _numbers(v) and len(v) == 2, "two numbers")):
+        value = (config or {}).get(key)
+        if value is not None and not ok(value):
+            wrong(f"config.{key}", value, want)
+    rollout = metrics.get("rollout")
+    if rollout is None:
+        return
+    if not isinstance(rollout, dict):
+        wrong("rollout", rollout, "an object")
+    horizons = rollout.get("horizons")
+    if not _numbers(horizons) or None in horizons:
+        wrong("rollout.horizons", horizons, "a list of horizons")
+    for method in ("model", "persistence"):
+        vrmse = rollout[method].get("vrmse") if isinstance(rollout.get(method), dict) else None
+        if not _numbers(vrmse) or len(vrmse) != len(horizons):
+            wrong(f"rollout.{method}.vrmse", vrmse, f"a list of {len(horizons)} numbers (one per horizon)")
+    h_star = rollout.get("crossover_horizon")
+    if h_star is not None and not (isinstance(h_star, int) and not isinstance(h_star, bool)):
+        wrong("rollout.crossover_horizon", h_star, "an integer")
+
+
+EXAMPLE_ARRAYS = ("true", "model", "persistence")  # [H, W, 2] each (evaluation/evaluate.py: example_arrays)
+EXAMPLE_SCALARS = ("sample", "frame")
+
+
+def load_example(file: Path) -> dict:
+    """example_window.npz's arrays and metadata; a CompareError naming the file when it is
+    not one (truncated, empty, holding pickled objects, or missing what is drawn)."""
+    hint = "evaluate again, or delete it to compare without the error maps"
+    try:
+        npz = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CompareError(f"{file}: cannot be read ({_reason(e)}); {hint}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise CompareError(f"{file}: not an .npz archive; {hint}")
+    try:
+        with npz:
+            example = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise CompareError(f"{file}: cannot be read ({_reason(e)}); {hint}") from None
+    missing = [k for k in (*EXAMPLE_ARRAYS, *EXAMPLE_SCALARS) if k not in example]
+    if missing:
+        raise CompareError(f"{file}: not an evaluation's example window (no {', '.join(missing)}); {hint}")
+    shape = example["true"].shape
+    for k in EXAMPLE_ARRAYS:
+        a = example[k]
+        if not np.issubdtype(a.dtype, np.floating) or a.ndim != 3 or a.shape != shape:
+            raise CompareError(f"{file}: {k} is a {a.dtype} array of shape {a.shape}, not float [H, W, 2] like "
+                               f"true {shape}; {hint}")
+    for k in EXAMPLE_SCALARS:
+        if example[k].shape != () or not np.issubdtype(example[k].dtype, np.integer):
+            raise CompareError(f"{file}: {k} is not one integer; {hint}")
+    return example
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip()
+    if any(w in text.lower() for w in ("pickle", "object arrays")):
+        return arrays.NOT_PLAIN
+    return f"{type(e).__name__}: {text.splitlines()[0][:160]}" if text else type(e).__name__
 
 
 def default_labels(paths: Sequence[Path]) -> list[str]:
@@ -102,6 +200,10 @@ def check_comparable(evals: Sequence[Evaluation]) -> None:
 
     differ("frame strides", [e.config.get("frame_stride") for e in evals],
            "compare evaluations made with the same --frame-stride")
+    lengths = [e.config.get("temporal_length") for e in evals]
+    if None not in lengths:  # recorded by every evaluation of this version
+        differ("temporal lengths T", lengths, "the model saw different numbers of input frames, so their metrics "
+               "are not comparable; compare evaluations made with the same --temporal-length")
     dts = [e.config.get("window_dt") for e in evals]
     if None not in dts and not np.allclose(dts, dts[0], rtol=1e-9, atol=0):
         differ("time steps", dts, "their horizons are steps of different lengths")
@@ -206,9 +308,20 @@ def compare(paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] 
     -> (the folder written, the files in it, notes for the user)."""
     if len(paths) < 1:
         raise CompareError("give at least one evaluation folder")
+    seen: dict[Path, str | Path] = {}
+    for p in paths:
+        if Path(p).resolve() in seen:
+            same = seen[Path(p).resolve()]
+            twice = f"{p}" if str(p) == str(same) else f"{same} (also as {p})"
+            raise CompareError(f"the evaluation folder {twice} is given twice; give each folder once")
+        seen[Path(p).resolve()] = p
     labels = list(labels) if labels else default_labels([Path(p) for p in paths])
     if len(labels) != len(paths):
         raise CompareError(f"--labels: {len(labels)} labels for {len(paths)} evaluation folders")
+    empty = [i + 1 for i, label in enumerate(labels) if not str(label).strip()]
+    if empty:
+        raise CompareError(f"--labels: label {', '.join(map(str, empty))} of {len(labels)} is empty; give each "
+                           f"evaluation a name (got {','.join(labels)!r})")
     if len(set(labels)) != len(labels):
         raise CompareError(f"--labels: each evaluation needs its own label (got {', '.join(labels)})")
     evals = [load(p, label) for p, label in zip(paths, labels)]

@@ -90,6 +90,7 @@ class EvalRequest:
     dt: float | None = None
     batch_size: int = 4
     overwrite: bool = False
+    allow_other_base: bool = False  # apply --lora to a base with other weights than the run's
 
 
 def build_source(req: EvalRequest):
@@ -242,12 +243,39 @@ def plot(result: dict, shown: dict, out: Path) -> list[Path]:
 REFERENCE_SPLIT = (0.9, 42)
 
 
+def recorded_split(adapters_dir: Path) -> dict | None:
+    """The `split` record a training run saved in its result's metadata.json (None when
+    there is none), its train_ratio and seed checked: a missing or ill-typed field is an
+    EvaluateError naming the file and the field."""
+    meta_path = Path(adapters_dir) / outputs.METADATA_FILE
+    meta = load_metadata(adapters_dir)
+    if not isinstance(meta, dict):
+        raise EvaluateError(f"{meta_path}: holds a JSON {type(meta).__name__}, not an object")
+    record = meta.get("split")
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise EvaluateError(f"{meta_path}: field 'split' is a {type(record).__name__}, not an object with "
+                            "train_ratio and seed")
+    for field, ok, want in (
+            ("train_ratio", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
+             "a number in (0, 1)"),
+            ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32,
+             "an integer in [0, 2**32)")):
+        if field not in record:
+            raise EvaluateError(f"{meta_path}: the split record lacks field 'split.{field}' (the run's "
+                                "data split cannot be known)")
+        if not ok(record[field]):
+            raise EvaluateError(f"{meta_path}: field 'split.{field}' is {record[field]!r}, not {want}")
+    return record
+
+
 def run_split(req: EvalRequest) -> tuple[float, int, str]:
     """-> (train_ratio, seed, where they came from): explicit flags win, then the split a
     training run recorded with its result (`--lora RUN/best_adapters`), then the
     reference split. A flag that contradicts the run's record is an error: its "val"
     would hold samples the run trained on."""
-    record = load_metadata(req.lora).get("split") if req.lora is not None else None
+    record = recorded_split(req.lora) if req.lora is not None else None
     if record is not None:
         for flag, mine, theirs in (("--train-ratio", req.train_ratio, record["train_ratio"]),
                                    ("--split-seed", req.split_seed, record["seed"])):
@@ -259,6 +287,36 @@ def run_split(req: EvalRequest) -> tuple[float, int, str]:
         return (req.train_ratio if req.train_ratio is not None else REFERENCE_SPLIT[0],
                 req.split_seed if req.split_seed is not None else REFERENCE_SPLIT[1], "flags")
     return (*REFERENCE_SPLIT, "the reference split")
+
+
+# What defines the samples of a data set, as a run records them (`identity.json`'s data):
+# a copy of the same file elsewhere (another size on disk, another mtime) is the same data.
+SAMPLE_IDENTITY = ("kind", "num_samples", "num_frames", "resolution", "dt", "nu")
+
+
+def check_split_data(req: EvalRequest, source) -> None:
+    """`--split val|train` with a run's adapters picks the run's samples by index: on other
+    data than the run's, those indices are other samples (the run may have trained on
+    them). Refused, naming what differs; runs that recorded no data identity are
+    checked on what they did record (the kind of source, the sample indices)."""
+    record = load_metadata(req.lora).get("split") if req.lora is not None else None
+    if not isinstance(record, dict):
+        return
+    kind = "analytic" if req.analytic else "hdf5"
+    saved = record.get("data") if isinstance(record.get("data"), dict) else {"kind": record.get("source")}
+    now = source.fingerprint()
+    differ = [f"{k}: {saved.get(k)!r} (run) vs {now.get(k)!r}" for k in SAMPLE_IDENTITY
+              if k in saved and saved.get(k) != now.get(k)]
+    if saved.get("kind") is None and record.get("source") not in (None, kind):
+        differ.append(f"source: {record.get('source')!r} (run) vs {kind!r}")
+    val = record.get("val_samples") or []
+    if val and max(val) >= source.num_samples:
+        differ.append(f"the run's validation samples go up to {max(val)}, {source.name} holds {source.num_samples}")
+    if differ:
+        raise EvaluateError(
+            f"--split {req.split or 'val'} picks the samples of the run in {req.lora} by index, but {source.name} is "
+            f"not the data that run was split on ({'; '.join(differ)}); there its indices are other samples. "
+            "Evaluate on the run's data, or with --split all on this one")
 
 
 def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, Path, str]:
@@ -273,13 +331,15 @@ def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, 
         raise EvaluateError("give exactly one of --data FILE.h5 and --analytic")
     outputs.check_dir(req.out, OUT_KIND, req.overwrite)
     policy = Policy.named(req.precision)
-    params, config = load_model(req.checkpoint, req.lora, policy=policy)
+    params, config = load_model(req.checkpoint, req.lora, policy=policy, allow_other_base=req.allow_other_base)
     if req.temporal_length * config.tokens_per_frame > config.transformer.max_position_embeddings:
         raise EvaluateError(f"--temporal-length {req.temporal_length}: more frames than the model's "
                             f"max_position_embeddings allow")
     source, dt = build_source(req)
     split = req.split or ("all" if req.analytic else "val")
     train_ratio, split_seed, split_from = run_split(req)
+    if split != "all":
+        check_split_data(req, source)
     window = req.temporal_length + max(req.rollout, 1)
     items = evaluation_windows(source, split, window, req.frame_stride, req.windows_per_sample,
                                train_ratio, split_seed)

@@ -14,6 +14,7 @@ Shape legend: B batch, T frames, H/W grid (128), C channels (6, or 2 for (u, v))
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,10 +49,13 @@ def check_input(x: np.ndarray, config: ModelConfig, source: str = "input") -> No
     if not np.issubdtype(x.dtype, np.floating):
         raise PredictError(f"{source}: dtype {x.dtype} is not floating point")
     for b in range(x.shape[0]):  # one sample at a time: a memory-mapped input stays on disk
-        bad = ~np.isfinite(x[b])
+        # As the model sees it: float32 (a float64 value beyond float32's range becomes Inf).
+        with np.errstate(over="ignore"):
+            bad = ~np.isfinite(np.asarray(x[b], dtype=np.float32))
         if bad.any():
             t, i, j, c = (int(v) for v in np.argwhere(bad)[0])
-            raise PredictError(f"{source}: sample {b}, frame {t} holds {int(bad.sum())} non-finite value(s) "
+            beyond = " or beyond float32's range (|x| > 3.4e38)" if x.dtype.itemsize > 4 else ""
+            raise PredictError(f"{source}: sample {b}, frame {t} holds {int(bad.sum())} non-finite value(s){beyond} "
                                f"(first at row {i}, column {j}, channel {c}); the model cannot use NaN/Inf inputs")
 
 
@@ -78,7 +82,7 @@ def predict(params: Mapping[str, Any], config: ModelConfig, x: np.ndarray, polic
     out = np.empty(x.shape, np.float32)
     with jax.default_matmul_precision(policy.matmul_precision):
         for start in progress(range(0, n, bs), desc="predict", unit="batch", enabled=show_progress):
-            xb = x[start:start + bs]
+            xb = np.asarray(x[start:start + bs], x.dtype.newbyteorder("="))  # a big-endian .npy: native, per batch
             real = xb.shape[0]
             if real < bs:
                 xb = np.concatenate([xb, np.repeat(xb[-1:], bs - real, axis=0)])
@@ -100,7 +104,8 @@ def read_windows(path: Path, samples: list[int], start: int, frames: int) -> np.
 
 def predict_to_file(checkpoint: Path, output: Path, *, input: Path | None = None, data: Path | None = None,
                     sample: list[int] = (0,), start: int = 0, frames: int = 16, dtype: str = "float32",
-                    lora: Path | None = None, batch_size: int = 4, overwrite: bool = False) -> tuple[int, ...]:
+                    lora: Path | None = None, batch_size: int = 4, overwrite: bool = False,
+                    allow_other_base: bool = False) -> tuple[int, ...]:
     """Predicts from an `.npy` array (`input`) or windows of an HDF5 file (`data`,
     `sample`, `start`, `frames`) and writes the float32 prediction to exactly `output`
     (refused when it exists, unless `overwrite`). -> the prediction's shape."""
@@ -112,9 +117,13 @@ def predict_to_file(checkpoint: Path, output: Path, *, input: Path | None = None
     else:
         x = read_windows(data, list(sample), start, frames)
         source = f"{data} (samples {list(sample)}, frames {start}..{start + frames - 1})"
-    params, config = load_model(checkpoint, lora)
+    params, config = load_model(checkpoint, lora, allow_other_base=allow_other_base)
     check_input(x, config, source=source)
     y = predict(params, config, x, Policy.for_dtype(dtype), batch_size)
+    nonfinite = int(y.size - np.count_nonzero(np.isfinite(y)))
+    if nonfinite:
+        print(f"warning: the prediction holds {nonfinite} non-finite value(s) of {y.size} (inputs far outside the "
+              "range the model was trained on?); it is written as computed", file=sys.stderr)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save adds no ".npy" to the name

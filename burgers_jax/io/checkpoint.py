@@ -43,6 +43,7 @@ from burgers_jax.model.param_tree import (
     ADAPTER_LEAVES,
     ParamTreeError,
     extract_adapters,
+    fingerprint,
     flatten,
     is_adapter,
     merge_adapters,
@@ -403,17 +404,36 @@ def load_trained(directory: str | os.PathLike) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- base + adapters
 
 
+def base_identity(params: Mapping[str, Any], base_dir: str | os.PathLike) -> dict[str, str]:
+    """The identity of a base model a run trains on, recorded with everything it saves:
+    where it was read and the fingerprint of its weights (adapters aside)."""
+    return {"path": str(Path(base_dir).expanduser().resolve()), "fingerprint": fingerprint(strip_adapters(params))}
+
+
 def load_model(base_dir: str | os.PathLike, adapters_dir: str | os.PathLike | None = None,
-               policy: Policy | None = None) -> tuple[dict[str, Any], ModelConfig]:
+               policy: Policy | None = None, allow_other_base: bool = False) -> tuple[dict[str, Any], ModelConfig]:
     """Converted base weights plus, when given, a run's result (an adapters directory):
     its adapters beside the kernels they adapt and any non-adapter leaves it trained in
     place of the pretrained ones: `(params, ModelConfig)`, the config's `lora` read from
     the adapters. `policy` casts the tree (None keeps the stored dtypes). Adapters that do
-    not fit the base model are a CheckpointError naming both directories."""
+    not fit the base model, or that record another base than `base_dir` (a merged export
+    of themselves included: they would be applied twice), are a CheckpointError naming
+    both directories; `allow_other_base` applies them anyway."""
     params, config = load_converted(base_dir)
+    return apply_result(params, config, base_dir, adapters_dir, policy, allow_other_base)
+
+
+def apply_result(params: Mapping[str, Any], config: ModelConfig, base_dir: str | os.PathLike,
+                 adapters_dir: str | os.PathLike | None = None, policy: Policy | None = None,
+                 allow_other_base: bool = False, allow_hint: str = "--allow-other-base",
+                 identity: Mapping[str, str] | None = None) -> tuple[dict[str, Any], ModelConfig]:
+    """`load_model` on base weights already loaded from `base_dir` (`identity`: their
+    `base_identity`, when the caller has it)."""
     trained_paths: set = set()
     if adapters_dir is not None:
         adapters, lora = load_adapters(adapters_dir)
+        if not allow_other_base:
+            check_same_base(adapters_dir, identity or base_identity(params, base_dir), allow_hint)
         try:
             params = merge_adapters(strip_adapters(params), adapters)
         except ParamTreeError as e:
@@ -431,6 +451,23 @@ def load_model(base_dir: str | os.PathLike, adapters_dir: str | os.PathLike | No
     if policy is not None:  # adapters and trained leaves stay float32, as in training
         params = cast_params(params, policy, lambda path: is_adapter(path) or path_str(path) in trained_paths)
     return params, config
+
+
+def check_same_base(adapters_dir: str | os.PathLike, identity: Mapping[str, str],
+                    allow_hint: str = "--allow-other-base") -> None:
+    """Adapters record the base model they were trained on (`metadata.json` "base"); a
+    base with other weights is refused, naming both. Adapters that record none (older
+    runs, a converted best_lora.pt) are not checked."""
+    recorded = load_metadata(adapters_dir).get("base")
+    if not isinstance(recorded, dict) or not recorded.get("fingerprint"):
+        return
+    if recorded["fingerprint"] == identity["fingerprint"]:
+        return
+    raise CheckpointError(
+        f"{adapters_dir} was trained on another base model: it records {recorded.get('path', '?')} (weights "
+        f"{recorded['fingerprint'][:12]}), and {identity['path']} holds other weights ({identity['fingerprint'][:12]}). "
+        f"Applying adapters to a model that already contains them (a merged export of this run) applies them "
+        f"twice; use that model without adapters, or pass {allow_hint} to apply them anyway")
 
 
 def _replace_trained(params: Mapping[str, Any], trained: Mapping[str, Any], adapters_dir, base_dir) -> dict:
@@ -463,17 +500,86 @@ def save_state(manager: ocp.CheckpointManager, step: int, state: Any, best_val: 
     manager.wait_until_finished()
 
 
+# The config fields that decide which leaves a training state has, and their shapes.
+STATE_SHAPE_FIELDS = ("model.lora.target_modules", "model.lora.r", "model.trainable")
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _array_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """'a/b/c' -> shape of every array leaf. Empty nodes are left out on both sides:
+    orbax stores optax's masked entries as None, which a template holds as empty nodes."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
+    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
+            for path, leaf in flat if leaf is not None and hasattr(leaf, "shape")}
+
+
+def _stored_shapes(directory: Path, step: int) -> dict[str, tuple[int, ...]] | None:
+    """The array leaves saved at `step` and their shapes, from orbax's metadata of the
+    step (no array is read), or None when that metadata cannot be read: the restore then
+    finds out whether the step is readable at all."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        meta = handler.metadata(directory / str(step) / ocp.checkpoint_manager.DEFAULT_ITEM_NAME)
+        return _array_shapes(meta.tree)
+    except Exception:  # noqa: BLE001 - a torn or corrupt step: restore() names it
+        _quiet_failed_restore_echoes()
+        return None
+    finally:
+        handler.close()
+
+
+def _misfit(stored: Mapping[str, tuple], wanted: Mapping[str, tuple], limit: int = 3) -> str | None:
+    """How a saved state differs from the one the config builds (None: it fits), naming a
+    few leaves of each kind, the shortest paths (the parameters, not their optimizer moments) first."""
+    def few(paths):
+        paths = sorted(paths, key=lambda p: (p.count("/"), p))
+        return ", ".join(paths[:limit]) + (", ..." if len(paths) > limit else "")
+
+    parts = []
+    unexpected, missing = stored.keys() - wanted.keys(), wanted.keys() - stored.keys()
+    shapes = [p for p in stored.keys() & wanted.keys() if stored[p] != wanted[p]]
+    if unexpected:
+        parts.append(f"{len(unexpected)} saved leaves this config has no place for ({few(unexpected)})")
+    if missing:
+        parts.append(f"{len(missing)} leaves of this config not saved ({few(missing)})")
+    if shapes:
+        shown = sorted(shapes, key=lambda p: (p.count("/"), p))[:limit]
+        parts.append(f"{len(shapes)} leaves of another shape ("
+                     + ", ".join(f"{p}: saved {stored[p]}, config {wanted[p]}" for p in shown)
+                     + (", ..." if len(shapes) > limit else "") + ")")
+    return "; ".join(parts) or None
+
+
 def restore_state(manager: ocp.CheckpointManager, template_state: Any) -> tuple[Any, float, list[str]]:
     """The latest intact saved `(state, best_val)` with the structure of `template_state`,
     and a note for each newer step that could not be read (a save cut short, a corrupt
     file): resuming falls back to the previous step rather than failing. Unreadable
     steps are moved aside to `corrupt_checkpoints/` beside the checkpoints (kept for a
-    look, out of the way of the steps the resumed run saves again)."""
+    look, out of the way of the steps the resumed run saves again).
+
+    A readable step whose leaves or shapes are not those of `template_state` (saved under
+    other `STATE_SHAPE_FIELDS`) is not corrupt: it stays where it is and the resume is a
+    CheckpointError naming the step, a few of the leaves that differ and those fields."""
     target = {"state": jax.device_get(template_state), "best_val": np.asarray(0.0, np.float64)}
+    wanted = _array_shapes(target)
     skipped = []
     directory = Path(manager.directory)
     _quiet_closed_event_loop()
     for step in sorted(manager.all_steps(), reverse=True):
+        stored = _stored_shapes(directory, step)
+        misfit = _misfit(stored, wanted) if stored is not None else None
+        if misfit:
+            raise CheckpointError(
+                f"{directory}: the checkpoint of step {step} is intact but does not fit this config: {misfit}. "
+                f"The leaves and shapes follow {', '.join(STATE_SHAPE_FIELDS)}: resume with the values the run was "
+                "saved with, or start a new run in another directory; the checkpoint was left in place"
+                + "".join(f"\n  {s}" for s in skipped))
         try:
             restored = manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a bad file

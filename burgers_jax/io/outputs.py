@@ -10,9 +10,15 @@ writes goes through (convert, export, predict, train, generate, evaluate).
   `NOTES.txt`, an exported `best_lora.pt`) is carried into the new output. A file output
   that exists is likewise replaced only with `--overwrite`.
 - One writer per output at a time: the check before the work claims the path (a
-  sibling `.NAME.claim` holding the pid, created exclusively); a second command writing
-  the same path while the first runs is refused, naming the first one's pid. The claim
-  of a process that died is taken over; a process's claims go when it exits.
+  sibling `.NAME.claim` holding the pid, the host name and the process's start time,
+  created exclusively); a second command writing the same path while the first runs is
+  refused, naming the first one's pid and the claim file. The claim of a process that
+  died (on this host: its pid is gone, or now belongs to a process started at another
+  time) is taken over; a claim made on another host (a shared file system) never is:
+  the refusal says to delete the claim file if that writer is gone. A process's claims
+  go when it exits.
+- A name too long for the file system once the temporary sibling's suffix is added is
+  refused before the work, naming the limit.
 - Every check runs before the work (a refusal after an hour of compute helps nobody),
   including whether the place is writable at all.
 - Writes go to a temporary sibling (`.NAME.tmp-PID-...`) renamed into place at the end,
@@ -26,6 +32,7 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -83,10 +90,45 @@ def _our_entries(directory: Path) -> set[str] | None:
     return set(files) | {METADATA_FILE} if isinstance(files, list) else None
 
 
+_PID_DIGITS = 7  # Linux's largest pid_max, 4194304, has 7 digits
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (AttributeError, ValueError, OSError):  # no pathconf (Windows), or no answer
+        return 255
+
+
+def check_name_length(p: Path) -> None:
+    """Raises OutputError when `p`'s name, or a folder still to be made above it, does not
+    fit the file system's limit on a name, counting the longest sibling we create next to
+    it (`.NAME.tmp-PID-XXXXXXXX`), so the refusal comes before the work, not after it.
+    Runs before anything stats `p` (a name over the limit makes that an OSError)."""
+    if not p.name:
+        return
+    directory = Path(p.anchor)
+    limit = _name_max(directory)
+    for part in p.parts[1:-1]:
+        if len(os.fsencode(part)) > limit:
+            raise OutputError(f"{p}: the folder name {part[:40]}... is {len(os.fsencode(part))} bytes; the file "
+                              f"system allows at most {limit} bytes per name")
+        if os.path.isdir(directory / part):  # else a folder made at the write, on `directory`'s file system
+            directory = directory / part
+            limit = _name_max(directory)
+    longest = len(os.fsencode(_temp_sibling(p, "9" * max(_PID_DIGITS, len(str(os.getpid())))).name))
+    if longest > limit:
+        extra = longest - len(os.fsencode(p.name))
+        raise OutputError(f"{p}: the name is {len(os.fsencode(p.name))} bytes; with the temporary sibling's "
+                          f"{extra} more (.NAME.tmp-PID-...) it exceeds the file system's limit of {limit} bytes "
+                          f"per name; choose a name of at most {limit - extra} bytes")
+
+
 def check_dir(path: str | os.PathLike, kind: str, overwrite: bool = False, claim: bool = True) -> Path:
     """Before any work: may an output directory of `kind` be written at `path`? With
     `claim`, the path is this process's until it exits or `write_dir` finishes."""
     p = Path(path).expanduser().absolute()
+    check_name_length(p)
     if p.is_symlink():
         raise OutputError(f"{p}: is a symbolic link{' (dangling)' if not p.exists() else ''}; not writing "
                           "through it (give the real directory)")
@@ -107,6 +149,7 @@ def check_dir(path: str | os.PathLike, kind: str, overwrite: bool = False, claim
 def check_file(path: str | os.PathLike, overwrite: bool = False, what: str = "output file") -> Path:
     """Before any work: may an output file be written at `path`?"""
     p = Path(path).expanduser().absolute()
+    check_name_length(p)
     if p.is_dir():
         raise OutputError(f"{p}: is a directory; the {what} must be a file path")
     if p.exists() and not overwrite:
@@ -133,26 +176,73 @@ def _claim_file(final: Path) -> Path:
     return final.parent / f".{final.name}.claim"
 
 
+def _start_time(pid: int) -> str:
+    """When process `pid` started, as the kernel counts it (Linux: field 22 of
+    /proc/PID/stat, clock ticks since boot); "" where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces: field 3 on
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _my_claim() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _start_time(os.getpid())}
+
+
+def _read_claim(text: str) -> dict | None:
+    """A claim file's holder {"pid", "host", "start"} (host and start None in the claim of
+    an older version, which holds only the pid); None for anything else (taken over)."""
+    text = text.strip()
+    if text.isdigit():
+        return {"pid": int(text), "host": None, "start": None}
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int) or isinstance(holder["pid"], bool):
+        return None
+    return {"pid": holder["pid"], "host": holder.get("host"), "start": holder.get("start")}
+
+
+def _holder_is_live(holder: dict) -> bool:
+    """Whether the process of a claim (on this host) still runs: its pid is there and, when
+    the claim recorded it, with the same start time (a reused pid is another process)."""
+    if not _pid_alive(holder["pid"]):
+        return False
+    return not holder["start"] or _start_time(holder["pid"]) in ("", holder["start"])
+
+
 def claim_path(final: Path) -> None:
     """Makes `final` this process's output: refused while another live process holds it."""
     if final in _CLAIMED or not final.parent.is_dir():
         return  # a parent that does not exist yet: nobody else can be writing there (it is made at the write)
     claim = _claim_file(final)
+    me = _my_claim()
     for _ in range(3):  # take over a dead process's claim; lose a race to a live one
         try:
             fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             try:
-                holder = claim.read_text().strip()
+                holder = _read_claim(claim.read_text())
             except FileNotFoundError:
                 continue
-            if holder.isdigit() and int(holder) != os.getpid() and _pid_alive(int(holder)):
-                raise OutputError(f"{final}: is being written by another command (pid {holder}); wait for it to "
-                                  "finish or choose another output path") from None
+            except (OSError, UnicodeDecodeError):
+                holder = None
+            if holder is not None and holder["host"] not in (None, me["host"]):
+                raise OutputError(f"{final}: is claimed by a command on host {holder['host']} (pid {holder['pid']}; "
+                                  f"claim file {claim}); wait for it to finish, or delete {claim} if that writer "
+                                  "is gone") from None
+            if holder is not None and holder["pid"] != me["pid"] and _holder_is_live(holder):
+                raise OutputError(f"{final}: is being written by another command (pid {holder['pid']}), which "
+                                  f"holds {claim}; wait for it to finish or choose another output path (if no "
+                                  f"such command runs, delete {claim})") from None
             claim.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
+            f.write(json.dumps(me) + "\n")
         if not _CLAIMED:
             atexit.register(release_all)
         _CLAIMED.add(final)
@@ -165,9 +255,10 @@ def release(final: Path) -> None:
         _CLAIMED.discard(final)
         claim = _claim_file(final)
         try:
-            if claim.read_text().strip() == str(os.getpid()):
+            holder = _read_claim(claim.read_text())
+            if holder is not None and holder["pid"] == os.getpid() and holder["host"] in (None, socket.gethostname()):
                 claim.unlink()
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             pass
 
 
@@ -176,8 +267,8 @@ def release_all() -> None:
         release(final)
 
 
-def _temp_sibling(final: Path) -> Path:
-    return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def _temp_sibling(final: Path, pid: str | None = None) -> Path:
+    return final.parent / f".{final.name}.tmp-{pid or os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def clean_leftovers(final: Path) -> list[Path]:

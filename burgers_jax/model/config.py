@@ -110,6 +110,13 @@ class TransformerConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    def projection_shapes(self) -> dict[str, tuple[int, int]]:
+        """The kernel shape `(in, out)` of each projection a LoRA target names (every layer alike)."""
+        h, q, kv, i = (self.hidden_size, self.num_attention_heads * self.head_dim,
+                       self.num_key_value_heads * self.head_dim, self.intermediate_size)
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
 
 @dataclasses.dataclass(frozen=True)
 class LoraConfig:

@@ -15,6 +15,7 @@ or silently stay frozen.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Mapping
 
@@ -87,6 +88,17 @@ def count(params) -> int:
 
 
 # ----------------------------------------------------------------------------- rules
+
+
+def fingerprint(params: Mapping[str, Any]) -> str:
+    """A digest of a tree's values, dtypes, shapes and paths (blake2b, 32 hex digits): the
+    identity of a base model. Two trees share it only if every leaf is bit-identical."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path, leaf in sorted(flatten(params).items()):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{path_str(path)}|{a.dtype}|{a.shape}|".encode())
+        digest.update(a.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
 
 
 def rules(trainable: str = "adapters") -> tuple[tuple[str, str], ...]:

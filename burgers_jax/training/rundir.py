@@ -29,16 +29,19 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from burgers_jax.data.sources import identity_changes
 from burgers_jax.errors import UserError
 from burgers_jax.io import outputs
 
 CONFIG_FILE = "config.json"
+IDENTITY_FILE = "identity.json"  # the data and the base model the run trains on
 LOCK_FILE = ".lock"
 # Markers of a training run directory (any one of them).
 RUN_FILES = (CONFIG_FILE, "checkpoints", "metrics.jsonl")
 # Fields a resumed run may change without changing what it computes.
 RESUMABLE_CHANGES = (
-    "training.resume", "training.max_steps", "training.allow_config_change", "training.num_devices",
+    "training.resume", "training.max_steps", "training.allow_config_change", "training.allow_data_change",
+    "model.allow_other_base", "training.num_devices",
     "training.distributed", "training.max_consecutive_nonfinite", "training.eval_every_steps",
     "dataloader.prefetch", "logging.", "training.schedule_steps",
     # how the step computes, not what: the attention kernel and what the backward keeps
@@ -114,7 +117,18 @@ class RunDir:
         self._lock_fd: int | None = None
 
     def holds_run(self) -> bool:
-        return any((self.path / name).exists() for name in RUN_FILES)
+        """A training run lives here: checkpoints, a metrics log, or a config.json of ours
+        (any other program's config.json does not make a folder a run)."""
+        if any((self.path / name).exists() for name in RUN_FILES if name != CONFIG_FILE):
+            return True
+        path = self.path / CONFIG_FILE
+        if not path.is_file():
+            return False
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return True  # a torn config.json of a run: prepare_resume names it
+        return isinstance(saved, dict) and {"model", "training"} <= saved.keys()
 
     def saved_config(self) -> dict[str, Any] | None:
         path = self.path / CONFIG_FILE
@@ -218,8 +232,61 @@ class RunDir:
             raise RunDirError(f"cannot resume {self.path}: the config changes the run ({listed}). Resume with "
                               "the saved config (--config.training.resume=True --config.logging.save_dir=DIR "
                               "alone), or pass --config.training.allow_config_change=True to change it anyway")
+        saved_keys = _flat(saved).keys()
+        # A field the run predates, at an "off" value (a newer allow_* switch), is no change to report.
         return [f"resuming with a changed config: {k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()
-                if k != "training.resume"]
+                if k != "training.resume" and (k in saved_keys or b)]
+
+    # ------------------------------------------------------------------ identity
+
+    def write_identity(self, identity: Mapping[str, Any]) -> None:
+        path = self.path / IDENTITY_FILE
+        tmp = path.with_name(f".{IDENTITY_FILE}.tmp")
+        tmp.write_text(json.dumps(identity, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+
+    def check_identity(self, identity: Mapping[str, Any], cfg) -> list[str]:
+        """Before anything is written: are the data and the base model the ones the run
+        started with (`identity.json`)? A changed data identity (another file under the
+        same path, a rewritten file) needs `training.allow_data_change`, a base with other
+        weights `model.allow_other_base`, unless the config's own change says so
+        (dataset.* or model.pretrained_path changed under allow_config_change).
+        -> notes. A run that recorded no identity (older runs) is not checked."""
+        path = self.path / IDENTITY_FILE
+        try:
+            saved = json.loads(path.read_text()) if path.is_file() else None
+        except ValueError:
+            saved = None
+        if not isinstance(saved, dict):
+            return []
+        try:
+            changed_fields = set(config_changes(self.saved_config() or {}, config_dict(cfg)))
+        except RunDirError:
+            changed_fields = set()
+        notes = []
+        data_changes = identity_changes(saved.get("data") or {}, identity["data"])
+        if data_changes:
+            listed = "; ".join(data_changes)
+            name = identity["data"].get("file") or "the analytic source"
+            if any(k.startswith("dataset.") for k in changed_fields) or cfg.training.allow_data_change:
+                notes.append(f"resuming on other data than the run started with ({name}: {listed})")
+            else:
+                raise RunDirError(
+                    f"cannot resume {self.path}: its data changed since the run started ({name}: {listed}); its "
+                    "checkpoints and best adapters belong to the data it had. Put that data back, start a new run "
+                    "(another save_dir), or pass --config.training.allow_data_change=True to go on with this data")
+        old_base, new_base = saved.get("base") or {}, identity["base"]
+        if old_base.get("fingerprint") and old_base["fingerprint"] != new_base["fingerprint"]:
+            listed = (f"{old_base.get('path', '?')} (weights {old_base['fingerprint'][:12]}) -> {new_base['path']} "
+                      f"(weights {new_base['fingerprint'][:12]})")
+            if "model.pretrained_path" in changed_fields or cfg.model.get("allow_other_base", False):
+                notes.append(f"resuming on another base model: {listed}")
+            else:
+                raise RunDirError(
+                    f"cannot resume {self.path}: the base model's weights changed since the run started ({listed}); "
+                    "its adapters were trained on the other weights. Put that model back, or pass "
+                    "--config.model.allow_other_base=True to go on with this one")
+        return notes
 
     # ------------------------------------------------------------------ lock
 

@@ -19,7 +19,7 @@ from burgers_jax.errors import UserError
 from burgers_jax.io import checkpoint as ckpt_io
 from burgers_jax.model import attention, param_tree
 from burgers_jax.model import lora as lora_lib
-from burgers_jax.model.config import GRID, ConfigError, LoraConfig, Policy
+from burgers_jax.model.config import ATTENTION_PROJECTIONS, GRID, MLP_PROJECTIONS, ConfigError, LoraConfig, Policy
 from burgers_jax.model.network import remat_mode
 from burgers_jax.training import steps
 from burgers_jax.training.rundir import RunDir, flat_leaves, merge_saved
@@ -67,6 +67,33 @@ def _nonfinite_fields(cfg) -> list[str]:
             if isinstance(value, float) and not math.isfinite(value)]
 
 
+def _lora_rank_problems(model) -> list[str]:
+    """A rank above the smallest dimension of an adapted kernel adds parameters (and disk)
+    but no expressiveness: A B of a [in, out] kernel has rank <= min(in, out). The widths
+    come from the base model's model_config.json (its absence is load_params' to report)."""
+    lc = model.lora
+    known = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
+    unknown = sorted(set(lc.target_modules) - set(known))
+    if unknown:
+        return [f"model.lora.target_modules has unknown names {unknown}; known: {', '.join(known)}"]
+    if not model.pretrained_path or not Path(model.pretrained_path).is_dir():
+        return []  # reported by check_config
+    try:
+        shapes = ckpt_io.load_model_config(model.pretrained_path).transformer.projection_shapes()
+    except UserError:
+        return []
+    widths = {name: min(shapes[name]) for name in lc.target_modules}
+    if not widths:
+        return []
+    limit = min(widths.values())
+    if lc.r > limit:
+        narrowest = sorted(name for name, w in widths.items() if w == limit)
+        return [f"model.lora.r={lc.r} exceeds {limit}, the smallest dimension of the adapted kernels "
+                f"({', '.join(narrowest)}: {shapes[narrowest[0]][0]}x{shapes[narrowest[0]][1]}); a higher rank "
+                f"adds parameters but no expressiveness: use r <= {limit}"]
+    return []
+
+
 def check_config(cfg, num_devices: int) -> None:
     """Raises TrainConfigError listing every problem of `cfg`, each naming its field."""
     dc, lc = cfg.dataset, cfg.model.lora
@@ -89,6 +116,8 @@ def check_config(cfg, num_devices: int) -> None:
                         "(convert best.pt with porting/convert_ckpt.py first)")
     if lc.r <= 0:
         problems.append(f"model.lora.r={lc.r}: LoRA fine-tuning needs r > 0")
+    else:
+        problems += _lora_rank_problems(cfg.model)
     if not lc.alpha > 0 or not 0 <= lc.dropout < 1:
         problems.append(f"model.lora.alpha={lc.alpha} must be > 0 and model.lora.dropout={lc.dropout} in [0, 1)")
     if lc.init_path and not Path(lc.init_path).is_dir():
@@ -161,12 +190,17 @@ def with_dt(cfg, dt: float):
 
 
 def load_params(cfg, rng):
-    """Converted base weights + LoRA adapters (from `model.lora.init_path`, or fresh)."""
+    """Converted base weights + LoRA adapters (from `model.lora.init_path`, or fresh)
+    -> (params, model config, the base's identity: `checkpoint.base_identity`)."""
     lc = cfg.model.lora
     want = LoraConfig(r=int(lc.r), alpha=float(lc.alpha), dropout=float(lc.dropout),
                       target_modules=tuple(lc.target_modules))
     init_path = lc.init_path
-    params, model_cfg = ckpt_io.load_model(cfg.model.pretrained_path, init_path or None)
+    base, model_cfg = ckpt_io.load_converted(cfg.model.pretrained_path)
+    identity = ckpt_io.base_identity(base, cfg.model.pretrained_path)
+    params, model_cfg = ckpt_io.apply_result(base, model_cfg, cfg.model.pretrained_path, init_path or None,
+                                             allow_other_base=bool(cfg.model.get("allow_other_base", False)),
+                                             allow_hint="--config.model.allow_other_base=True", identity=identity)
     tokens = cfg.dataset.temporal_length * model_cfg.tokens_per_frame
     if tokens > model_cfg.transformer.max_position_embeddings:
         raise TrainConfigError(f"dataset.temporal_length={cfg.dataset.temporal_length} gives {tokens} "
@@ -186,7 +220,7 @@ def load_params(cfg, rng):
         params = lora_lib.add_lora(param_tree.strip_adapters(params), model_cfg, rng)
     trainable = cfg.model.trainable
     keep_float32 = lambda path: param_tree.label_of(path, trainable) == param_tree.TRAINABLE  # noqa: E731
-    return lora_lib.cast_params(params, Policy.named(cfg.model.precision), keep_float32), model_cfg
+    return lora_lib.cast_params(params, Policy.named(cfg.model.precision), keep_float32), model_cfg, identity
 
 
 def _check_architecture(expected_json: str, model_cfg, pretrained_path: str) -> None:

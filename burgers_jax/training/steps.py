@@ -218,7 +218,12 @@ def make_train_step(model, tx, cfg) -> Callable:
         new_trainable = optax.apply_updates(state.trainable, trainable_updates)
 
         grad_norm = optax.tree.norm(grads)
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # A finite loss and gradient can still give a non-finite update (a learning rate
+        # of 1e30, an optimizer state that overflowed): such an update is skipped too, so
+        # the state (and every checkpoint of it) only ever holds finite weights.
+        all_finite = lambda tree: jax.tree.reduce(  # noqa: E731
+            jnp.logical_and, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree), jnp.array(True))
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(new_trainable) & all_finite(new_opt_state)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
         new_state = state.replace(
             step=state.step + 1,

@@ -31,8 +31,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from burgers_jax.data import sources as data_lib
+from burgers_jax.errors import UserError
 from burgers_jax.io import checkpoint as ckpt_io
-from burgers_jax.io import disk
+from burgers_jax.io import disk, outputs
 from burgers_jax.io.progress import make_progress
 from burgers_jax.model import network as model_lib
 from burgers_jax.model import param_tree
@@ -50,6 +51,11 @@ from burgers_jax.training.setup import (
 
 # Keys of a batch that the compiled steps consume (with their leading batch axis).
 STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
+
+
+class NonFiniteTraining(UserError):
+    """The run stopped: its losses, gradients or updates stayed non-finite (each skipped),
+    or no evaluation gave a finite validation value."""
 
 
 class TrainingInterrupted(Exception):
@@ -103,7 +109,8 @@ class Trainer:
         self.cfg = cfg = with_dt(cfg, dt)  # the time step in force, saved with the run
         root = jax.random.PRNGKey(cfg.training.seed)
         k_lora, self.k_train = jax.random.split(root)
-        params, self.model_cfg = load_params(cfg, k_lora)
+        params, self.model_cfg, self.base_identity = load_params(cfg, k_lora)
+        self.data_identity = self.source.fingerprint()
         self.model = model_lib.PDECausalModel(
             config=self.model_cfg, policy=Policy.named(cfg.model.precision), remat=cfg.model.remat,
             attention_impl=cfg.model.attention)
@@ -120,6 +127,10 @@ class Trainer:
         self.val_batches = lambda: data_lib.val_batches(
             self.source, self.val_idx, cfg.dataloader.val_batch_size, window=cfg.dataset.temporal_length + 1,
             stride=self.stride)
+
+    def identity(self) -> dict:
+        """What the run's results stand for besides its config: the data and the base model."""
+        return {"data": self.data_identity, "base": self.base_identity}
 
     def initial_state(self) -> steps.TrainState:
         full = param_tree.merge(self.init_trainable, self.frozen)
@@ -151,7 +162,7 @@ class Trainer:
             w = np.asarray(batch["valid"], np.float64)
             count += w.sum()
             for k, v in per_sample.items():
-                sums[k] = sums.get(k, 0.0) + float(np.sum(w * v))
+                sums[k] = sums.get(k, 0.0) + float(np.sum(w[w > 0] * np.asarray(v)[w > 0]))  # padding never counts
             worst = max(worst, float(np.max(np.where(w > 0, per_sample["constraint_error_max"], 0))))
             if shown is None:
                 shown = (np.asarray(pred[0]), np.asarray(batch["frames"][0, ..., :2]), int(batch["sample"][0]))
@@ -187,7 +198,7 @@ def split_record(trainer: Trainer) -> dict:
     dc = trainer.cfg.dataset
     record = {"source": dc.source, "train_ratio": dc.train_ratio, "seed": dc.seed,
               "val_samples": [int(i) for i in sorted(trainer.val_idx)], "frame_stride": dc.frame_stride,
-              "temporal_length": dc.temporal_length}
+              "temporal_length": dc.temporal_length, "data": trainer.data_identity}
     if dc.source == "analytic":
         record.update(num_samples=dc.num_samples, nu_min=dc.nu_min, nu_max=dc.nu_max, num_frames=dc.num_frames)
     else:
@@ -203,7 +214,7 @@ def save_best(trainer: Trainer, trainable: dict, workdir: Path, metadata: dict) 
     others = param_tree.strip_adapters(trainable)
     ckpt_io.save_adapters(workdir / "best_adapters", adapters, trainer.model_cfg.lora, overwrite=True,
                           metadata={**metadata, "trainable": trainer.trainable_set, "split": split_record(trainer),
-                                    "precision": trainer.cfg.model.precision},
+                                    "precision": trainer.cfg.model.precision, "base": trainer.base_identity},
                           trained=others or None)
 
 
@@ -219,6 +230,7 @@ def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float,
     -> (metrics, best validation loss, improved?). Only the primary process writes files
     other than the checkpoint."""
     cfg = trainer.cfg
+    check_data_unchanged(trainer, step, manager)
     val, shown = trainer.evaluate(state.trainable)
     if primary and cfg.logging.plots and shown is not None:
         pred, true, sample = shown
@@ -245,6 +257,23 @@ def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float,
     writer.write(step, {**val, "val/best": best_val})
     ckpt_io.save_state(manager, step, state, best_val)
     return val, best_val, improved
+
+
+def check_data_unchanged(trainer: Trainer, step: int, manager) -> None:
+    """Before an evaluation: the data file is still the one the run opened. A file
+    rewritten or replaced under a running training would pair its fields with the
+    viscosities read at the start: the run stops, keeping the last checkpoint (saved at
+    the previous evaluation, when the file was verified unchanged)."""
+    changed = trainer.source.changed_on_disk()
+    if changed is None:
+        return
+    last = manager.latest_step()
+    kept = (f"the last checkpoint (step {last}, saved while the file was unchanged) is kept in {manager.directory}"
+            if last is not None else "no checkpoint was saved yet")
+    raise data_lib.DataChangedError(
+        f"{trainer.source.name} changed while training ({changed}): stopped at step {step}, before its evaluation; "
+        f"{kept}. Put the original file back and resume, or resume with "
+        "--config.training.allow_data_change=True to go on with the new file")
 
 
 class StopSignals:
@@ -323,13 +352,18 @@ def start_run(cfg, workdir) -> tuple[Trainer, RunDir, bool]:
     primary = jax.process_index() == 0
     run_dir = RunDir(workdir)
     run_dir.check_location(cfg.training.resume)
+    # The run's result is written at its first improvement: a path there that cannot take
+    # it (a symbolic link, a file, a folder of someone else's) is refused now, not after the work.
+    outputs.check_dir(run_dir.path / "best_adapters", ckpt_io.ADAPTERS, overwrite=True, claim=False)
     if cfg.logging.wandb:
         reporting.check_wandb_id(run_dir.path)
     notes: list[str] = []
     if cfg.training.resume:
         cfg, notes = run_dir.prepare_resume(cfg)
     trainer = Trainer(cfg)
-    notes += run_dir.check_resume(trainer.cfg) if cfg.training.resume else []
+    if cfg.training.resume:
+        notes += run_dir.check_resume(trainer.cfg)
+        notes += run_dir.check_identity(trainer.identity(), trainer.cfg)
     if trainer.dt_note:
         notes.append(trainer.dt_note)
     if primary:
@@ -341,7 +375,7 @@ def start_run(cfg, workdir) -> tuple[Trainer, RunDir, bool]:
     return trainer, run_dir, primary
 
 
-def log_step(trainer: Trainer, state, m, step: int, rate: float, writer, bar, checkpoint_dir) -> None:
+def log_step(trainer: Trainer, state, m, step: int, rate: float, writer, bar, manager) -> None:
     """One log line of the training loop; stops a run whose losses stay non-finite."""
     training = trainer.cfg.training
     record = {f"train/{k}": v for k, v in to_host(m).items()}
@@ -350,10 +384,13 @@ def log_step(trainer: Trainer, state, m, step: int, rate: float, writer, bar, ch
     writer.write(step, record)
     bar.set_postfix(**reporting.progress_fields(record, training))
     if int(state.nonfinite_in_a_row) > training.max_consecutive_nonfinite:
-        raise FloatingPointError(
-            f"step {step}: {int(state.nonfinite_in_a_row)} non-finite losses or gradients in a row (limit "
-            f"training.max_consecutive_nonfinite={training.max_consecutive_nonfinite}); last checkpoint kept in "
-            f"{checkpoint_dir}")
+        last = manager.latest_step()
+        kept = (f"the last checkpoint (step {last}; skipped updates never reach the weights, so they are finite) is "
+                f"kept in {manager.directory}" if last is not None else "no checkpoint was saved yet")
+        raise NonFiniteTraining(
+            f"step {step}: {int(state.nonfinite_in_a_row)} non-finite losses, gradients or updates in a row, each "
+            f"skipped (limit training.max_consecutive_nonfinite={training.max_consecutive_nonfinite}); {kept}. "
+            f"Lower training.learning_rate (now {training.learning_rate:g}) or check the data")
 
 
 def open_writer(trainer: Trainer, workdir: Path, primary: bool) -> reporting.MetricsWriter:
@@ -377,6 +414,7 @@ def train_and_evaluate(cfg, workdir) -> dict:
         if primary:  # after the restore: a run whose state cannot be restored keeps its config
             (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
             (workdir / "model_config.json").write_text(json.dumps(trainer.model_cfg.to_dict(), indent=2))
+            run_dir.write_identity(trainer.identity())
         n_trainable = param_tree.count(state.trainable)
         print(f"trainable parameters ({trainer.trainable_set}): {n_trainable:,}; "
               f"frozen: {param_tree.count(trainer.frozen):,}; "
@@ -398,7 +436,7 @@ def train_and_evaluate(cfg, workdir) -> dict:
             if every(step, cfg.logging.log_interval, training.max_steps):
                 rate = (step - s_last) / max(time.time() - t_last, 1e-9)
                 t_last, s_last = time.time(), step
-                log_step(trainer, state, m, step, rate, writer, bar, manager.directory)
+                log_step(trainer, state, m, step, rate, writer, bar, manager)
             bar.update(1)
             if every(step, training.eval_every_steps, training.max_steps):
                 last_val, best_val, improved = evaluate_and_checkpoint(
@@ -425,7 +463,27 @@ def train_and_evaluate(cfg, workdir) -> dict:
             if closable is not None:
                 closable.close()
         run_dir.unlock()
-    return write_summary(trainer, state, best_val, first_val, last_val, workdir, time.time() - t_start, primary)
+    summary = write_summary(trainer, state, best_val, first_val, last_val, workdir, time.time() - t_start, primary)
+    check_result(trainer, summary, last_val)
+    return summary
+
+
+def check_result(trainer: Trainer, summary: dict, last_val: dict | None) -> None:
+    """A run that ends without best adapters says why: no evaluation gave a finite
+    validation value (an error: nothing was learnt that can be used), or every
+    evaluation fell within the warmup (a note)."""
+    if summary["best_adapters"] is not None:
+        return
+    key, training = selection_key(trainer.cfg), trainer.cfg.training
+    value = None if last_val is None else last_val.get(key)
+    if value is not None and math.isfinite(value):
+        print(f"note: no evaluation after the warmup (training.warmup_steps={training.warmup_steps}, "
+              f"max_steps={training.max_steps}): no best_adapters were selected", file=sys.stderr)
+        return
+    raise NonFiniteTraining(
+        f"no evaluation gave a finite {key} (last: {value}); no best_adapters were written. The run's checkpoints "
+        f"and log are in {summary['save_dir']}. Check the data (fields far beyond float32's range?) and "
+        f"training.learning_rate ({training.learning_rate:g})")
 
 
 def write_summary(trainer, state, best_val, first_val, last_val, workdir: Path, wall_s: float, primary: bool) -> dict:
@@ -435,7 +493,8 @@ def write_summary(trainer, state, best_val, first_val, last_val, workdir: Path, 
         "selected_by": selection_key(trainer.cfg),
         "first_val": first_val, "last_val": last_val, "wall_s": wall_s,
         "metrics": str(workdir / "metrics.jsonl"), "plots": str(workdir / "plots"),
-        "best_adapters": str(workdir / "best_adapters"),
+        # only a result that exists: a run with no finite validation value selects none
+        "best_adapters": str(workdir / "best_adapters") if (workdir / "best_adapters").is_dir() else None,
     }
     if primary:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
