@@ -7,14 +7,25 @@ by the same door as a user's checkpoint: `burgers-convert best.pt --verify`.
 
     python scripts/pretrain.py --out /tmp/standin               # the committed stand-in (assets/standin/)
     python scripts/pretrain.py --out /tmp/p --arch tiny --steps 5   # a smoke run
+    python scripts/pretrain.py --out assets/standin2 --steps 20000 --recon-weight 1 \
+        --weights-dtype float32 --state runs/standin2   # hours: stop and rerun, it resumes
 
 Objective (the foundation model's): output frame k against true frame k + 1, the
 squared error over the active channels (u, v) divided by the variance of the true
 frames of that sample and channel (so every family and stride weighs the same), mean
 over everything; optional input noise (`--noise-level`, the model's `noise_level`).
+`--recon-weight w` adds w times the same error of the autoencoder alone (the decoder on
+the encoder's tokens of the input frames, no transformer) against the input frames: the
+model predicts whole frames, so it cannot beat persistence (the last frame) before it
+reconstructs a frame better than the frame changes.
 Optimizer: the fine-tuning code's (AdamW, warmup, cosine, global-norm clip) with the
-partition rule set "all". Validation: fixed windows of each family, VRMSE of the model
-and of persistence (next frame = this frame); the best model by validation loss is kept.
+partition rule set "all". Validation: fixed windows of each family at each of
+`--val-strides`, VRMSE of the model and of persistence (next frame = this frame), and
+the autoencoder's reconstruction VRMSE, also on frames of the fine-tuning regime (Burgers,
+nu in [0.1, 0.15]), which pretraining never sees; the best model by validation loss is kept.
+`--state DIR` makes a long run resumable: the training state is checkpointed there at
+each validation, and the same command run again continues from the last one (the same
+batches: they are a pure function of seed and step); other flags are refused.
 Out: best.pt, curve.jsonl, curve.png, summary.json and metadata.json (the format marker),
 under the output rules of every command: checked before any work; a new or empty `--out`,
 or an earlier result of this script, replaced only with `--overwrite`; a folder holding
@@ -38,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from burgers_jax import cli
 from burgers_jax.data import sources as data_lib
@@ -47,8 +59,9 @@ from burgers_jax.io.progress import make_progress
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import ARCHITECTURES, Policy
 from burgers_jax.model.lora import cast_params
-from burgers_jax.model.network import PDECausalModel, init_params
+from burgers_jax.model.network import Decoder2d, Encoder2d, PDECausalModel, denormalize, init_params, normalize
 from burgers_jax.physics import families, metrics
+from burgers_jax.physics.analytic import burgers_uv, cell_centres
 from burgers_jax.training import steps
 from porting.export_torch import export_merged
 
@@ -73,6 +86,12 @@ def check_flags(args) -> None:
         problems.append(f"--lr={args.lr} must be a finite number > 0 (a negative rate ascends the loss)")
     if not (math.isfinite(args.noise_level) and args.noise_level >= 0):
         problems.append(f"--noise-level={args.noise_level} must be a finite number >= 0")
+    if not (math.isfinite(args.recon_weight) and args.recon_weight >= 0):
+        problems.append(f"--recon-weight={args.recon_weight} must be a finite number >= 0")
+    bad_strides = [s for s in args.val_strides if s not in families.STRIDES]
+    if bad_strides or not args.val_strides:
+        problems.append(f"--val-strides={','.join(map(str, args.val_strides))}: each one of "
+                        f"{','.join(map(str, families.STRIDES))}")
     if problems:
         raise PretrainError("; ".join(problems))
 
@@ -86,15 +105,46 @@ def window_batch(seed: int, step: int, batch: int, frames: int) -> np.ndarray:
     return out
 
 
-def validation_set(seed: int, per_family: int, frames: int) -> dict[str, np.ndarray]:
+def validation_set(seed: int, per_family: int, frames: int, strides=(None,)) -> dict[tuple, np.ndarray]:
+    """{(family, stride): windows [per_family, frames, 128, 128, 6]}; stride None draws one
+    per window (the first stand-in's validation)."""
     rng = np.random.default_rng([seed, 10**9])
     out = {}
-    for fam in families.FAMILIES:
-        x = np.zeros((per_family, frames, 128, 128, 6), np.float32)
-        for b in range(per_family):
-            x[b, ..., :ACTIVE] = families.sample_window(rng, frames, family=fam)[1]
-        out[fam] = x
+    for stride in strides:
+        for fam in families.FAMILIES:
+            x = np.zeros((per_family, frames, 128, 128, 6), np.float32)
+            for b in range(per_family):
+                x[b, ..., :ACTIVE] = families.sample_window(rng, frames, family=fam, stride=stride)[1]
+            out[(fam, stride)] = x
     return out
+
+
+FINE_TUNING_NU = (0.1, 0.15)  # the fine-tuning regime: never in pretraining
+
+
+def fine_tuning_frames(seed: int, count: int) -> np.ndarray:
+    """[count, 1, 128, 128, 6] frames of the fine-tuning data's formula at nu in [0.1, 0.15]
+    and random times in [0, 1]: the regime pretraining never sees, for the reconstruction error."""
+    rng = np.random.default_rng([seed, 2 * 10**9])
+    c = cell_centres(128)
+    y, x = c[:, None], c[None, :]
+    out = np.zeros((count, 1, 128, 128, 6), np.float32)
+    for i in range(count):
+        u, v = burgers_uv(x, y, rng.uniform(0, 1), rng.uniform(*FINE_TUNING_NU))
+        out[i, 0, ..., 0], out[i, 0, ..., 1] = u, v
+    return out
+
+
+def reconstruct(model: PDECausalModel, params, x):
+    """The autoencoder alone: the decoder on the encoder's tokens of x [B, F, 128, 128, 6]
+    (normalised and denormalised as in the model), no transformer -> [B, F, 128, 128, 6]."""
+    policy, config = model.policy, model.config
+    b, f = x.shape[:2]
+    xn, mean, std = normalize(x, policy)
+    tokens = Encoder2d(config, policy.compute_dtype).apply(
+        {"params": params["encoder_2d"]}, xn.reshape(b * f, *xn.shape[2:]), b)
+    dec = Decoder2d(config, policy.compute_dtype, policy.output_dtype).apply({"params": params["decoder_2d"]}, tokens)
+    return denormalize(dec, mean, std, policy)
 
 
 def normalized_mse(out, target):
@@ -109,7 +159,7 @@ def main(argv=None) -> int:
     return cli.run("pretrain", lambda: pretrain(argv))
 
 
-def pretrain(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="pretrain", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output folder (best.pt, curve, summary)")
     ap.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
@@ -119,13 +169,78 @@ def pretrain(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--noise-level", type=float, default=0.0)
+    ap.add_argument("--recon-weight", type=float, default=0.0,
+                    help="weight of the autoencoder's reconstruction error of the input frames (0: next frame only)")
+    ap.add_argument("--weights-dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                    help="dtype of the weights in best.pt (the real model ships bf16)")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--val-per-family", type=int, default=4)
+    ap.add_argument("--val-strides", type=lambda t: [int(v) for v in t.split(",") if v], default=None,
+                    help="validate each family at these frame strides, comma-separated (default: a random stride "
+                         "per window)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--state", type=Path, default=None,
+                    help="checkpoint the run here at each validation; the same command again resumes it")
     ap.add_argument("--overwrite", action="store_true", help="replace an earlier result of this script in --out")
     args = ap.parse_args(argv)
     check_flags(args)
+    return args
+
+
+# Flags that do not change what a resumed run computes.
+RESUMABLE_FLAGS = ("out", "overwrite", "state", "eval_every")
+
+
+class RunState:
+    """`--state DIR`: the flags (args.json), the curve (curve.jsonl) and orbax checkpoints
+    of the training state at each validation, so that a run of hours survives a stop."""
+
+    def __init__(self, directory: Path, args: argparse.Namespace):
+        self.dir = directory
+        self.flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
+                      if k not in RESUMABLE_FLAGS}
+        saved_path = directory / "args.json"
+        if saved_path.is_file():
+            saved = json.loads(saved_path.read_text())
+            changed = {k: (saved.get(k), v) for k, v in self.flags.items() if saved.get(k) != v}
+            if changed:
+                raise PretrainError(f"--state {directory} holds a run of other flags ("
+                                    + "; ".join(f"--{k.replace('_', '-')}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+                                    + "); give those flags to resume it, or another --state")
+        elif directory.exists() and any(directory.iterdir()):
+            raise PretrainError(f"--state {directory} holds files that are not a pretraining state; "
+                                "choose a new or empty folder")
+        directory.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(json.dumps(self.flags, indent=2) + "\n")
+        self.manager = ocp.CheckpointManager(
+            (directory / "checkpoints").absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False))
+        self.curve = directory / "curve.jsonl"
+
+    def restore(self, template: dict) -> tuple[dict | None, dict]:
+        """-> (the latest saved payload or None, the best record so far); the curve is cut
+        back to the checkpoint's step (the steps after it run again)."""
+        step = self.manager.latest_step()
+        if step is None:
+            self.curve.write_text("")
+            return None, {"loss": np.inf}
+        payload = self.manager.restore(step, args=ocp.args.StandardRestore(template))
+        rows = [json.loads(line) for line in self.curve.read_text().splitlines() if line] if self.curve.is_file() else []
+        kept = [r for r in rows if r["step"] <= step]
+        self.curve.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        best = json.loads((self.dir / "best.json").read_text())
+        return payload, best
+
+    def save(self, step: int, payload: dict, best: dict) -> None:
+        (self.dir / "best.json").write_text(json.dumps(best, default=float) + "\n")
+        self.manager.save(step, args=ocp.args.StandardSave(payload), force=True)
+        self.manager.wait_until_finished()
+
+
+def pretrain(argv=None) -> int:
+    args = parse_args(argv)
     out = outputs.check_dir(args.out, OUT_KIND, args.overwrite)  # before any work
+    state = RunState(args.state, args) if args.state is not None else None
     t_start = time.time()
 
     config = dataclasses.replace(ARCHITECTURES[args.arch], noise_level=args.noise_level)
@@ -140,7 +255,10 @@ def pretrain(argv=None) -> int:
 
     def loss_fn(p, x, rng):
         out = model.apply({"params": p}, x[:, :T], train=True, rngs={"noise": rng, "dropout": rng})
-        return normalized_mse(out, x[:, 1:])
+        loss = normalized_mse(out, x[:, 1:])
+        if args.recon_weight:
+            loss = loss + args.recon_weight * normalized_mse(reconstruct(model, p, x[:, :T]), x[:, :T])
+        return loss
 
     @jax.jit
     def train_step(p, o, x, step):
@@ -152,31 +270,56 @@ def pretrain(argv=None) -> int:
     def val_metrics(p, x):
         out = model.apply({"params": p}, x[:, :T])[..., :ACTIVE]
         true, prev = x[:, 1:, ..., :ACTIVE], x[:, :T, ..., :ACTIVE]
+        rec = reconstruct(model, p, x[:, :T])[..., :ACTIVE]
         return {"loss": normalized_mse(out, true), "vrmse": jnp.mean(metrics.vrmse(out, true)),
-                "nrmse": jnp.mean(metrics.nrmse(out, true)), "persistence_vrmse": jnp.mean(metrics.vrmse(prev, true))}
+                "nrmse": jnp.mean(metrics.nrmse(out, true)), "persistence_vrmse": jnp.mean(metrics.vrmse(prev, true)),
+                "recon_vrmse": jnp.mean(metrics.vrmse(rec, prev))}
 
-    val = validation_set(args.seed, args.val_per_family, T + 1)
+    @jax.jit
+    def recon_vrmse(p, x):
+        return jnp.mean(metrics.vrmse(reconstruct(model, p, x)[..., :ACTIVE], x[..., :ACTIVE]))
+
+    val = validation_set(args.seed, args.val_per_family, T + 1, args.val_strides or (None,))
+    regime = fine_tuning_frames(args.seed, args.val_per_family * len(families.FAMILIES))
 
     def evaluate(p) -> dict:
-        per = {fam: {k: float(v) for k, v in val_metrics(p, x).items()} for fam, x in val.items()}
-        return {"loss": float(np.mean([m["loss"] for m in per.values()])), "families": per}
+        per = {key: {k: float(v) for k, v in val_metrics(p, x).items()} for key, x in val.items()}
+        fams = {}
+        for fam in families.FAMILIES:  # each family's metrics: the mean over its strides
+            rows = [m for (f, _), m in per.items() if f == fam]
+            fams[fam] = {k: float(np.mean([m[k] for m in rows])) for k in rows[0]}
+            if args.val_strides:
+                fams[fam]["strides"] = {str(s): per[(fam, s)] for s in args.val_strides}
+        return {"loss": float(np.mean([m["loss"] for m in per.values()])), "families": fams,
+                "recon_vrmse_fine_tuning_regime": float(recon_vrmse(p, regime))}
 
     # The curve is written as it is computed into a file next to --out (not into it: an
     # earlier result there stays whole until the new one is complete, and write_dir renames
-    # one finished folder into place). It is copied into the result at the end and then
-    # removed; after a crash it stays, named, so nothing computed is lost. A plain sibling
+    # one finished folder into place), or into --state. It is copied into the result at the
+    # end; after a crash it stays, named, so nothing computed is lost. A plain sibling
     # file, not write_dir's temporary folder: that one is deleted when anything fails.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    curve_path = out.parent / f".{out.name}.curve-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
-    curve_path.touch(exist_ok=False)
-    print(f"curve so far: {curve_path} (moved into {out} at the end)", flush=True)
+    best = {"loss": np.inf}
+    best_params, first_step = params, 0
+    if state is not None:
+        template = {"params": params, "opt_state": opt_state, "best_params": params}
+        payload, best = state.restore(template)
+        if payload is not None:
+            params, opt_state, best_params = payload["params"], payload["opt_state"], payload["best_params"]
+            first_step = state.manager.latest_step()
+            print(f"resumed from {state.dir} at step {first_step}", flush=True)
+        curve_path = state.curve
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        curve_path = out.parent / f".{out.name}.curve-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
+        curve_path.touch(exist_ok=False)
+    print(f"curve so far: {curve_path} (copied into {out} at the end)", flush=True)
     try:
-        best = {"loss": np.inf}
-        best_params = params
-        batches = data_lib.prefetch(lambda s: window_batch(args.seed, s, args.batch, T + 1), range(args.steps), depth=2)
-        bar = make_progress(args.steps, "pretrain", unit="step", every=max(1, args.eval_every // 4))
+        batches = data_lib.prefetch(lambda s: window_batch(args.seed, s, args.batch, T + 1),
+                                    range(first_step, args.steps), depth=2)
+        bar = make_progress(args.steps, "pretrain", unit="step", every=max(1, args.eval_every // 4),
+                            initial=first_step)
         with open(curve_path, "a") as curve:
-            for step, x in enumerate(batches, start=1):
+            for step, x in enumerate(batches, start=first_step + 1):
                 params, opt_state, loss = train_step(params, opt_state, x, step)
                 bar.update(1)
                 record = {"step": step, "train_loss": None}
@@ -190,29 +333,36 @@ def pretrain(argv=None) -> int:
                         best, best_params = {"step": step, **v}, params
                     bar.write(f"step {step}: val loss {v['loss']:.4e}; " + ", ".join(
                         f"{f} VRMSE {m['vrmse']:.3e} (persistence {m['persistence_vrmse']:.3e})"
-                        for f, m in v["families"].items()))
+                        for f, m in v["families"].items())
+                        + f"; reconstruction (fine-tuning regime) {v['recon_vrmse_fine_tuning_regime']:.3e}")
                 if record["train_loss"] is not None or "val" in record:
                     curve.write(json.dumps(record) + "\n")
                     curve.flush()
+                if "val" in record and state is not None:
+                    state.save(step, {"params": params, "opt_state": opt_state, "best_params": best_params}, best)
+                    bar.write(f"checkpoint of step {step} saved in {state.dir}")
         bar.close()
         minutes = (time.time() - t_start) / 60
 
-        # The stand-in ships like the real model: bf16 weights in a PyTorch best.pt.
-        bf16 = cast_params(best_params, Policy.named("reference"))
+        # The stand-in ships like the real model: bf16 weights in a PyTorch best.pt
+        # (--weights-dtype float32 keeps them float32, for a stand-in whose error is below bf16's).
+        shipped = cast_params(best_params, Policy.named("reference" if args.weights_dtype == "bfloat16" else "float32"))
         source_config = {
             "model": {**{k: v for k, v in config.to_dict().items() if k != "lora"}, "use_flash_attention": False},
             "pretraining": {"script": "scripts/pretrain.py", "argv": sys.argv[1:] if argv is None else list(argv),
                             "families": list(families.FAMILIES), "burgers_nu_ranges": families.BURGERS_NU_RANGES,
                             "strides": list(families.STRIDES), "steps": args.steps, "batch": args.batch,
-                            "frames": T, "seed": args.seed},
+                            "frames": T, "seed": args.seed, "recon_weight": args.recon_weight},
         }
         val_nrmse = float(np.mean([m["nrmse"] for m in best["families"].values()]))
         summary = {"best_step": best["step"], "best_val": best, "minutes": minutes, "steps": args.steps,
                    "arch": args.arch, "params": int(sum(np.size(x) for x in jax.tree.leaves(best_params))),
                    "command": "python scripts/pretrain.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+        if state is not None:
+            summary["minutes_note"] = "this session's minutes only: the run was resumed from --state"
 
         def fill(tmp: Path) -> None:
-            export_merged(bf16, config, tmp / "best.pt", source_config=source_config,
+            export_merged(shipped, config, tmp / "best.pt", source_config=source_config,
                           metadata={"global_step": best["step"], "val_nrmse": val_nrmse, "best_val_nrmse": val_nrmse,
                                     "val_rmse": None})
             shutil.copyfile(curve_path, tmp / "curve.jsonl")  # a copy: if the rename fails, the curve stays
@@ -221,7 +371,8 @@ def pretrain(argv=None) -> int:
             (tmp / outputs.METADATA_FILE).write_text(json.dumps(outputs.format_marker(OUT_KIND)) + "\n")
 
         outputs.write_dir(out, fill, OUT_KIND, args.overwrite)
-        curve_path.unlink()
+        if state is None:
+            curve_path.unlink()
         print(f"wrote {out / 'best.pt'} (best validation loss {best['loss']:.4e} at step {best['step']}, "
               f"{minutes:.1f} min)")
         return 0

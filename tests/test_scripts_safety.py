@@ -270,3 +270,47 @@ def test_experiment_evaluates_again_a_run_that_changed_after_its_evaluation(tmp_
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ----------------------------------------------------------------------------- pretrain.py --state
+
+RESUMABLE = ["--arch", "tiny", "--steps", "4", "--eval-every", "2", "--val-per-family", "1", "--batch", "1",
+             "--warmup", "1", "--lr", "3e-3", "--recon-weight", "1", "--val-strides", "1,5"]
+
+
+def _pretrain_cmd(out: Path, state: Path, *extra: str) -> list[str]:
+    return [sys.executable, "scripts/pretrain.py", "--out", str(out), "--state", str(state), *RESUMABLE, *extra]
+
+
+def test_pretrain_with_state_resumes_where_it_stopped(tmp_path):
+    """A run of hours stops (Ctrl-C, a time limit) and the same command continues it from
+    the last checkpoint; the result holds the whole curve, each step once."""
+    import signal
+    import subprocess
+
+    out, state = tmp_path / "standin", tmp_path / "state"
+    proc = subprocess.Popen(_pretrain_cmd(out, state), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        for line in proc.stdout:  # stop it once the step-2 checkpoint is complete
+            if line.startswith("checkpoint of step 2 saved"):
+                proc.send_signal(signal.SIGINT)
+                break
+        proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and not out.exists()
+    rc, stdout, err = run_cli(["scripts/pretrain.py", "--out", str(out), "--state", str(state), *RESUMABLE])
+    assert rc == 0, err[-3000:]
+    assert f"resumed from {state} at step 2" in stdout, stdout
+    rows = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    val_steps = [r["step"] for r in rows if "val" in r]
+    assert val_steps == [2, 4], rows
+    last = rows[-1]["val"]
+    assert set(last["families"]["burgers"]["strides"]) == {"1", "5"} and last["recon_vrmse_fine_tuning_regime"] > 0
+    # other flags on the same state are refused, naming them, before any work
+    rc, stdout, err = run_cli(["scripts/pretrain.py", "--out", str(tmp_path / "other"), "--state", str(state),
+                               *RESUMABLE, "--seed", "1"])
+    line = _one_error_line(err, "pretrain")
+    assert rc == 2 and "holds a run of other flags" in line and "--seed: 0 -> 1" in line, line

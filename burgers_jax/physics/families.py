@@ -73,11 +73,12 @@ def advection(rng: np.random.Generator, times: np.ndarray, n: int) -> np.ndarray
 
 
 def sample_window(rng: np.random.Generator, frames: int, n: int = 128,
-                  family: str | None = None) -> tuple[str, np.ndarray]:
+                  family: str | None = None, stride: int | None = None) -> tuple[str, np.ndarray]:
     """(family, window [frames, n, n, 2] float32) of a random member of a random family
-    (or of `family`), frames `stride / 999` apart from a random start time in [0, 1]."""
+    (or of `family`), frames `stride / 999` apart (a random one of STRIDES unless given)
+    from a random start time in [0, 1]."""
     family = family or FAMILIES[rng.integers(len(FAMILIES))]
-    stride = STRIDES[rng.integers(len(STRIDES))]
+    stride = stride or STRIDES[rng.integers(len(STRIDES))]
     times = rng.uniform(0.0, 1.0) + np.arange(frames) * stride * REFERENCE_DT
     make = {"burgers": burgers, "diffusion": diffusion, "advection": advection}[family]
     return family, make(rng, times, n).astype(np.float32)
