@@ -9,3 +9,7 @@ and exits with status 2, so no traceback escapes for a user's mistake. It subcla
 
 class UserError(ValueError):
     """An error the user can fix; its message names the file, flag or field at fault."""
+
+
+class TrainConfigError(UserError):
+    """A training configuration that cannot run; raised before any work is done."""

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame spacing of a file without a time axis; default: the file's own axis, else 1/999 "
                         "(a disagreeing --dt is an error)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
-    p.add_argument("--out", required=True, type=Path, help="output folder (metrics.json, metrics.md, plots)")
+    p.add_argument("--out", "--output", dest="out", required=True, type=Path,
+                   help="output folder (metrics.json, metrics.md, plots)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation at --out")
     p.add_argument("--allow-other-base", action="store_true",
                    help="apply --lora adapters to a base model with other weights than the one they were trained on "
@@ -72,6 +73,7 @@ def _main(argv) -> int:
     from absl import logging as absl_logging
 
     from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation
+    from burgers_jax.evaluation.report import few_windows_warning
     from burgers_jax.io import compilation_cache
 
     args = build_parser().parse_args(argv)
@@ -81,6 +83,9 @@ def _main(argv) -> int:
     def body() -> int:
         result, final, table = run_evaluation(EvalRequest(**vars(args)))
         print(table)
+        caveat = few_windows_warning(result["windows"])
+        if caveat:
+            print(f"warning: {caveat}", file=sys.stderr)
         print(f"wrote {final}/metrics.json, metrics.md, window.png, example_window.npz"
               + (", rollout.png" if args.rollout else ""))
         return 0

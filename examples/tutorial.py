@@ -90,7 +90,7 @@ print(f"size {args.size}: {SIZE}; writing {OUT}")
 # `burgers-convert assets/standin/best.pt --out runs/tutorial/pretrained --verify`.
 
 # %%
-from porting.convert_ckpt import convert
+from burgers_jax.porting.convert_ckpt import convert
 
 PRETRAINED = OUT / "pretrained"
 convert(STANDIN, PRETRAINED, verify=SIZE["verify"])
@@ -115,7 +115,7 @@ window = source.read_window(0, start=START, length=T + 1)["data"]  # [T + 1, 128
 inputs, truth = window[None, :T], window[T]  # the model's T input frames; the frame after the last
 t_truth = source.times[START + T]
 params, model_config = load_model(PRETRAINED)
-zero_shot_pred = predict(params, model_config, inputs, show_progress=False)[0, -1]  # [128, 128, 2]
+zero_shot_pred = predict(params, model_config, inputs)[0, -1]  # [128, 128, 2]
 
 
 def show_error_maps(panels: dict, title: str, path: Path) -> None:
@@ -238,7 +238,7 @@ plt.show()
 
 # The window of section 2, once more, with the fine-tuned model: the same colour scale.
 tuned_params, tuned_config = load_model(PRETRAINED, BEST)
-fine_tuned_pred = predict(tuned_params, tuned_config, inputs, show_progress=False)[0, -1]
+fine_tuned_pred = predict(tuned_params, tuned_config, inputs)[0, -1]
 show_error_maps({"zero-shot": zero_shot_pred, "fine-tuned": fine_tuned_pred},
                 f"one step ahead, ν = {NU}: before and after label-free fine-tuning", FIGURES / "4_error_maps.png")
 

@@ -28,8 +28,8 @@ from burgers_jax.evaluation import report
 from burgers_jax.evaluation.compare import compare
 from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation
 from burgers_jax.physics import floors
+from burgers_jax.porting.convert_ckpt import convert
 from burgers_jax.training.trainer import train_and_evaluate
-from porting.convert_ckpt import convert
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MARKER = ".burgers_demo"  # marks a folder this script made (and may replace)

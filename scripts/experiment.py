@@ -48,9 +48,9 @@ from burgers_jax.configs import demo
 from burgers_jax.errors import UserError
 from burgers_jax.evaluation import evaluate
 from burgers_jax.io import outputs
+from burgers_jax.porting import convert_ckpt
 from burgers_jax.training import trainer
 from burgers_jax.training.rundir import RUN_FILES, config_changes, config_dict
-from porting import convert_ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = {  # name -> (label, config overrides on top of `base_config`)

@@ -29,17 +29,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from burgers_jax.configs import demo
 from burgers_jax.evaluation import evaluate
 from burgers_jax.io import outputs
+from burgers_jax.porting import convert_ckpt
 from burgers_jax.training import trainer as train
-from porting import convert_ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,28 +61,24 @@ ROWS = {
 COLUMNS = (("vrmse", "VRMSE"), ("nrmse", "nRMSE"), ("pde_loss", "PDE loss"), ("constraint_error", "abs(u+v-1.5)"))
 
 
+def _protocol():
+    """scripts/experiment.py as a module (its base recipe is this study's starting point too)."""
+    spec = importlib.util.spec_from_file_location("experiment_protocol", Path(__file__).with_name("experiment.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def base_config(pretrained: Path, steps: int, stride: int, seed: int, temporal_length: int):
-    c = demo.get_config()
-    c.model.pretrained_path = str(pretrained)
-    # The reference recipe's options; each row changes only what its overrides name.
+    """experiment.py's base run, with the reference recipe's options this study started
+    from; each row changes only what its overrides name."""
+    c = _protocol().base_config(pretrained, steps, stride, seed, temporal_length)
     c.model.precision = "fp32_output"
     c.model.trainable = "adapters"
     c.training.lambda_bc = 0.0
     c.training.lambda_pde, c.training.lambda_data = 1.0, 0.0
-    c.model.lora.dropout = 0.0
     c.dataset.source = "analytic"
-    c.dataset.num_samples = 100  # the reference sample set: nu ~ U(0.1, 0.15), seed 42, 1000 frames
-    c.dataset.temporal_length = temporal_length
-    c.dataset.frame_stride = stride
-    c.training.max_steps = steps
-    c.training.warmup_steps = max(1, steps // 10)
     c.training.learning_rate = 1e-3
-    c.training.min_lr = 1e-5
-    c.training.eval_every_steps = max(1, steps // 8)
-    c.training.seed = seed
-    c.logging.log_interval = max(1, steps // 40)
-    c.logging.plots = False
-    c.logging.tensorboard = False
     return c
 
 

@@ -62,8 +62,8 @@ from burgers_jax.model.lora import cast_params
 from burgers_jax.model.network import Decoder2d, Encoder2d, PDECausalModel, denormalize, init_params, normalize
 from burgers_jax.physics import families, metrics
 from burgers_jax.physics.analytic import burgers_uv, cell_centres
+from burgers_jax.porting.export_torch import export_merged
 from burgers_jax.training import steps
-from porting.export_torch import export_merged
 
 ACTIVE = 2  # (u, v) in channels 0, 1; the other four are zero
 OUT_KIND = "pretrain"  # the format marker of our output folder: burgers_jax.pretrain
@@ -88,8 +88,8 @@ def check_flags(args) -> None:
         problems.append(f"--noise-level={args.noise_level} must be a finite number >= 0")
     if not (math.isfinite(args.recon_weight) and args.recon_weight >= 0):
         problems.append(f"--recon-weight={args.recon_weight} must be a finite number >= 0")
-    bad_strides = [s for s in args.val_strides if s not in families.STRIDES]
-    if bad_strides or not args.val_strides:
+    if args.val_strides is not None and (not args.val_strides or any(s not in families.STRIDES
+                                                                     for s in args.val_strides)):
         problems.append(f"--val-strides={','.join(map(str, args.val_strides))}: each one of "
                         f"{','.join(map(str, families.STRIDES))}")
     if problems:
@@ -214,7 +214,7 @@ class RunState:
         saved_path.write_text(json.dumps(self.flags, indent=2) + "\n")
         self.manager = ocp.CheckpointManager(
             (directory / "checkpoints").absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False))
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False))
         self.curve = directory / "curve.jsonl"
 
     def restore(self, template: dict) -> tuple[dict | None, dict]:

@@ -15,8 +15,8 @@ from conftest import REPO
 
 from burgers_jax import cli
 from burgers_jax import train as train_cmd
-from burgers_jax.configs import burgers, demo
-from burgers_jax.training.setup import flat_leaves, leaf_paths
+from burgers_jax.configs import burgers, demo, flat_leaves
+from burgers_jax.train import leaf_paths
 
 
 def _commands() -> dict[str, str]:
@@ -149,3 +149,13 @@ def test_help_from_a_fresh_interpreter(command):
 
     rc, out, err = run_cli(["-m", command, "--help"], timeout=120)
     assert rc == 0 and out.startswith("usage:") and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_the_output_flag_is_out_and_output_everywhere(name):
+    """One vocabulary: every command that writes an output takes `--out` and `--output`."""
+    if name in ("burgers-train", "burgers-floors"):  # a run directory (--workdir); a report on stdout
+        return
+    parser = importlib.import_module(COMMANDS[name]).build_parser()
+    out = [a for a in parser._actions if "--out" in a.option_strings]
+    assert out and "--output" in out[0].option_strings, (name, [a.option_strings for a in parser._actions])

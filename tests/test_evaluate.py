@@ -19,6 +19,7 @@ from burgers_jax.data import writer
 from burgers_jax.model import param_tree
 from burgers_jax.physics import analytic, metrics
 from burgers_jax.physics import residual as physics
+from burgers_jax.physics.boundaries import Boundaries
 from burgers_jax.training import steps
 from burgers_jax.training import trainer as train
 
@@ -87,10 +88,10 @@ def test_constraint_error_hand_case():
 def test_boundary_term_sits_at_the_floor_on_the_exact_solution():
     with jax.enable_x64(True):
         b = analytic.analytic_batch([0.1, 0.15], start=[0, 500], frames=5, resolution=128)
-        args = [jnp.asarray(b[k]) for k in ("pred", "left", "right", "bottom", "top")]
-        exact = float(physics.boundary_loss(*args))
+        pred, bounds = jnp.asarray(b["pred"]), Boundaries.from_mapping(b).map(jnp.asarray)
+        exact = float(physics.boundary_loss(pred, bounds))
         shifted = analytic.analytic_batch([0.1, 0.15], start=[40, 540], frames=5, resolution=128)["pred"]
-        off = float(physics.boundary_loss(jnp.asarray(shifted), *args[1:]))
+        off = float(physics.boundary_loss(jnp.asarray(shifted), bounds))
     assert exact < 1e-10, exact  # extrapolation error O(dx^2 f'') squared: ~1e-11
     assert off > 1e3 * exact and off > 1e-7, (exact, off)
 
@@ -109,9 +110,9 @@ def test_frame_stride_in_data_dt_and_residual(tmp_path):
     batch = data.train_batch(src, [0, 1], batch_size=2, seed=0, step=3, window=4, stride=10)
     assert batch["frames"].shape[1] == 4 and int(batch["start"].max()) + 31 <= 60
     pred = batch["frames"][..., :2]
-    bounds = [batch[k] for k in data.BOUNDARIES]
-    right = float(physics.burgers_pde_loss(pred, *bounds, batch["nu"], 10 * src.dt)[0])
-    wrong = float(physics.burgers_pde_loss(pred, *bounds, batch["nu"], src.dt)[0])
+    bounds = Boundaries.from_mapping(batch)
+    right = float(physics.pde_loss(pred, bounds, batch["nu"], 10 * src.dt)[0])
+    wrong = float(physics.pde_loss(pred, bounds, batch["nu"], src.dt)[0])
     assert right < 1e-3 < wrong, (right, wrong)  # the exact solution fits only the strided dt
 
 

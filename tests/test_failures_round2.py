@@ -297,8 +297,7 @@ def test_a_full_disk_while_training_is_one_line_keeping_the_checkpoints(finished
                                                                          monkeypatch):
     import errno
 
-    from burgers_jax.io import checkpoint as ckpt_io
-    from burgers_jax.io import disk
+    from burgers_jax.io import disk, train_state
 
     run = _copy(finished, tmp_path)
     saved = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -306,7 +305,7 @@ def test_a_full_disk_while_training_is_one_line_keeping_the_checkpoints(finished
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt_io, "save_state", full)
+    monkeypatch.setattr(train_state, "save_state", full)
     with pytest.raises(disk.DiskFullError, match=r"no space left on .* while training; the checkpoints already in"):
         trainer.train_and_evaluate(smoke_config(tiny_converted, run, resume=True, max_steps=6), run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == saved

@@ -18,6 +18,7 @@ from conftest import smoke_config
 from burgers_jax.data import sources as data_lib
 from burgers_jax.data.writer import write_dataset
 from burgers_jax.io import checkpoint as ckpt_io
+from burgers_jax.io import train_state
 from burgers_jax.training import rundir, trainer
 
 DT = 0.001001001001
@@ -195,7 +196,7 @@ def test_resume_on_a_base_whose_weights_changed_is_refused(tiny_converted, merge
 
 
 def _latest_state_is_finite(run):
-    manager = ckpt_io.state_manager(run / "checkpoints")
+    manager = train_state.state_manager(run / "checkpoints")
     step = manager.latest_step()
     restored = manager.restore(step)
     manager.close()

@@ -4,7 +4,9 @@
   evaluation, io, data, commands, torch or porting);
 - the import graph of `burgers_jax` has no cycle;
 - every `burgers_jax` module imports and a tiny forward runs with torch (and the
-  Hugging Face stack) made unimportable: torch is an optional extra;
+  Hugging Face stack) made unimportable: torch is an optional extra. The exceptions are
+  the torch side's modules that need torch (`TORCH_ONLY`): their import raises an
+  ImportError naming the install command (no exit, so a script can catch it);
 - the torch-only commands say in one line what to install when torch is missing.
 """
 
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import REPO
 
 import burgers_jax
@@ -27,6 +30,12 @@ LOW_LAYERS = ("burgers_jax.model", "burgers_jax.physics")
 ALLOWED = {"burgers_jax.model": ("burgers_jax.model", "burgers_jax.errors"),
            "burgers_jax.physics": ("burgers_jax.physics", "burgers_jax.errors")}
 TORCH_STACK = ("torch", "transformers", "peft", "safetensors")
+# The modules that import torch themselves; the rest of burgers_jax.porting (the package,
+# mapping, architecture) and the commands burgers_jax.convert / burgers_jax.export do not.
+TORCH_ONLY = ("burgers_jax.porting.convert_ckpt", "burgers_jax.porting.export_torch",
+              "burgers_jax.porting.torch_checkpoint", "burgers_jax.porting.torch_reference",
+              "burgers_jax.porting.verify")
+INSTALL_LINE = ("pip install torch==2.13.0", "burgers-jax[torch]")
 
 
 def _modules() -> list[str]:
@@ -71,7 +80,7 @@ def test_importing_model_and_physics_loads_nothing_above_them():
                 importlib.import_module(m.name)
         above = ("burgers_jax.training", "burgers_jax.evaluation", "burgers_jax.io", "burgers_jax.data",
                  "burgers_jax.train", "burgers_jax.evaluate", "burgers_jax.predict", "burgers_jax.generate",
-                 "burgers_jax.floors", "burgers_jax.cli", "porting", "torch")
+                 "burgers_jax.floors", "burgers_jax.cli", "burgers_jax.porting", "porting", "torch")
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "porting") or m.startswith(above)))
     """)
     assert proc.returncode == 0, proc.stderr
@@ -108,8 +117,17 @@ def test_every_module_imports_and_a_tiny_forward_runs_without_torch():
         import importlib, pkgutil
         import burgers_jax
         names = [m.name for m in pkgutil.walk_packages(burgers_jax.__path__, "burgers_jax.")]
+        torch_only = {TORCH_ONLY!r}
+        assert set(torch_only) <= set(names), sorted(set(torch_only) - set(names))
         for name in names:
-            importlib.import_module(name)
+            try:
+                importlib.import_module(name)
+            except ImportError as e:
+                assert name in torch_only, f"{{name}} needs torch: {{e}}"
+                assert all(part in str(e) for part in {INSTALL_LINE!r}), f"{{name}}: {{e}}"
+            else:
+                assert name not in torch_only, f"{{name}} imported without torch: drop it from TORCH_ONLY"
+        import porting, porting.architecture, porting.mapping  # the old paths, the torch-free part
         import jax, jax.numpy as jnp
         from burgers_jax.model.config import FLOAT32, tiny_config
         from burgers_jax.model.network import PDECausalModel, forward_frames, init_params
@@ -124,14 +142,32 @@ def test_every_module_imports_and_a_tiny_forward_runs_without_torch():
     assert int(proc.stdout.split()[0]) >= 30, proc.stdout
 
 
-def test_torch_commands_say_what_to_install_when_torch_is_missing():
-    proc = _run("""
+@pytest.mark.parametrize("entry", [
+    "from burgers_jax.convert import main; sys.exit(main(['best.pt']))",
+    "from burgers_jax.export import main; sys.exit(main(['--checkpoint', 'c', '--out', 'o.pt']))",
+    "import runpy; sys.argv = ['porting/convert_ckpt.py', 'best.pt']; "
+    "runpy.run_path('porting/convert_ckpt.py', run_name='__main__')",
+])
+def test_torch_commands_say_what_to_install_when_torch_is_missing(entry):
+    proc = _run(f"""
         import sys
         sys.modules["torch"] = None
-        sys.argv = ["burgers-convert", "best.pt"]
-        from porting import convert_ckpt
+        {entry}
     """)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "pip install torch==2.13.0" in lines[0] and "burgers-jax[torch]" in lines[0], lines[0]
+
+
+def test_a_missing_torch_is_an_import_error_a_script_can_catch():
+    proc = _run("""
+        import sys
+        sys.modules["torch"] = None
+        try:
+            from porting import convert_ckpt  # the old path: the same module
+        except ImportError as e:
+            print("caught:", e)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("caught:") and "pip install torch==2.13.0" in proc.stdout, proc.stdout

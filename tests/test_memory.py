@@ -1,5 +1,5 @@
 """What the compiled LoRA training step holds in temporaries at full width, read from XLA's
-`memory_analysis()` of the compiled (never run) step of `scripts/cost_analysis.py`.
+`memory_analysis()` of the compiled (never run) step of `scripts/bench/cost_analysis.py`.
 
 Full-width layers (D 768, 12/4 heads, I 3072; `architecture("full")`) cut to 2 layers,
 LoRA r 16 / alpha 32 / dropout 0.05 on every projection, B 1, T 16 (S = 4096 tokens),
@@ -35,8 +35,8 @@ DEFAULT_REMAT_BOUND_GIB = 1.10
 
 @functools.lru_cache(maxsize=None)
 def cost_analysis():
-    """scripts/cost_analysis.py as a module (its main() is not run)."""
-    spec = importlib.util.spec_from_file_location("script_cost_analysis", REPO / "scripts" / "cost_analysis.py")
+    """scripts/bench/cost_analysis.py as a module (its main() is not run)."""
+    spec = importlib.util.spec_from_file_location("script_cost_analysis", REPO / "scripts" / "bench" / "cost_analysis.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -3,7 +3,7 @@
 The parity reference is `torch_pde_terms` below: an independent PyTorch float64
 implementation of docs/model_and_formats.md, "The PDE residual" written from the spec (torch.cat padding,
 `b + (b - interior)` ghosts, torch.diff stencils, torch.where on the padded tensor's
-differences, a per-sample loop for per-sample nu). `scripts/bench_physics.py` imports it.
+differences, a per-sample loop for per-sample nu). `scripts/bench/physics.py` imports it.
 
 float64 tests run inside `jax.enable_x64(True)` (a context manager in jax 0.10), never
 by flipping x64 globally for the other test modules. conftest forces 2 host CPU devices.
@@ -20,6 +20,7 @@ import torch
 
 from burgers_jax.physics import analytic, floors
 from burgers_jax.physics import residual as physics
+from burgers_jax.physics.boundaries import Boundaries
 from porting.verify import rel_l2  # relative 2-norm: the residuals change sign, pointwise is meaningless
 
 DT = 1.0 / 999.0
@@ -82,7 +83,7 @@ def torch_pde_loss(pred, left, right, bottom, top, nu, dt):
 
 # ----------------------------------------------------------------------------- helpers
 
-BOUNDARIES = ("left", "right", "bottom", "top")
+BOUNDARIES = Boundaries._fields
 
 
 @pytest.fixture
@@ -92,7 +93,14 @@ def x64():
 
 
 def _args(batch: dict, dtype=np.float64):
+    """(pred, left, right, bottom, top): `burgers_pde_loss`'s PyTorch-shaped arguments."""
     return [np.asarray(batch[k], dtype) for k in ("pred", *BOUNDARIES)]
+
+
+def _pb(batch: dict, dtype=np.float64):
+    """(pred, Boundaries): the arguments of `pde_loss`, `pde_terms`, `residual_terms`."""
+    pred, *faces = _args(batch, dtype)
+    return pred, Boundaries(*faces)
 
 
 def _torch_args(batch: dict):
@@ -168,8 +176,8 @@ def test_per_sample_nu_differs_from_batch_mean(x64):
 
 def test_terms_match_torch_reference(x64):
     batch = _perturbed(analytic.analytic_batch([0.11, 0.14], start=[10, 700], frames=4, resolution=16), 1e-3)
-    fields = physics.pde_terms(*_args(batch), batch["nu"], batch["dt"])
-    rms = physics.residual_terms(*_args(batch), batch["nu"], batch["dt"])
+    fields = physics.pde_terms(*_pb(batch), batch["nu"], batch["dt"])
+    rms = physics.residual_terms(*_pb(batch), batch["nu"], batch["dt"])
     want = torch_pde_terms(*_torch_args(batch), batch["nu"].tolist(), batch["dt"])
     assert set(fields) == set(physics.TERM_NAMES) | {"res_u", "res_v"} == set(rms)
     for k, w in want.items():
@@ -213,7 +221,7 @@ def test_linear_field_exact_derivatives(x64):
     b = _manual_batch(lambda x, y: 0.1 + au * x + bu * y, lambda x, y: -0.05 + av * x + bv * y)
     u, v = b["pred"][0, 1, ..., 0], b["pred"][0, 1, ..., 1]
     assert (u > 0).any() and (u < 0).any() and (v > 0).any() and (v < 0).any(), "both branches exercised"
-    t = physics.pde_terms(*_args(b), 0.37, DT)
+    t = physics.pde_terms(*_pb(b), 0.37, DT)
     np.testing.assert_allclose(t["res_u"][0, 0], u * au + v * bu, rtol=0, atol=1e-11)  # 1/dx^2 * eps
     np.testing.assert_allclose(t["res_v"][0, 0], u * av + v * bv, rtol=0, atol=1e-11)
     np.testing.assert_allclose(t["nu*lap(u)"], 0.0, atol=1e-11)
@@ -227,7 +235,7 @@ def test_upwind_branch_selected_by_sign_x(x64):
     x, dx = b["x"], b["dx"]
     u = x**2 - 0.25
     d_upwind = np.where(u >= 0, 2 * x - dx, 2 * x + dx)
-    t = physics.pde_terms(*_args(b), 0.0, DT)
+    t = physics.pde_terms(*_pb(b), 0.0, DT)
     np.testing.assert_allclose(t["u*u_x"][0, 0], u * d_upwind, rtol=0, atol=1e-13)
     np.testing.assert_allclose(t["u*v_x"][0, 0], -u * d_upwind, rtol=0, atol=1e-13)
     np.testing.assert_allclose(t["res_u"][0, 0], u * d_upwind, rtol=0, atol=1e-13)
@@ -241,7 +249,7 @@ def test_upwind_branch_selected_by_sign_y(x64):
     y, dy = b["y"], b["dx"]
     v = y**2 - 0.25
     d_upwind = np.where(v >= 0, 2 * y - dy, 2 * y + dy)
-    t = physics.pde_terms(*_args(b), 0.0, DT)
+    t = physics.pde_terms(*_pb(b), 0.0, DT)
     np.testing.assert_allclose(t["v*v_y"][0, 0], v * d_upwind, rtol=0, atol=1e-13)
     np.testing.assert_allclose(t["v*u_y"][0, 0], -v * d_upwind, rtol=0, atol=1e-13)
     np.testing.assert_allclose(t["u*u_x"], 0.0, atol=1e-13)
@@ -256,7 +264,7 @@ def test_laplacian_and_ghost_extrapolation(x64):
     want_xx[:, [0, -1]] = 1.5
     want_yy = np.full((n, n), 4.0)
     want_yy[[0, -1], :] = 3.0
-    t = physics.pde_terms(*_args(b), 0.5, DT)
+    t = physics.pde_terms(*_pb(b), 0.5, DT)
     np.testing.assert_allclose(t["nu*lap(u)"][0, 0], 0.5 * (want_xx + want_yy), rtol=0, atol=1e-10)
 
 
@@ -266,7 +274,7 @@ def test_ghost_corners():
     f = np.arange(1.0, 5.0).reshape(1, 1, 2, 2)  # [[1, 2], [3, 4]], row 0 is y = 0
     left, right = np.array([[[0.0, 10.0]]]), np.array([[[5.0, 6.0]]])  # [B, T, H]
     bottom, top = np.array([[[20.0, 30.0]]]), np.array([[[7.0, 8.0]]])  # [B, T, W]
-    p = np.asarray(physics._pad_with_ghosts(f, left, right, bottom, top))[0, 0]
+    p = np.asarray(physics._pad_with_ghosts(f, Boundaries(left, right, bottom, top)))[0, 0]
     g_left, g_right = [2 * 0 - 1, 2 * 10 - 3], [2 * 5 - 2, 2 * 6 - 4]
     g_bottom, g_top = [2 * 20 - 1, 2 * 30 - 2], [2 * 7 - 3, 2 * 8 - 4]
     want = np.array(
@@ -288,7 +296,7 @@ def test_time_derivative_is_backward_and_spatial_terms_use_current_frame(x64):
     b["right"][:, 1:, ..., 0] += 1.0  # left (x = 0) is unchanged
     b["bottom"][:, 1:, ..., 0] += b["x"][:1]
     b["top"][:, 1:, ..., 0] += b["x"][:1]
-    t = physics.pde_terms(*_args(b), 0.0, DT)
+    t = physics.pde_terms(*_pb(b), 0.0, DT)
     x = b["x"]
     np.testing.assert_allclose(t["u_t"][0, 0], x / DT, rtol=1e-13)
     np.testing.assert_allclose(t["u_t"][0, 1], 0.0, atol=0)
@@ -360,6 +368,34 @@ def test_bad_shapes_give_clear_errors():
     for args, match in cases:
         with pytest.raises(ValueError, match=match):
             physics.burgers_pde_loss(*args, DT)
+
+
+def test_boundaries_are_one_named_value(x64):
+    """`pde_loss` takes one `Boundaries` (named faces, in the PyTorch recipe's order) and
+    is what `burgers_pde_loss` computes; the faces by position (a dict, a bare tuple) are
+    refused, and a left/right swap, which passes every shape check, changes the loss."""
+    assert Boundaries._fields == ("left", "right", "bottom", "top")
+    batch = analytic.analytic_batch([0.1, 0.15], start=[0, 300], frames=3, resolution=16)
+    pred, bounds = _pb(batch)
+    assert all(np.array_equal(a, b) for a, b in zip(bounds, Boundaries.from_mapping(batch)))
+    got = physics.pde_loss(pred, bounds, batch["nu"], DT)
+    want = physics.burgers_pde_loss(*_args(batch), batch["nu"], DT)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    for bad in (bounds._asdict(), tuple(bounds), list(bounds)):
+        with pytest.raises(TypeError, match="pde_loss: bounds must be a Boundaries"):
+            physics.pde_loss(pred, bad, batch["nu"], DT)
+    swapped = bounds._replace(left=bounds.right, right=bounds.left)
+    assert float(physics.pde_loss(pred, swapped, batch["nu"], DT)[0]) > 1e3 * float(got[0])
+    # pytree helpers: slice_time keeps the faces apart, component gives the lines along each edge
+    first = bounds.slice_time(2)
+    assert first.left.shape == (2, 2, 16, 1, 2) and first.top.shape == (2, 2, 1, 16, 2)
+    np.testing.assert_array_equal(first.bottom, bounds.bottom[:, :2])
+    lines = bounds.component(1)
+    assert lines.right.shape == (2, 3, 16) and lines.bottom.shape == (2, 3, 16)
+    np.testing.assert_array_equal(lines.right, bounds.right[..., 0, 1])
+    np.testing.assert_array_equal(lines.top, bounds.top[..., 0, :, 1])
+    assert Boundaries.shapes(2, 3, 16, 8) == ((2, 3, 16, 1, 2), (2, 3, 16, 1, 2), (2, 3, 1, 8, 2), (2, 3, 1, 8, 2))
 
 
 def test_floors_report_orders_the_floors():

@@ -18,6 +18,7 @@ from conftest import REPO, smoke_config
 from burgers_jax import evaluate as evaluate_cmd
 from burgers_jax import train as train_cmd
 from burgers_jax.io import checkpoint as ck
+from burgers_jax.io import train_state
 from burgers_jax.model.config import DEFAULT_LORA_TARGETS
 from burgers_jax.model.param_tree import flatten
 from burgers_jax.training import trainer
@@ -125,11 +126,11 @@ def _state(**leaves):
 
 
 def _saved(tmp_path, state, steps=(3,)):
-    manager = ck.state_manager(tmp_path / "checkpoints")
+    manager = train_state.state_manager(tmp_path / "checkpoints")
     for step in steps:
-        ck.save_state(manager, step, state, 0.5)
+        train_state.save_state(manager, step, state, 0.5)
     manager.close()
-    return ck.state_manager(tmp_path / "checkpoints")
+    return train_state.state_manager(tmp_path / "checkpoints")
 
 
 @pytest.mark.parametrize("template, says", [
@@ -142,7 +143,7 @@ def _saved(tmp_path, state, steps=(3,)):
 def test_a_checkpoint_of_another_config_does_not_fit_and_stays(tmp_path, template, says):
     manager = _saved(tmp_path, _state(q_lora_A=(4, 2), k_lora_A=(4, 2)))
     with pytest.raises(ck.CheckpointError) as e:
-        ck.restore_state(manager, template)
+        train_state.restore_state(manager, template)
     msg = str(e.value)
     assert "\n" not in msg, msg
     assert "the checkpoint of step 3 is intact but does not fit this config" in msg, msg
@@ -159,7 +160,7 @@ def test_an_unreadable_checkpoint_is_still_moved_aside(tmp_path):
     assert chunks, "test premise: the orbax data files of step 4"
     for p in chunks:
         p.write_bytes(b"corrupt")
-    restored, best_val, skipped = ck.restore_state(manager, state)
+    restored, best_val, skipped = train_state.restore_state(manager, state)
     assert int(restored["step"]) == 3 and best_val == 0.5
     assert len(skipped) == 1 and "step 4 is unreadable" in skipped[0], skipped
     assert [p.name.split("-")[0] for p in (tmp_path / "corrupt_checkpoints").iterdir()] == ["4"]
@@ -197,5 +198,5 @@ def test_orbax_stores_masked_optimizer_entries_as_none(tmp_path):
     handler = ocp.StandardCheckpointHandler()
     meta = handler.metadata(tmp_path / "checkpoints" / "3" / ocp.checkpoint_manager.DEFAULT_ITEM_NAME)
     handler.close()
-    assert ck.restore_state(manager, state)[1] == 0.5
-    assert ck._array_shapes(meta.tree) == ck._array_shapes({"state": state, "best_val": np.asarray(0.0)})
+    assert train_state.restore_state(manager, state)[1] == 0.5
+    assert train_state._array_shapes(meta.tree) == train_state._array_shapes({"state": state, "best_val": np.asarray(0.0)})

@@ -21,6 +21,7 @@ from burgers_jax.model import lora as lora_lib
 from burgers_jax.model import network as model_lib
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import Policy, tiny_config
+from burgers_jax.physics import residual as physics
 from burgers_jax.training import steps
 from burgers_jax.training import trainer as train
 from burgers_jax.training.setup import TrainConfigError
@@ -45,7 +46,7 @@ def make_full_finetune_step(model, tx_full, cfg):
     def step(params, opt_state, batch, rng):
         def loss_fn(p):
             pred = steps.forward(model, p, batch, temporal_length=T, train=True, rng=rng)
-            return steps.residual_loss(pred, batch, cfg.physics.dt)[0]
+            return physics.pde_loss(pred, steps.batch_boundaries(batch, T + 1), batch["nu"], cfg.physics.dt)[0]
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx_full.update(grads, opt_state, params)

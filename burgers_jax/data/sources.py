@@ -14,6 +14,9 @@ bottom, top [L,1,W,2], nu []}` (all float32). A batch is a dict of numpy arrays:
   frames [B, L, H, W, 6], left/right [B, L, H, 1, 2], bottom/top [B, L, 1, W, 2],
   nu [B] float32, valid [B] bool, sample [B] int64,
   start [B] int64.
+The four faces stay flat keys, as in the file (`vector/boundary/<face>`): a batch is a
+plain dict of arrays that the trainer shards key by key; the steps make them one
+`physics.Boundaries` (`Boundaries.from_mapping(batch)`, training.steps.batch_boundaries).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ import numpy as np
 
 from burgers_jax.errors import UserError
 from burgers_jax.physics.analytic import burgers_fields32, reference_times
+from burgers_jax.physics.boundaries import Boundaries
 from burgers_jax.physics.residual import REFERENCE_DT
 
 WINDOW = 17  # temporal_length 16 + 1: the model's 16 inputs and one frame beyond
 NUM_CHANNELS = 6
-BOUNDARIES = ("left", "right", "bottom", "top")
+BOUNDARIES = Boundaries._fields  # the faces: vector/boundary/<face> in the file, a batch's keys
 
 
 class DataError(UserError):
@@ -87,9 +91,15 @@ def _when(ns: int) -> str:
 
 # --------------------------------------------------------------------------- reference draws
 
+# The reference data set and split (the PyTorch generator's and training script's
+# defaults): the one place these numbers are written.
+REFERENCE_NU_RANGE = (0.1, 0.15)
+REFERENCE_SEED = 42
+REFERENCE_TRAIN_RATIO = 0.9
 
-def reference_nus(num_samples: int = 100, seed: int = 42,
-                  nu_range: tuple[float, float] = (0.1, 0.15)) -> np.ndarray:
+
+def reference_nus(num_samples: int = 100, seed: int = REFERENCE_SEED,
+                  nu_range: tuple[float, float] = REFERENCE_NU_RANGE) -> np.ndarray:
     """The reference generator's viscosities: `np.random.seed(seed)`, then
     `np.random.uniform(lo, hi, n)`, sorted. A local RandomState draws the same numbers
     without touching numpy's global state."""
@@ -97,8 +107,8 @@ def reference_nus(num_samples: int = 100, seed: int = 42,
     return np.sort(np.random.RandomState(seed).uniform(lo, hi, num_samples))
 
 
-def split_indices(num_samples: int, train_ratio: float = 0.9,
-                  seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(num_samples: int, train_ratio: float = REFERENCE_TRAIN_RATIO,
+                  seed: int = REFERENCE_SEED) -> tuple[np.ndarray, np.ndarray]:
     """The reference split: `np.random.seed(seed); perm = np.random.permutation(n)`,
     first `int(train_ratio * n)` are train. A local RandomState gives the same
     permutation without touching numpy's global state."""
@@ -156,7 +166,7 @@ def _check_finite(source, i: int, start: int, window: dict) -> None:
 
 class AnalyticSource:
     """Samples computed from the formula for any nu; no file. Values equal those that
-    `scripts/generate_burgers_data.py` writes for the same nu (both use
+    `burgers-generate` (`data/writer.py`) writes for the same nu (both use
     `burgers_fields32`, float64 math, float32 output)."""
 
     def __init__(self, nus: Sequence[float], num_frames: int = 1000, resolution: int = 128,
@@ -178,8 +188,8 @@ class AnalyticSource:
         self.name = "analytic source"
 
     @classmethod
-    def reference(cls, num_samples: int = 100, seed: int = 42,
-                  nu_range: tuple[float, float] = (0.1, 0.15), num_frames: int = 1000,
+    def reference(cls, num_samples: int = 100, seed: int = REFERENCE_SEED,
+                  nu_range: tuple[float, float] = REFERENCE_NU_RANGE, num_frames: int = 1000,
                   resolution: int = 128, t_range: tuple[float, float] = (0.0, 1.0)):
         """The reference sample set (same nus as the generator's defaults)."""
         return cls(reference_nus(num_samples, seed, nu_range), num_frames, resolution, t_range)
@@ -435,9 +445,7 @@ def load_batch(source, samples: Sequence[int], starts: Sequence[int], window: in
     b, n = len(samples), source.resolution
     frames = np.zeros((b, window, n, n, NUM_CHANNELS), dtype=np.float32)
     frames_words = frames.view(np.uint64)  # [B, L, H, W, 3]: channel pairs (0,1) (2,3) (4,5)
-    bounds = {k: np.empty((b, window) + s, dtype=np.float32)
-              for k, s in (("left", (n, 1, 2)), ("right", (n, 1, 2)),
-                           ("bottom", (1, n, 2)), ("top", (1, n, 2)))}
+    bounds = {k: np.empty(s, dtype=np.float32) for k, s in Boundaries.shapes(b, window, n, n)._asdict().items()}
     nu = np.empty((b,), dtype=np.float32)
     for k, (i, s) in enumerate(zip(samples, starts)):
         w = source.read_window(int(i), int(s), window, stride)

@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from burgers_jax.data.sources import BOUNDARIES, reference_nus
+from burgers_jax.data.sources import BOUNDARIES, REFERENCE_NU_RANGE, REFERENCE_SEED, reference_nus
 from burgers_jax.errors import UserError
 from burgers_jax.io import disk, outputs
 from burgers_jax.io import progress as progress_lib
@@ -70,7 +70,8 @@ def dataset_bytes(num_samples: int, num_frames: int, resolution: int) -> int:
 
 
 def write_dataset(path, num_samples: int = 100, num_frames: int = 1000, resolution: int = 128,
-             nu_min: float = 0.1, nu_max: float = 0.15, seed: int = 42,
+             nu_min: float = REFERENCE_NU_RANGE[0], nu_max: float = REFERENCE_NU_RANGE[1],
+             seed: int = REFERENCE_SEED,
              chunk_frames: int | None = None, compression: str = "none",
              overwrite: bool = False, progress: bool = True, dt: float | None = None) -> dict:
     """Writes the file and returns a summary dict (samples, shapes, nu range, bytes,

@@ -276,7 +276,7 @@ def markdown(evals: Sequence[Evaluation]) -> str:
             data = f"analytic, ν in [{c['nu_range'][0]}, {c['nu_range'][1]}]"
         adapters = f"adapters `{c['lora']}`" if c.get("lora") else "no adapters (zero-shot)"
         lines.append(f"- {e.label}: `{e.path}` — checkpoint `{c.get('checkpoint')}`, {adapters}, data {data}, "
-                     f"{len(e.metrics.get('windows', []))} windows, "
+                     f"{report.windows_count(e.metrics.get('windows', []))}, "
                      f"frame stride {c.get('frame_stride')}, precision {c.get('precision')}")
     return "\n".join(lines) + "\n"
 

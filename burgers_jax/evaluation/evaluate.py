@@ -50,6 +50,7 @@ from burgers_jax.io.progress import progress
 from burgers_jax.model.config import GRID, Policy
 from burgers_jax.model.network import PDECausalModel, forward_and_rollout
 from burgers_jax.physics import metrics
+from burgers_jax.physics.boundaries import Boundaries
 from burgers_jax.physics.label_free import crossover_horizon
 
 METHODS = ("model", "persistence", "truth")
@@ -72,11 +73,11 @@ class EvalRequest:
     lora: Path | None = None
     data: Path | None = None  # an HDF5 file of the Burgers layout, or
     analytic: bool = False  # exact solutions at nu_min..nu_max
-    nu_min: float = 0.1
-    nu_max: float = 0.15
+    nu_min: float = data_lib.REFERENCE_NU_RANGE[0]
+    nu_max: float = data_lib.REFERENCE_NU_RANGE[1]
     num_samples: int = 10
     num_frames: int = 1000
-    seed: int = 42
+    seed: int = data_lib.REFERENCE_SEED
     split: str | None = None  # val | train | all; default val for data, all for analytic
     # The split: the run's own (recorded in its best_adapters/) when --lora is a run's
     # result, else these flags, else the reference (0.9, 42).
@@ -112,7 +113,8 @@ def build_source(req: EvalRequest):
 
 
 def evaluation_windows(source, split: str, window: int, stride: int, per_sample: int,
-                       train_ratio: float = 0.9, split_seed: int = 42) -> list[tuple[int, int]]:
+                       train_ratio: float = data_lib.REFERENCE_TRAIN_RATIO,
+                       split_seed: int = data_lib.REFERENCE_SEED) -> list[tuple[int, int]]:
     """Deterministic windows covering every sample of `split`; the split is training's
     (`data.sources.split_indices` with the run's train_ratio and seed)."""
     train_idx, val_idx = data_lib.split_indices(source.num_samples, train_ratio, split_seed)
@@ -131,14 +133,14 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
     step_dt = dt * stride
 
     @jax.jit
-    def evaluate_batch(p, frames, bounds, nu):
+    def evaluate_batch(p, frames, bounds: Boundaries, nu):
         """One program for the one-step metrics and the rollout (one compiled model; the
         rollout starts from the one-step pass's tokens: `forward_and_rollout`)."""
         x, true = frames[:, :T], frames[:, 1:T + 1]
         model_pred, rolled = forward_and_rollout(model, p, x, rollout)
         preds = {"model": model_pred, "persistence": x,
                  "truth": true.astype(policy.output_dtype).astype(jnp.float32)}
-        b = {k: v[:, :T + 1] for k, v in bounds.items()}
+        b = bounds.slice_time(T + 1)
         per = {m: metrics.window_metrics(pr, true, frames[:, :1], b, nu, step_dt, x) for m, pr in preds.items()}
         if not rollout:
             return per, preds, None
@@ -156,7 +158,7 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
     with jax.default_matmul_precision(policy.matmul_precision):
         for batch in progress(batches, desc="evaluate", unit="batch", total=total, enabled=show_progress):
             frames = jnp.asarray(batch["frames"][..., :2])
-            bounds = {k: jnp.asarray(batch[k]) for k in data_lib.BOUNDARIES}
+            bounds = Boundaries.from_mapping(batch).map(jnp.asarray)
             w = np.asarray(batch["valid"], np.float64)
             per, preds, rolled = evaluate_batch(params, frames, bounds, jnp.asarray(batch["nu"]))
             parts = {"one_step": jax.device_get(per)}
@@ -209,8 +211,6 @@ def _plain(tree):
 
 # ----------------------------------------------------------------------------- report
 
-TABLE_KEYS = report.TABLE_KEYS
-
 
 def markdown(result: dict, title: str) -> str:
     return report.metrics_markdown(result, title)
@@ -240,7 +240,7 @@ def plot(result: dict, shown: dict, out: Path) -> list[Path]:
     return paths + [figures.save(window, out / "window.png", dpi=80)]
 
 
-REFERENCE_SPLIT = (0.9, 42)
+REFERENCE_SPLIT = (data_lib.REFERENCE_TRAIN_RATIO, data_lib.REFERENCE_SEED)
 
 
 def recorded_split(adapters_dir: Path) -> dict | None:

@@ -60,12 +60,13 @@ def check_input(x: np.ndarray, config: ModelConfig, source: str = "input") -> No
 
 
 def predict(params: Mapping[str, Any], config: ModelConfig, x: np.ndarray, policy: Policy | None = None,
-            batch_size: int = 4, show_progress: bool = True) -> np.ndarray:
+            batch_size: int = 4, show_progress: bool = False) -> np.ndarray:
     """Model output for `x` `[B, T, 128, 128, C]` (C = 6, or 2 for (u, v)) as a float32 numpy
     array of the same shape, in mini-batches.
 
     The last mini-batch is padded to `batch_size` (and the padding dropped) so the
-    forward pass is compiled once. `policy` defaults to float32.
+    forward pass is compiled once. `policy` defaults to float32. Quiet unless
+    `show_progress` (the command shows a bar).
     """
     x = np.asarray(x)
     check_input(x, config)
@@ -119,7 +120,7 @@ def predict_to_file(checkpoint: Path, output: Path, *, input: Path | None = None
         source = f"{data} (samples {list(sample)}, frames {start}..{start + frames - 1})"
     params, config = load_model(checkpoint, lora, allow_other_base=allow_other_base)
     check_input(x, config, source=source)
-    y = predict(params, config, x, Policy.for_dtype(dtype), batch_size)
+    y = predict(params, config, x, Policy.for_dtype(dtype), batch_size, show_progress=True)  # the command's bar
     nonfinite = int(y.size - np.count_nonzero(np.isfinite(y)))
     if nonfinite:
         print(f"warning: the prediction holds {nonfinite} non-finite value(s) of {y.size} (inputs far outside the "

@@ -54,11 +54,33 @@ def persistence_summary(rollout: dict) -> str:
     return f"{head}; not at the last horizon ({n}), so no h*"
 
 
+# Fewer windows than this behind a number: a difference between two models may be one
+# window's luck (each window is one start of one trajectory).
+FEW_WINDOWS = 8
+
+
+def windows_count(windows) -> str:
+    """'N windows from M samples' of an evaluation's (sample, start) pairs, in plain English."""
+    n, m = len(windows), len({int(w[0]) for w in windows})
+    return f"{n} window{'s' if n != 1 else ''} from {m} sample{'s' if m != 1 else ''}"
+
+
+def few_windows_warning(windows) -> str | None:
+    """A one-line caveat when too few windows stand behind an evaluation's numbers."""
+    if len(windows) >= FEW_WINDOWS:
+        return None
+    return (f"only {windows_count(windows)} stand behind these numbers: too few to compare models by "
+            f"(fewer than {FEW_WINDOWS}); evaluate more samples or --windows-per-sample")
+
+
 def metrics_markdown(result: dict, title: str) -> str:
     """An evaluation's metrics.md: the one-step table and, with a rollout, VRMSE per horizon."""
     rows = [[m] + [fmt(result["one_step"][m].get(k)) for k, _ in TABLE_KEYS] for m in ("model", "persistence", "truth")]
-    lines = [f"# {title}", "", f"{len(result['windows'])} windows, one step (teacher forced):", "",
+    caveat = few_windows_warning(result["windows"])
+    lines = [f"# {title}", "", f"{windows_count(result['windows'])}, one step (teacher forced):", "",
              *table(["method", *(name for _, name in TABLE_KEYS)], rows)]
+    if caveat:
+        lines += ["", f"Note: {caveat}."]
     if "rollout" in result:
         r = result["rollout"]
         lines += ["", f"Rollout VRMSE (the model fed its own predictions): the model {persistence_summary(r)}.", "",

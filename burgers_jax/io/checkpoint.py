@@ -1,6 +1,7 @@
 """Checkpoint formats on disk (orbax), shared by the converter, predict, export and the
-trainer: converted models, adapters, the training state, and `load_model`, the one
-loader of "base weights + optional adapters".
+trainer: converted models, adapters and `load_model`, the one loader of "base weights +
+optional adapters" (the training state: `io/train_state.py`; what orbax prints:
+`io/orbax_logs.py`).
 
 Layouts on disk:
 
@@ -22,9 +23,7 @@ named error (`burgers_jax.io.disk.DiskFullError`) and leaves nothing behind.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,17 +31,15 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging as absl_logging
 
 from burgers_jax.errors import UserError
 from burgers_jax.io import disk, outputs
+from burgers_jax.io.orbax_logs import quiet_closed_event_loop, quiet_disk_full_thread_logs
 from burgers_jax.model.config import ConfigError, LoraConfig, ModelConfig, Policy
-from burgers_jax.model.lora import cast_params, lora_module_paths
-from burgers_jax.model.network import param_shapes
+from burgers_jax.model.fit import check_adapters_complete, check_fits, replace_trained
+from burgers_jax.model.lora import cast_params
 from burgers_jax.model.param_tree import (
-    ADAPTER_LEAVES,
     ParamTreeError,
-    extract_adapters,
     fingerprint,
     flatten,
     is_adapter,
@@ -106,8 +103,8 @@ def _save_tree(path: Path, tree: Mapping[str, Any]) -> None:
     # for its background writer. Plain zarr (no OCDBT): tensorstore's OCDBT writer
     # buffers more. Measured on the full-size model (211 MB of bf16 params): save peak
     # +1.7x the tree (async, OCDBT), +1.5x (sync, OCDBT), +1.2x (sync, zarr).
-    _quiet_closed_event_loop()
-    _quiet_disk_full_thread_logs()
+    quiet_closed_event_loop()
+    quiet_disk_full_thread_logs()
     ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler(use_ocdbt=False), multiprocessing_options=_THIS_PROCESS())
     try:
         ckptr.save(path, args=ocp.args.StandardSave(_to_numpy(tree)))
@@ -144,71 +141,10 @@ def _wait_for_writes_to_settle(directory: Path, quiet_s: float = 0.5, limit_s: f
             before, last = now, time.monotonic()
 
 
-class _DropDiskFullEchoes(logging.Filter):
-    """On a full disk, orbax logs the exception of each of its writer threads (absl:
-    "... raised an exception"), and asyncio each write's future whose error nobody read
-    ("Future exception was never retrieved"), each with a traceback, burying the one
-    line `disk.named_when_full` makes of the error the caller gets. Those records, and
-    only those whose exception is a full disk, are dropped."""
-
-    ECHOES = ("raised an exception", "exception was never retrieved")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is None and isinstance(record.args, dict):
-            exc = record.args.get("exception")
-        echo = any(e in str(record.msg) for e in self.ECHOES)
-        return not (echo and exc is not None and disk.is_disk_full(exc))
-
-
-class _DropFailedRestoreEchoes(logging.Filter):
-    """After a restore that failed on an unreadable checkpoint (reported in one line and
-    skipped), the read futures orbax left behind are garbage-collected whenever Python
-    gets to them, and asyncio logs each one's error with a traceback ("Task exception was
-    never retrieved"): a timing-dependent wall of text about the failure already named.
-    Installed only once a restore has failed; drops only those echoes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "exception was never retrieved" not in str(record.msg)
-
-
-def _add_filter_once(filter_cls: type[logging.Filter], *loggers: logging.Logger) -> None:
-    for logger in loggers:
-        if not any(isinstance(f, filter_cls) for f in logger.filters):
-            logger.addFilter(filter_cls())
-
-
-def _quiet_failed_restore_echoes() -> None:
-    _add_filter_once(_DropFailedRestoreEchoes, logging.getLogger("asyncio"))
-
-
-def _quiet_disk_full_thread_logs() -> None:
-    _add_filter_once(_DropDiskFullEchoes, absl_logging.get_absl_logger(), logging.getLogger("asyncio"))
-
-
-def _quiet_closed_event_loop() -> None:
-    """After a failed orbax restore, tensorstore's reader threads keep completing futures
-    on orbax's event loop, already closed: each prints an "Event loop is closed"
-    traceback through `sys.unraisablehook` (dozens for one corrupt file), burying the one
-    message that matters. Those, and only those, are dropped (installed once)."""
-    previous = sys.unraisablehook
-    if getattr(previous, "_burgers_quiet", False):
-        return
-
-    def hook(unraisable):
-        exc = unraisable.exc_value
-        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-            return
-        previous(unraisable)
-
-    hook._burgers_quiet = True
-    sys.unraisablehook = hook
-
-
 def _restore_tree(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise CheckpointError(f"{path}: orbax tree directory is missing")
-    _quiet_closed_event_loop()
+    quiet_closed_event_loop()
     ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler(), multiprocessing_options=_THIS_PROCESS())
     try:
         return ckptr.restore(path)
@@ -267,27 +203,8 @@ def save_converted(directory: str | os.PathLike, params: Mapping[str, Any], mode
 
 
 def check_params_fit(params: Mapping[str, Any], config: ModelConfig, source: str = "params") -> None:
-    """Raises CheckpointError listing missing / unexpected / mismatched leaves."""
-    want = param_shapes(config)
-    flat = flatten(params)
-    have = {p: tuple(np.shape(v)) for p, v in flat.items() if not is_adapter(p)}
-    missing = sorted(path_str(p) for p in want.keys() - have.keys())
-    unexpected = sorted(path_str(p) for p in have.keys() - want.keys())
-    mismatched = sorted(f"{path_str(p)}: stored {have[p]}, model wants {want[p]}"
-                        for p in want.keys() & have.keys() if have[p] != want[p])
-    if missing or unexpected or mismatched:
-        lines = [f"{source} does not fit the model config"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)):
-            if items:
-                lines.append(f"{title} ({len(items)}): " + ", ".join(items[:20])
-                             + (" ..." if len(items) > 20 else ""))
-        raise CheckpointError("\n  ".join(lines))
-    adapters = extract_adapters(params)
-    if adapters:
-        try:
-            merge_adapters(strip_adapters(params), adapters)  # validates adapter shapes
-        except ParamTreeError as e:
-            raise CheckpointError(f"{source}: {e}") from None
+    """`model.fit.check_fits` (kept here under its old name for callers of this module)."""
+    check_fits(params, config, source)
 
 
 def load_model_config(directory: str | os.PathLike) -> ModelConfig:
@@ -441,13 +358,8 @@ def apply_result(params: Mapping[str, Any], config: ModelConfig, base_dir: str |
         config = config.with_lora(lora)
         trained = load_trained(adapters_dir)
         trained_paths = {path_str(p) for p in flatten(trained)}
-        params = _replace_trained(params, trained, adapters_dir, base_dir)
-        want = {path + (leaf,) for path in lora_module_paths(config) for leaf in ADAPTER_LEAVES}
-        missing = sorted(path_str(p) for p in want - set(flatten(adapters)))
-        if missing:
-            raise CheckpointError(f"{adapters_dir}: lora_config.json targets {list(lora.target_modules)} in every "
-                                  f"layer, but {len(missing)} adapter leaves are missing: {', '.join(missing[:6])}"
-                                  + (" ..." if len(missing) > 6 else ""))
+        params = replace_trained(params, trained, adapters_dir, base_dir)
+        check_adapters_complete(adapters, config, str(adapters_dir))
     if policy is not None:  # adapters and trained leaves stay float32, as in training
         params = cast_params(params, policy, lambda path: is_adapter(path) or path_str(path) in trained_paths)
     return params, config
@@ -468,131 +380,3 @@ def check_same_base(adapters_dir: str | os.PathLike, identity: Mapping[str, str]
         f"{recorded['fingerprint'][:12]}), and {identity['path']} holds other weights ({identity['fingerprint'][:12]}). "
         f"Applying adapters to a model that already contains them (a merged export of this run) applies them "
         f"twice; use that model without adapters, or pass {allow_hint} to apply them anyway")
-
-
-def _replace_trained(params: Mapping[str, Any], trained: Mapping[str, Any], adapters_dir, base_dir) -> dict:
-    """The base tree with the run's trained non-adapter leaves in place of the pretrained
-    ones, in the base leaf's dtype unless that is lower than float32 (trained weights
-    keep their float32 values)."""
-    flat, new = flatten(params), flatten(trained)
-    wrong = [f"{path_str(p)} {np.shape(v)}" + (f" (base {np.shape(flat[p])})" if p in flat else " (not in base)")
-             for p, v in new.items() if p not in flat or np.shape(flat[p]) != np.shape(v)]
-    if wrong:
-        raise CheckpointError(f"{adapters_dir}: trained leaves do not fit the base model {base_dir}: "
-                              + ", ".join(wrong[:5]))
-    return unflatten({**flat, **{p: np.asarray(v, np.float32) for p, v in new.items()}})
-
-
-# ----------------------------------------------------------------------------- training state
-
-
-def state_manager(directory: str | os.PathLike, keep: int = 2) -> ocp.CheckpointManager:
-    """Orbax manager of a run's training states (the latest `keep` steps), synchronous."""
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=ocp.checkpoint_managers.LatestN(keep), create=True,
-        enable_async_checkpointing=False)
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
-
-
-def save_state(manager: ocp.CheckpointManager, step: int, state: Any, best_val: float) -> None:
-    payload = {"state": jax.device_get(state), "best_val": np.asarray(best_val, np.float64)}
-    manager.save(int(step), args=ocp.args.StandardSave(payload), force=True)
-    manager.wait_until_finished()
-
-
-# The config fields that decide which leaves a training state has, and their shapes.
-STATE_SHAPE_FIELDS = ("model.lora.target_modules", "model.lora.r", "model.trainable")
-
-
-def _key_name(key: Any) -> str:
-    for attr in ("key", "idx", "name"):  # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
-def _array_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    """'a/b/c' -> shape of every array leaf. Empty nodes are left out on both sides:
-    orbax stores optax's masked entries as None, which a template holds as empty nodes."""
-    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
-    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
-            for path, leaf in flat if leaf is not None and hasattr(leaf, "shape")}
-
-
-def _stored_shapes(directory: Path, step: int) -> dict[str, tuple[int, ...]] | None:
-    """The array leaves saved at `step` and their shapes, from orbax's metadata of the
-    step (no array is read), or None when that metadata cannot be read: the restore then
-    finds out whether the step is readable at all."""
-    handler = ocp.StandardCheckpointHandler()
-    try:
-        meta = handler.metadata(directory / str(step) / ocp.checkpoint_manager.DEFAULT_ITEM_NAME)
-        return _array_shapes(meta.tree)
-    except Exception:  # noqa: BLE001 - a torn or corrupt step: restore() names it
-        _quiet_failed_restore_echoes()
-        return None
-    finally:
-        handler.close()
-
-
-def _misfit(stored: Mapping[str, tuple], wanted: Mapping[str, tuple], limit: int = 3) -> str | None:
-    """How a saved state differs from the one the config builds (None: it fits), naming a
-    few leaves of each kind, the shortest paths (the parameters, not their optimizer moments) first."""
-    def few(paths):
-        paths = sorted(paths, key=lambda p: (p.count("/"), p))
-        return ", ".join(paths[:limit]) + (", ..." if len(paths) > limit else "")
-
-    parts = []
-    unexpected, missing = stored.keys() - wanted.keys(), wanted.keys() - stored.keys()
-    shapes = [p for p in stored.keys() & wanted.keys() if stored[p] != wanted[p]]
-    if unexpected:
-        parts.append(f"{len(unexpected)} saved leaves this config has no place for ({few(unexpected)})")
-    if missing:
-        parts.append(f"{len(missing)} leaves of this config not saved ({few(missing)})")
-    if shapes:
-        shown = sorted(shapes, key=lambda p: (p.count("/"), p))[:limit]
-        parts.append(f"{len(shapes)} leaves of another shape ("
-                     + ", ".join(f"{p}: saved {stored[p]}, config {wanted[p]}" for p in shown)
-                     + (", ..." if len(shapes) > limit else "") + ")")
-    return "; ".join(parts) or None
-
-
-def restore_state(manager: ocp.CheckpointManager, template_state: Any) -> tuple[Any, float, list[str]]:
-    """The latest intact saved `(state, best_val)` with the structure of `template_state`,
-    and a note for each newer step that could not be read (a save cut short, a corrupt
-    file): resuming falls back to the previous step rather than failing. Unreadable
-    steps are moved aside to `corrupt_checkpoints/` beside the checkpoints (kept for a
-    look, out of the way of the steps the resumed run saves again).
-
-    A readable step whose leaves or shapes are not those of `template_state` (saved under
-    other `STATE_SHAPE_FIELDS`) is not corrupt: it stays where it is and the resume is a
-    CheckpointError naming the step, a few of the leaves that differ and those fields."""
-    target = {"state": jax.device_get(template_state), "best_val": np.asarray(0.0, np.float64)}
-    wanted = _array_shapes(target)
-    skipped = []
-    directory = Path(manager.directory)
-    _quiet_closed_event_loop()
-    for step in sorted(manager.all_steps(), reverse=True):
-        stored = _stored_shapes(directory, step)
-        misfit = _misfit(stored, wanted) if stored is not None else None
-        if misfit:
-            raise CheckpointError(
-                f"{directory}: the checkpoint of step {step} is intact but does not fit this config: {misfit}. "
-                f"The leaves and shapes follow {', '.join(STATE_SHAPE_FIELDS)}: resume with the values the run was "
-                "saved with, or start a new run in another directory; the checkpoint was left in place"
-                + "".join(f"\n  {s}" for s in skipped))
-        try:
-            restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a bad file
-            _quiet_failed_restore_echoes()
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            aside = directory.parent / "corrupt_checkpoints" / f"{step}-{int(time.time())}"
-            aside.parent.mkdir(exist_ok=True)
-            os.rename(directory / str(step), aside)
-            skipped.append(f"the checkpoint of step {step} is unreadable ({reason}); moved to {aside}, "
-                           "falling back to the previous one")
-            continue
-        if skipped:
-            manager.reload()
-        return restored["state"], float(restored["best_val"]), skipped
-    raise CheckpointError(f"{directory}: no intact training checkpoint to resume from"
-                          + "".join(f"\n  {s}" for s in skipped))

@@ -19,7 +19,7 @@ hd head dim; query head `kv*G + g` uses KV head `kv` (HF's `repeat_kv` order).
   `rowsum(dO * O)`. It computes in float32 under every policy (`flash`'s comment says
   why), so under the bf16 policies its scores and probabilities are not rounded to bf16
   between the products, as in fused kernels (PyTorch's SDPA, cuDNN), unlike HF's eager
-  path. Measured (`scripts/bench_attention.py`, one layer, B 1, T 16, 8/2 heads, hd 16,
+  path. Measured (`scripts/bench/attention.py`, one layer, B 1, T 16, 8/2 heads, hd 16,
   float32, 2-core CPU): forward 35 ms and forward+backward 84 ms, against 830 / 2500 ms
   for `einsum`.
 - `cudnn` (GPU, bf16): cuDNN's fused flash attention through
@@ -57,9 +57,9 @@ def resolve(impl: str, backend: str | None = None, dtype=F32) -> str:
     """`auto` -> the implementation for `backend` (default: JAX's) and compute dtype.
     Today `flash` for every backend and dtype: it is the one path proven memory-safe
     here, and a GPU-only kernel becomes a GPU's default only after a GPU run has measured
-    it (`cudnn` is the candidate for bf16 trunks; scripts/bench_gpu.sh). The arguments
+    it (`cudnn` is the candidate for bf16 trunks; scripts/bench/gpu.sh). The arguments
     are the question `auto` answers, so that callers (tests/test_memory.py,
-    scripts/cost_analysis.py) ask it per backend and keep asking when the answer changes."""
+    scripts/bench/cost_analysis.py) ask it per backend and keep asking when the answer changes."""
     if impl not in IMPLS:
         raise ValueError(f"attention_impl={impl!r} is not one of {IMPLS}")
     if impl == "auto":

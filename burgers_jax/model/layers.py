@@ -15,7 +15,7 @@ Every layer here reproduces the torch module it replaces, not the Flax default:
   the input dilated by the stride, zero padded by `k - 1 - p = 2` on each side, with
   the kernel flipped spatially and in/out swapped. The stored Flax kernel is that
   forward-conv kernel: `[kh, kw, in, out]`, already flipped
-  (`kernel[h, w, i, o] = torch_weight[i, o, k-1-h, k-1-w]`; see porting/mapping.py).
+  (`kernel[h, w, i, o] = torch_weight[i, o, k-1-h, k-1-w]`; see burgers_jax/porting/mapping.py).
 - `Linear`: kernel `[in, out]` (torch `[out, in]` transposed), optional bias, and an
   optional LoRA adapter with PEFT semantics (below).
 - `RMSNorm`: as HF Llama: float32 `x * rsqrt(mean(x^2) + eps)`, cast back to the

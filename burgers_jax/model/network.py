@@ -12,10 +12,10 @@ D hidden, N = B*T images, Hq query heads, K key/value heads, G = Hq/K, hd head d
 The param tree mirrors torch module names (docs/model_and_formats.md), e.g.
 `encoder_2d/vector_conv/2/conv_0/scale` <-> `encoder_2d.vector_conv.2.conv.0.weight`,
 `transformer/layers_3/self_attn/q_proj/kernel` <-> `transformer.layers.3.self_attn.q_proj.weight`;
-porting/mapping.py holds the full table. LoRA leaves `lora_A`/`lora_B` sit beside the
+burgers_jax/porting/mapping.py holds the full table. LoRA leaves `lora_A`/`lora_B` sit beside the
 kernel they adapt.
 
-Precision: a `model_config.Policy` says which dtype each part computes in (trunk,
+Precision: a `model.config.Policy` says which dtype each part computes in (trunk,
 input statistics, last decoder stage and denormalization); GroupNorm, RMSNorm and
 softmax statistics are float32 under every policy, cast back (as torch/HF).
 Parameters are cast at use, so one tree serves every policy; adapters always compute
@@ -206,16 +206,19 @@ def rotate_half(x):
     return jnp.concatenate([-x2, x1], axis=-1)
 
 
+def projection(config: ModelConfig, name: str, features: int, dtype: Dtype) -> Linear:
+    """One of the transformer's seven projections (no bias, as in Llama), with its LoRA
+    adapter when `config.lora` targets `name`."""
+    lora = config.lora
+    return Linear(features, use_bias=False, lora_rank=lora.rank_of(name), lora_alpha=lora.alpha,
+                  lora_dropout=lora.dropout, dtype=dtype, name=name)
+
+
 class LlamaAttention(nn.Module):
     config: ModelConfig
     train: bool = False
     dtype: Dtype = jnp.float32
     attention_impl: str = "auto"
-
-    def _proj(self, name: str, features: int):
-        lora = self.config.lora
-        return Linear(features, use_bias=False, lora_rank=lora.rank_of(name), lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      dtype=self.dtype, name=name)
 
     @nn.compact
     def __call__(self, x, cos, sin):
@@ -224,15 +227,15 @@ class LlamaAttention(nn.Module):
         nh, nkv, hd = tr.num_attention_heads, tr.num_key_value_heads, tr.head_dim
         # `model.remat=projections` keeps the attention's residuals and output (tagged by
         # `residual_name`) and o_proj's output (REMAT); q, k and v live in the former.
-        q = self._proj("q_proj", nh * hd)(x, train=self.train).reshape(b, s, nh, hd)
-        k = self._proj("k_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
-        v = self._proj("v_proj", nkv * hd)(x, train=self.train).reshape(b, s, nkv, hd)
+        q = projection(self.config, "q_proj", nh * hd, self.dtype)(x, train=self.train).reshape(b, s, nh, hd)
+        k = projection(self.config, "k_proj", nkv * hd, self.dtype)(x, train=self.train).reshape(b, s, nkv, hd)
+        v = projection(self.config, "v_proj", nkv * hd, self.dtype)(x, train=self.train).reshape(b, s, nkv, hd)
         cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         out = attention.attend(q, k, v, self.attention_impl, self.config.tokens_per_frame, hd ** -0.5, self.dtype,
                                residual_name="attention")
-        return checkpoint_name(self._proj("o_proj", tr.hidden_size)(out, train=self.train), "o_proj")
+        return checkpoint_name(projection(self.config, "o_proj", tr.hidden_size, self.dtype)(out, train=self.train), "o_proj")
 
 
 class LlamaMLP(nn.Module):
@@ -242,15 +245,10 @@ class LlamaMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        tr, lora = self.config.transformer, self.config.lora
-
-        def proj(name, features):
-            return Linear(features, lora_rank=lora.rank_of(name), lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          dtype=self.dtype, name=name)
-
-        gate = checkpoint_name(proj("gate_proj", tr.intermediate_size)(x, train=self.train), "gate_proj")
-        up = checkpoint_name(proj("up_proj", tr.intermediate_size)(x, train=self.train), "up_proj")
-        return proj("down_proj", tr.hidden_size)(jax.nn.silu(gate) * up, train=self.train)
+        tr, c, dt = self.config.transformer, self.config, self.dtype
+        gate = checkpoint_name(projection(c, "gate_proj", tr.intermediate_size, dt)(x, train=self.train), "gate_proj")
+        up = checkpoint_name(projection(c, "up_proj", tr.intermediate_size, dt)(x, train=self.train), "up_proj")
+        return projection(c, "down_proj", tr.hidden_size, dt)(jax.nn.silu(gate) * up, train=self.train)
 
 
 class LlamaDecoderLayer(nn.Module):

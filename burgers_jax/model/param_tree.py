@@ -51,7 +51,6 @@ TRAINABLE_SETS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "all": ((TRAINABLE, r"^(encoder_2d|transformer|decoder_2d)/"),),
 }
-RULES = TRAINABLE_SETS["adapters"]
 
 
 class ParamTreeError(UserError):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from burgers_jax.physics.boundaries import Boundaries
+
 CONSTRAINT_SUM = 1.5  # u + v of the analytic solution
 
 
@@ -61,7 +63,8 @@ def analytic_batch(nu, start=0, frames: int = 17, resolution: int = 128, num_tim
 
     nu: scalar or sequence (one sample each); start: frame index into the reference time
     axis linspace(0, 1, num_times), scalar or one per sample. Returns `pred`
-    [B, T, H, W, 2], `left`/`right`/`bottom`/`top`, `nu` [B] and `dt`.
+    [B, T, H, W, 2], `left`/`right`/`bottom`/`top` (`Boundaries.from_mapping` makes them
+    one value), `nu` [B] and `dt`.
     """
     nus = np.atleast_1d(np.asarray(nu, dtype=np.float64))
     starts = np.broadcast_to(np.atleast_1d(np.asarray(start, dtype=np.int64)), nus.shape)
@@ -71,7 +74,7 @@ def analytic_batch(nu, start=0, frames: int = 17, resolution: int = 128, num_tim
         if s < 0 or s + frames > num_times:
             raise ValueError(f"analytic_batch: window [{s}, {s + frames}) is outside the {num_times} reference frames")
         samples.append(analytic_fields(float(n), times[s : s + frames], resolution))
-    out = {k: np.stack([f[k] for f in samples]) for k in ("left", "right", "bottom", "top")}
+    out = {k: np.stack([f[k] for f in samples]) for k in Boundaries._fields}
     out["pred"] = np.stack([f["data"] for f in samples])
     out["nu"] = nus
     out["dt"] = float(times[1] - times[0])

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from burgers_jax.physics.analytic import analytic_batch
-from burgers_jax.physics.residual import TERM_NAMES, burgers_pde_loss, constraint_error, residual_terms
+from burgers_jax.physics.boundaries import Boundaries
+from burgers_jax.physics.residual import TERM_NAMES, constraint_error, pde_loss, residual_terms
 
 
 def _explanation(rows: dict, nu: float, resolution: int, noise_levels) -> str:
@@ -84,8 +85,8 @@ def floors_report(
     runs without x64: float64 is enabled only inside.
     """
     batch = analytic_batch(nu, start, frames, resolution)
-    bnd = {k: batch[k] for k in ("left", "right", "bottom", "top")}
-    bnd32 = {k: _as(b, np.float32) for k, b in bnd.items()}
+    bnd = Boundaries.from_mapping(batch)
+    bnd32 = bnd.map(lambda b: _as(b, np.float32))
     exact = batch["pred"]
     frozen = np.repeat(exact[:, :1], frames, axis=1)  # a model that copies its input frame
     rng = np.random.default_rng(seed)
@@ -94,7 +95,7 @@ def floors_report(
         ("analytic, float32 field", _as(exact, np.float32), bnd32),
         ("analytic, bfloat16 field", _as(exact, jnp.bfloat16), bnd32),
         ("frozen field, true boundaries", frozen, bnd),
-        ("frozen field and boundaries", frozen, {k: np.repeat(b[:, :1], frames, axis=1) for k, b in bnd.items()}),
+        ("frozen field and boundaries", frozen, bnd.map(lambda b: np.repeat(b[:, :1], frames, axis=1))),
     ]
     for s in noise_levels:
         cases.append((_noise_name(s), exact + s * rng.standard_normal(exact.shape), bnd))
@@ -102,18 +103,18 @@ def floors_report(
     rows = []
     with jax.enable_x64(True):
         for name, field, b in cases:
-            args64 = [jnp.asarray(a, jnp.float64) for a in (field, b["left"], b["right"], b["bottom"], b["top"])]
-            args32 = [a.astype(jnp.float32) for a in args64]
-            loss64 = burgers_pde_loss(*args64, jnp.float64(nu), batch["dt"])[0]
-            loss32 = burgers_pde_loss(*args32, jnp.float32(nu), np.float32(batch["dt"]))[0]
-            terms = residual_terms(*args64, jnp.float64(nu), batch["dt"])
+            field64, b64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (field, b))
+            field32, b32 = jax.tree.map(lambda a: a.astype(jnp.float32), (field64, b64))
+            loss64 = pde_loss(field64, b64, jnp.float64(nu), batch["dt"])[0]
+            loss32 = pde_loss(field32, b32, jnp.float32(nu), np.float32(batch["dt"]))[0]
+            terms = residual_terms(field64, b64, jnp.float64(nu), batch["dt"])
             rows.append(
                 {
                     "name": name,
                     "dt": batch["dt"],
                     "loss_f64": float(loss64),
                     "loss_f32": float(loss32),
-                    "constraint_mean": float(constraint_error(args64[0])[0]),
+                    "constraint_mean": float(constraint_error(field64)[0]),
                     "terms": {k: float(t) for k, t in terms.items()},
                 }
             )

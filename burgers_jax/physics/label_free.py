@@ -4,8 +4,9 @@ rollout crossover horizon.
 Shape legend: B batch, T model steps, H = W grid (unit square, dx = 1/H, cell centred,
 axis H is y, axis W is x), last axis 2 = (u, v). A model step maps input frame x_k to
 prediction p_k of frame k + 1; `inputs` = x_0..x_{T-1} and `pred` = p_0..p_{T-1}, both
-[B, T, H, W, 2]. Boundaries cover the T + 1 window frames 0..T: left/right
-[B, T+1, H, 1, 2], bottom/top [B, T+1, 1, W, 2]. `nu` is a scalar or per-sample [B].
+[B, T, H, W, 2]. `bounds` is one `Boundaries` covering the T + 1 window frames 0..T:
+left/right [B, T+1, H, 1, 2], bottom/top [B, T+1, 1, W, 2]. `nu` is a scalar or
+per-sample [B].
 
 Per-step anchored residual (`anchored_residual`):
 
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from burgers_jax.physics import residual as physics
+from burgers_jax.physics.boundaries import Boundaries, require_boundaries
 
 SCHEMES = ("euler", "bdf2")
 _HIGHEST = jax.lax.Precision.HIGHEST  # TF32 matmuls on GPU would spoil the ~1e-7 relative basis
@@ -69,8 +71,9 @@ __all__ = [
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_anchored(fn: str, pred, inputs, left, right, bottom, top, nu, scheme, min_steps: int = 1) -> None:
+def _check_anchored(fn: str, pred, inputs, bounds, nu, scheme, min_steps: int = 1) -> None:
     """Shape checks at the public entry points (static shapes: runs once at trace time)."""
+    require_boundaries(fn, bounds)
     if scheme not in SCHEMES:
         raise ValueError(f"{fn}: scheme must be one of {SCHEMES}, got {scheme!r}")
     shape = tuple(jnp.shape(pred))
@@ -90,18 +93,16 @@ def _check_anchored(fn: str, pred, inputs, left, right, bottom, top, nu, scheme,
         )
     if h != w or h < 2:
         raise ValueError(f"{fn}: the grid must be square with at least 2 cells per side, got H={h}, W={w}")
-    expected = {"left": (b, t + 1, h, 1, 2), "right": (b, t + 1, h, 1, 2),
-                "bottom": (b, t + 1, 1, w, 2), "top": (b, t + 1, 1, w, 2)}
-    for name, arr in zip(expected, (left, right, bottom, top)):
+    for name, arr, want in zip(Boundaries._fields, bounds, Boundaries.shapes(b, t + 1, h, w)):
         got = tuple(jnp.shape(arr))
-        if got != expected[name]:
+        if got != want:
             raise ValueError(
                 f"{fn}: boundary '{name}' must cover the T + 1 = {t + 1} window frames, shape "
-                f"{expected[name]} for pred {shape}, got {got}"
+                f"{want} for pred {shape}, got {got}"
             )
     if tuple(jnp.shape(nu)) not in ((), (b,)):
         raise ValueError(f"{fn}: nu must be a scalar or a per-sample [B] = [{b}] array, got shape {jnp.shape(nu)}")
-    for name, arr in (("pred", pred), ("inputs", inputs), *zip(expected, (left, right, bottom, top))):
+    for name, arr in (("pred", pred), ("inputs", inputs), *zip(Boundaries._fields, bounds)):
         if not jnp.issubdtype(jnp.result_type(arr), jnp.floating):
             raise TypeError(f"{fn}: '{name}' must be a floating-point array, got {jnp.result_type(arr)}")
 
@@ -114,11 +115,11 @@ def _dtype(*arrays):
 # ----------------------------------------------------------------------------- anchored residual
 
 
-def _anchored_impl(pred, inputs, left, right, bottom, top, nu, dt, scheme):
+def _anchored_impl(pred, inputs, bounds: Boundaries, nu, dt, scheme):
     """Unchecked core of `anchored_residual`: (res_u, res_v), each [B, T, H, W]."""
-    dtype = _dtype(pred, inputs, left, right, bottom, top)
-    pred, inputs, left, right, bottom, top = (
-        jnp.asarray(a, dtype) for a in (pred, inputs, left, right, bottom, top))
+    dtype = _dtype(pred, inputs, *bounds)
+    pred, inputs = (jnp.asarray(a, dtype) for a in (pred, inputs))
+    bounds = bounds.map(lambda a: jnp.asarray(a, dtype))
     b, t, h, w, _ = pred.shape
 
     def pairs(first, second):  # [B, T, ...] x 2 -> [B*T, 2, ...]
@@ -129,7 +130,7 @@ def _anchored_impl(pred, inputs, left, right, bottom, top, nu, dt, scheme):
     nu_pairs = jnp.repeat(nu, t) if nu.ndim == 1 else nu  # sample i -> pairs i*T .. i*T+T-1
     terms = physics._fields_impl(
         pairs(inputs, pred),
-        *(pairs(f[:, :-1], f[:, 1:]) for f in (left, right, bottom, top)),  # frames (k, k+1)
+        bounds.map(lambda f: pairs(f[:, :-1], f[:, 1:])),  # frames (k, k+1)
         nu_pairs, dt,
     )
     res = [terms[f"res_{c}"][:, 0].reshape(b, t, h, w) for c in "uv"]
@@ -142,7 +143,7 @@ def _anchored_impl(pred, inputs, left, right, bottom, top, nu, dt, scheme):
 
 
 @_jit
-def anchored_residual(pred, inputs, left, right, bottom, top, nu, dt, scheme: str = "euler"):
+def anchored_residual(pred, inputs, bounds: Boundaries, nu, dt, scheme: str = "euler"):
     """Per-step residual anchored on the true input frame.
 
     r_k = (p_k - x_k) / dt + N(p_k) ("euler"), or (3 p_k - 4 x_k + x_{k-1}) / (2 dt) + N(p_k)
@@ -151,20 +152,21 @@ def anchored_residual(pred, inputs, left, right, bottom, top, nu, dt, scheme: st
     ghost cells of frame k + 1; computed by `physics._fields_impl` on the two-frame
     windows [x_k, p_k], so the stencils are exactly the plain residual's.
 
-    Args: pred, inputs [B, T, H, W, 2]; boundaries [B, T+1, ...] (window frames 0..T);
-    nu scalar or [B]; dt the time between the frames. Returns (res_u, res_v), [B, T, H, W].
+    Args: pred, inputs [B, T, H, W, 2]; bounds `Boundaries` [B, T+1, ...] (window frames
+    0..T); nu scalar or [B]; dt the time between the frames. Returns (res_u, res_v),
+    [B, T, H, W].
     """
-    _check_anchored("anchored_residual", pred, inputs, left, right, bottom, top, nu, scheme)
-    return _anchored_impl(pred, inputs, left, right, bottom, top, nu, dt, scheme)
+    _check_anchored("anchored_residual", pred, inputs, bounds, nu, scheme)
+    return _anchored_impl(pred, inputs, bounds, nu, dt, scheme)
 
 
 @_jit
-def anchored_pde_loss(pred, inputs, left, right, bottom, top, nu, dt, scheme: str = "euler"):
+def anchored_pde_loss(pred, inputs, bounds: Boundaries, nu, dt, scheme: str = "euler"):
     """Plain mean square of the anchored residual (`anchored_residual`), with the return
-    convention of `physics.burgers_pde_loss`: (total, loss_u, loss_v, res_u, res_v),
+    convention of `physics.pde_loss`: (total, loss_u, loss_v, res_u, res_v),
     total = loss_u + loss_v, means over B, T, H, W; residual fields [B, T, H, W]."""
-    _check_anchored("anchored_pde_loss", pred, inputs, left, right, bottom, top, nu, scheme)
-    res_u, res_v = _anchored_impl(pred, inputs, left, right, bottom, top, nu, dt, scheme)
+    _check_anchored("anchored_pde_loss", pred, inputs, bounds, nu, scheme)
+    res_u, res_v = _anchored_impl(pred, inputs, bounds, nu, dt, scheme)
     loss_u, loss_v = jnp.mean(jnp.square(jnp.stack([res_u, res_v])), axis=(1, 2, 3, 4))
     return loss_u + loss_v, loss_u, loss_v, res_u, res_v
 
@@ -217,9 +219,9 @@ def precondition(r, nu, dt):
     return dt * jnp.matmul(jnp.matmul(s, coef, precision=_HIGHEST), s.T, precision=_HIGHEST)
 
 
-def _per_sample_parts(pred, inputs, left, right, bottom, top, nu, dt, scheme):
+def _per_sample_parts(pred, inputs, bounds: Boundaries, nu, dt, scheme):
     """Per-sample pieces of the preconditioned loss (each [B]) and the residuals."""
-    res_u, res_v = _anchored_impl(pred, inputs, left, right, bottom, top, nu, dt, scheme)
+    res_u, res_v = _anchored_impl(pred, inputs, bounds, nu, dt, scheme)
     dtype = res_u.dtype
     dt = jnp.asarray(dt, dtype)
     res = jnp.stack([res_u, res_v], axis=-1)  # [B, T, H, W, 2]
@@ -244,15 +246,15 @@ def _per_sample_parts(pred, inputs, left, right, bottom, top, nu, dt, scheme):
 
 
 @_jit
-def preconditioned_loss_per_sample(pred, inputs, left, right, bottom, top, nu, dt, scheme: str = "euler"):
+def preconditioned_loss_per_sample(pred, inputs, bounds: Boundaries, nu, dt, scheme: str = "euler"):
     """Per-sample preconditioned loss [B] (see `preconditioned_loss`)."""
-    _check_anchored("preconditioned_loss_per_sample", pred, inputs, left, right, bottom, top, nu, scheme, 2)
-    parts = _per_sample_parts(pred, inputs, left, right, bottom, top, nu, dt, scheme)
+    _check_anchored("preconditioned_loss_per_sample", pred, inputs, bounds, nu, scheme, 2)
+    parts = _per_sample_parts(pred, inputs, bounds, nu, dt, scheme)
     return (parts["num_u"] + parts["num_v"]) / parts["den"]
 
 
 @_jit
-def preconditioned_loss(pred, inputs, left, right, bottom, top, nu, dt, scheme: str = "euler") -> dict:
+def preconditioned_loss(pred, inputs, bounds: Boundaries, nu, dt, scheme: str = "euler") -> dict:
     """Label-free loss: the preconditioned anchored residual, normalised by the input
     frames' own increments.
 
@@ -279,8 +281,8 @@ def preconditioned_loss(pred, inputs, left, right, bottom, top, nu, dt, scheme: 
     for logging: `precond_sq` (mean over B of mean_k ||rho_k||^2), `increment_sq` (mean
     over B of the denominator), `anchored_mse` (`anchored_pde_loss`'s total).
     """
-    _check_anchored("preconditioned_loss", pred, inputs, left, right, bottom, top, nu, scheme, 2)
-    p = _per_sample_parts(pred, inputs, left, right, bottom, top, nu, dt, scheme)
+    _check_anchored("preconditioned_loss", pred, inputs, bounds, nu, scheme, 2)
+    p = _per_sample_parts(pred, inputs, bounds, nu, dt, scheme)
     loss_u = jnp.mean(p["num_u"] / p["den"])
     loss_v = jnp.mean(p["num_v"] / p["den"])
     return {

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from burgers_jax.physics.analytic import CONSTRAINT_SUM
+from burgers_jax.physics.boundaries import Boundaries
 from burgers_jax.physics.label_free import preconditioned_loss_per_sample
 from burgers_jax.physics.residual import pde_terms
 
@@ -129,17 +130,17 @@ def residual_term_rms(terms: dict) -> dict:
     }
 
 
-def window_metrics(pred, true, frame0, bounds: dict, nu, dt, inputs=None) -> dict:
+def window_metrics(pred, true, frame0, bounds: Boundaries, nu, dt, inputs=None) -> dict:
     """Every per-window metric [B] of predicted frames `pred` [B, T, H, W, 2] against
     `true`: the PDE loss and its parts' RMS on the sequence [frame0 [B, 1, ...], pred]
-    (with `bounds` of its T + 1 frames: left/right/bottom/top), the constraint error,
+    (with `bounds` the `Boundaries` of its T + 1 frames), the constraint error,
     RMSE, nRMSE, VRMSE, bRMSE and the fRMSE bands. Training's validation and evaluation
     both report these (one definition), so their numbers agree for the same windows.
     With the model's `inputs` [B, T, H, W, 2] (T >= 2) also `precond_loss`, the
     label-free preconditioned loss (`label_free.preconditioned_loss_per_sample`): ~1 for
     persistence, ~1e-5 for the exact solution, and unlike `pde_loss` it tracks the error."""
     seq = jnp.concatenate([frame0, pred], axis=1)
-    terms = pde_terms(seq, bounds["left"], bounds["right"], bounds["bottom"], bounds["top"], nu, dt)
+    terms = pde_terms(seq, bounds, nu, dt)
     per_window = lambda r: jnp.mean(jnp.square(r), axis=(1, 2, 3))  # noqa: E731
     mean_dev, max_dev = window_constraint_error(pred)
     out = {"pde_loss": per_window(terms["res_u"]) + per_window(terms["res_v"]),
@@ -149,6 +150,5 @@ def window_metrics(pred, true, frame0, bounds: dict, nu, dt, inputs=None) -> dic
     out.update({f"frmse_{k}": v for k, v in frmse(pred, true).items()})
     out.update({f"dct_frmse_{k}": v for k, v in dct_frmse(pred, true).items()})
     if inputs is not None and inputs.shape[1] >= 2:
-        b = [bounds[k] for k in ("left", "right", "bottom", "top")]
-        out["precond_loss"] = preconditioned_loss_per_sample(pred, inputs, *b, nu, dt)
+        out["precond_loss"] = preconditioned_loss_per_sample(pred, inputs, bounds, nu, dt)
     return out

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from burgers_jax.configs import flat_leaves
 from burgers_jax.data.sources import identity_changes
 from burgers_jax.errors import UserError
 from burgers_jax.io import outputs
@@ -55,17 +56,6 @@ SHAPE_FIELDS = ("model.lora.r", "model.lora.target_modules", "model.trainable")
 
 class RunDirError(UserError):
     """A run directory that cannot be (re)used as asked."""
-
-
-def flat_leaves(tree, prefix: str = "") -> list[tuple[str, Any]]:
-    """[('section.field', value)] of a config (ConfigDict or nested mapping), values as they are."""
-    out = []
-    for key, value in tree.items():
-        if hasattr(value, "items"):
-            out += flat_leaves(value, f"{prefix}{key}.")
-        else:
-            out.append((f"{prefix}{key}", value))
-    return out
 
 
 def _flat(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,9 +223,18 @@ class RunDir:
                               "the saved config (--config.training.resume=True --config.logging.save_dir=DIR "
                               "alone), or pass --config.training.allow_config_change=True to change it anyway")
         saved_keys = _flat(saved).keys()
-        # A field the run predates, at an "off" value (a newer allow_* switch), is no change to report.
+        kept_schedule = saved.get("training", {}).get("max_steps")
+
+        def reported(key, old, new) -> bool:
+            if key == "training.resume":
+                return False
+            if key not in saved_keys and not new:  # a field the run predates, at its "off" value
+                return False
+            # the schedule length prepare_resume kept (and explained in its own note)
+            return not (key == "training.schedule_steps" and old is None and new == kept_schedule)
+
         return [f"resuming with a changed config: {k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()
-                if k != "training.resume" and (k in saved_keys or b)]
+                if reported(k, a, b)]
 
     # ------------------------------------------------------------------ identity
 

@@ -1,5 +1,6 @@
 """What a training run is made of, checked before any work: the config, the data (and
-its time step), the parameters (base weights + adapters), and the command line.
+its time step), the parameters (base weights + adapters). The command line and its help
+are `burgers_jax.train`'s.
 
 Every config problem is found up front and reported together, each naming its field.
 """
@@ -8,28 +9,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import json
 import math
 import sys
 from pathlib import Path
 
+from burgers_jax.configs import flat_leaves
 from burgers_jax.data import sources as data_lib
-from burgers_jax.errors import UserError
+from burgers_jax.errors import TrainConfigError, UserError  # noqa: F401 (TrainConfigError: re-exported)
 from burgers_jax.io import checkpoint as ckpt_io
 from burgers_jax.model import attention, param_tree
 from burgers_jax.model import lora as lora_lib
 from burgers_jax.model.config import ATTENTION_PROJECTIONS, GRID, MLP_PROJECTIONS, ConfigError, LoraConfig, Policy
 from burgers_jax.model.network import remat_mode
 from burgers_jax.training import steps
-from burgers_jax.training.rundir import RunDir, flat_leaves, merge_saved
 
 # dt agreement between the data's time axis and an explicit physics.dt: the PyTorch YAML
 # writes 1/999 as 0.001001001 (relative difference 1e-9).
 
 
-class TrainConfigError(UserError):
-    """A configuration that cannot run; raised before any work is done."""
 
 
 def _optimizer_problems(training, log_interval) -> list[str]:
@@ -113,7 +111,7 @@ def check_config(cfg, num_devices: int) -> None:
         problems.append(f"model.attention={cfg.model.attention!r}: one of {', '.join(attention.IMPLS)}")
     if not cfg.model.pretrained_path or not Path(cfg.model.pretrained_path).is_dir():
         problems.append(f"model.pretrained_path={cfg.model.pretrained_path!r} is not a directory "
-                        "(convert best.pt with porting/convert_ckpt.py first)")
+                        "(convert best.pt with burgers-convert first)")
     if lc.r <= 0:
         problems.append(f"model.lora.r={lc.r}: LoRA fine-tuning needs r > 0")
     else:
@@ -189,8 +187,9 @@ def with_dt(cfg, dt: float):
     return out
 
 
-def load_params(cfg, rng):
-    """Converted base weights + LoRA adapters (from `model.lora.init_path`, or fresh)
+def load_params(cfg, rng, policy: Policy):
+    """Converted base weights + LoRA adapters (from `model.lora.init_path`, or fresh), cast
+    to `policy` (the trainable leaves stay float32)
     -> (params, model config, the base's identity: `checkpoint.base_identity`)."""
     lc = cfg.model.lora
     want = LoraConfig(r=int(lc.r), alpha=float(lc.alpha), dropout=float(lc.dropout),
@@ -220,7 +219,7 @@ def load_params(cfg, rng):
         params = lora_lib.add_lora(param_tree.strip_adapters(params), model_cfg, rng)
     trainable = cfg.model.trainable
     keep_float32 = lambda path: param_tree.label_of(path, trainable) == param_tree.TRAINABLE  # noqa: E731
-    return lora_lib.cast_params(params, Policy.named(cfg.model.precision), keep_float32), model_cfg, identity
+    return lora_lib.cast_params(params, policy, keep_float32), model_cfg, identity
 
 
 def _check_architecture(expected_json: str, model_cfg, pretrained_path: str) -> None:
@@ -238,131 +237,6 @@ def _check_architecture(expected_json: str, model_cfg, pretrained_path: str) -> 
                     problems.append(f"model.{section}.{field}={value!r} but the checkpoint has {got!r}")
     if problems:
         raise TrainConfigError(f"the config's architecture disagrees with {pretrained_path}: " + "; ".join(problems))
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def leaf_paths(cfg) -> list[str]:
-    return [path for path, _ in flat_leaves(cfg)]
-
-
-def unknown_override(argv: list[str], cfg) -> str | None:
-    """A message for the first `--config.a.b=...` naming no field of `cfg`, with the closest."""
-    fields = leaf_paths(cfg)
-    for arg in argv:
-        if arg.startswith("--config.") and arg != "--config.":
-            name = arg[len("--config."):].split("=", 1)[0]
-            if name not in fields:
-                close = difflib.get_close_matches(name, fields, n=1, cutoff=0.5)
-                hint = f"; did you mean config.{close[0]}?" if close else ""
-                return f"unknown config field config.{name}{hint}"
-    return None
-
-
-def parse_command_line(argv: list[str]):
-    """-> (config, workdir) from the command line, or raises TrainConfigError.
-
-    Resuming (`--config.training.resume=True`) takes the run's saved config and applies
-    only the fields named on the command line, so a resume needs no repeated overrides."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    fv = flags.FlagValues()  # a registry of our own: main() can run twice in one process
-    flags.DEFINE_string("workdir", None, "Run directory (default: the config's logging.save_dir).", flag_values=fv)
-    # sys_argv: the overrides are found in `argv`, not in the process's sys.argv (main(argv) in-process).
-    config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:variant]).",
-                                    flag_values=fv, lock_config=True, sys_argv=list(argv))
-    try:
-        fv(argv)
-    except Exception as e:  # noqa: BLE001 - absl and ml_collections raise many kinds; one line each
-        message = None
-        try:
-            if fv["config"].value is not None:
-                message = unknown_override(argv, fv["config"].value)
-        except Exception:  # noqa: BLE001
-            pass
-        if message is None:
-            config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-            if config_path is None and "--config" in argv[:-1]:
-                config_path = argv[argv.index("--config") + 1]
-            message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            if config_path:
-                message = _config_error(argv, config_path) or message
-        raise TrainConfigError(message) from None
-    cfg = fv.config
-    if cfg is None:
-        raise TrainConfigError("--config is required, e.g. --config configs/burgers.py")
-    try:
-        cfg.logging  # noqa: B018 - a config file that failed to load reports it on first use
-    except OSError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise TrainConfigError(f"--config {fv['config'].config_filename}: cannot load it ({lines[-1]})") from None
-    overrides = config_flags.get_override_values(fv["config"])
-    workdir = fv.workdir or cfg.logging.save_dir
-    if cfg.training.resume:
-        try:
-            saved = RunDir(workdir).saved_config()
-        except UserError:
-            saved = None  # torn: the run's start refuses it or, with allow_config_change, runs the given config
-        if saved is not None:
-            cfg = merge_saved(cfg, saved, overrides)
-            cfg.logging.save_dir = str(workdir)
-    return cfg, workdir
-
-
-def load_config_file(config_path: str):
-    """The config a `--config FILE[:variant]` names, loaded without the command line's
-    overrides (`config_flags` loads it the same way)."""
-    import importlib.util
-
-    path, _, variant = config_path.partition(":")
-    spec = importlib.util.spec_from_file_location("_burgers_user_config", path)
-    if spec is None:
-        raise FileNotFoundError(path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant) if variant else module.get_config()
-
-
-def _config_error(argv: list[str], config_path: str) -> str | None:
-    """Loads the config file alone to name an unknown override field, if that was the error."""
-    try:
-        cfg = load_config_file(config_path)
-    except Exception as e:  # noqa: BLE001
-        return f"{config_path.partition(':')[0]}: cannot load the config ({type(e).__name__}: {e})"
-    return unknown_override(argv, cfg)
-
-
-def config_argument(argv: list[str]) -> str | None:
-    """The value of `--config FILE` / `--config=FILE` on a command line, if any."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-def config_fields_help(cfg, width: int = 100) -> str:
-    """Every field of `cfg` with its value (the default of that config) and its meaning
-    (`configs/burgers.py:FIELD_HELP`, the one source of the meanings), for `--help`."""
-    import textwrap
-
-    from burgers_jax.configs.burgers import FIELD_HELP
-
-    order = {path: i for i, path in enumerate(FIELD_HELP)}  # get_config's order; fields of its own last
-    lines = []
-    for path, value in sorted(flat_leaves(cfg), key=lambda item: (order.get(item[0], len(order)), item[0])):
-        lines.append(f"  {path} = {value!r}")
-        meaning = FIELD_HELP.get(path, "(a field of this config; configs/burgers.py does not describe it)")
-        lines += textwrap.wrap(meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
-    return "\n".join(lines)
-
-
-def resolved_config_json(cfg) -> str:
-    """The resolved config as `--print-config` prints it (JSON, as the run saves it)."""
-    return json.dumps(json.loads(cfg.to_json_best_effort()), indent=2)
 
 
 # ----------------------------------------------------------------------------- recipes known to fail

@@ -29,6 +29,12 @@ Pushforward (`training.pushforward_steps` m > 0): with probability
 `training.pushforward_prob`, the input window is replaced by the model's own m-step
 rollout from the true window (no gradient through the rollout; the boundaries are those
 of the frames the rollout stands for), so training sees the states a rollout meets.
+
+Boundaries: a batch (`data.sources.load_batch`) keeps the four faces as flat keys
+`left`, `right`, `bottom`, `top` beside `frames` and `nu`: the loader, the trainer's
+per-key sharding (`trainer.STEP_KEYS`) and the compiled steps' inputs are plain dicts of
+arrays, laid out as the data file is. The steps make them one `physics.Boundaries` in one
+place, `batch_boundaries`, and pass that value on (objective, metrics, pushforward).
 """
 
 from __future__ import annotations
@@ -40,11 +46,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from burgers_jax.data.sources import BOUNDARIES
 from burgers_jax.model import param_tree
 from burgers_jax.model.network import forward_frames
 from burgers_jax.physics import label_free, metrics
 from burgers_jax.physics import residual as physics
+from burgers_jax.physics.boundaries import Boundaries
 
 
 @flax.struct.dataclass
@@ -104,47 +110,51 @@ def forward(model, params, batch, *, temporal_length: int, train: bool, rng=None
 
 RESIDUALS = ("window", "per_step", "precond")
 SCHEMES = ("euler", "bdf2")
-BOUNDS = BOUNDARIES  # the data's boundary keys, one definition
 
 
-def objective_terms(pred, inputs, bounds: dict, nu, dt, true, training) -> dict:
+def batch_boundaries(batch, frames: int) -> Boundaries:
+    """The `Boundaries` of a batch's first `frames` window frames, from its flat keys
+    (module docstring, "Boundaries")."""
+    return Boundaries.from_mapping(batch).slice_time(frames)
+
+
+def objective_terms(pred, inputs, bounds: Boundaries, nu, dt, true, training) -> dict:
     """The terms of the training objective per window [B], and the objective itself.
 
     pred: [B, T+1, H, W, 2] = [input frame 0 as the model saw it, outputs]; inputs: the
-    model's input frames (u, v) [B, T, H, W, 2] in float32; bounds: left/right/bottom/top
-    of the T + 1 window frames; true: the true next frames [B, T, H, W, 2] (used only
-    when `lambda_data > 0`: the supervised ceiling). Keys: `residual` (the residual
-    `training.residual` trains), `bc`, `data` (nRMSE) and `loss` (their weighted sum)."""
+    model's input frames (u, v) [B, T, H, W, 2] in float32; bounds: the `Boundaries` of
+    the T + 1 window frames; true: the true next frames [B, T, H, W, 2] (used only when
+    `lambda_data > 0`: the supervised ceiling). Keys: `residual` (the residual
+    `training.residual` trains), `bc`, `data` (nRMSE), `loss` (their weighted sum), and
+    `pde_u`, `pde_v`: the mean squares of the window residual (`physics.pde_loss` of
+    pred), what training logs as its PDE loss whatever it trains. Computed once: under
+    `window` it is the residual itself; otherwise a separate quantity (which XLA drops
+    where no one uses it)."""
     out = pred[:, 1:]
     per_window = lambda r: jnp.mean(jnp.square(r), axis=(1, 2, 3))  # noqa: E731
-    b = [bounds[k] for k in BOUNDS]
+    _, _, _, pde_res_u, pde_res_v = physics.pde_loss(pred, bounds, nu, dt)
+    pde_u, pde_v = per_window(pde_res_u), per_window(pde_res_v)
     if training.residual == "window":
-        _, _, _, res_u, res_v = physics.burgers_pde_loss(pred, *b, nu, dt)
-        residual = per_window(res_u) + per_window(res_v)
+        residual = pde_u + pde_v
     elif training.residual == "per_step":
-        res_u, res_v = label_free.anchored_residual(out, inputs, *b, nu, dt, training.residual_scheme)
+        res_u, res_v = label_free.anchored_residual(out, inputs, bounds, nu, dt, training.residual_scheme)
         residual = per_window(res_u) + per_window(res_v)
     else:
-        residual = label_free.preconditioned_loss_per_sample(out, inputs, *b, nu, dt, training.residual_scheme)
-    bc = jax.vmap(lambda p, *bb: physics.boundary_loss(p[None], *(x[None] for x in bb)))(pred, *b)
+        residual = label_free.preconditioned_loss_per_sample(out, inputs, bounds, nu, dt, training.residual_scheme)
+    bc = jax.vmap(lambda p, b: physics.boundary_loss(p[None], b.map(lambda x: x[None])))(pred, bounds)
     data = metrics.nrmse(out, true)
     loss = training.lambda_pde * residual
     if training.lambda_bc:
         loss = loss + training.lambda_bc * bc
     if training.lambda_data:
         loss = loss + training.lambda_data * data
-    return {"residual": residual, "bc": bc, "data": data, "loss": loss}
+    return {"residual": residual, "bc": bc, "data": data, "loss": loss, "pde_u": pde_u, "pde_v": pde_v}
 
 
 def window_span(cfg) -> int:
     """Frames of one training window: T inputs, the next frame, and one more per
     pushforward step (the boundaries of the frames the rollout stands for)."""
     return cfg.dataset.temporal_length + 1 + cfg.training.pushforward_steps
-
-
-def residual_loss(pred_uv, batch, dt):
-    return physics.burgers_pde_loss(
-        pred_uv, batch["left"], batch["right"], batch["bottom"], batch["top"], batch["nu"], dt)
 
 
 # XLA:CPU computes bf16 elementwise work in float32, and its loop-invariant code motion
@@ -173,12 +183,13 @@ def make_train_step(model, tx, cfg) -> Callable:
     m = training.pushforward_steps
 
     def pushforward(params, batch, rng):
-        """The batch as training sees it: the true window, or (with probability
+        """(inputs, bounds, true): the window as training sees it. The true window (its
+        frames, `Boundaries` of frames 0..T, true next frames 1..T), or (with probability
         pushforward_prob) the model's own m-step rollout in place of its inputs, with the
         boundaries and targets of the frames it stands for."""
         frames = batch["frames"]
         if not m:
-            return batch
+            return frames, batch_boundaries(batch, T + 1), frames[:, 1:T + 1, ..., :2]
         use = jax.random.bernoulli(rng, training.pushforward_prob)
 
         def rolled(_):
@@ -190,19 +201,20 @@ def make_train_step(model, tx, cfg) -> Callable:
         inputs = jax.lax.cond(use, rolled, lambda _: frames[:, :T], None)
         shift = jnp.where(use, m, 0)
         take = lambda a: jax.lax.dynamic_slice_in_dim(a, shift, T + 1, axis=1)  # noqa: E731
-        return dict(batch, frames=inputs, targets=take(frames)[:, 1:, ..., :2], **{k: take(batch[k]) for k in BOUNDS})
+        return inputs, Boundaries.from_mapping(batch).map(take), take(frames)[:, 1:, ..., :2]
 
     def loss_fn(trainable, frozen, batch, rng):
         params = param_tree.merge(trainable, frozen)
         k_model, k_pf = jax.random.split(rng)
-        batch = pushforward(params, batch, k_pf)
-        pred = forward(model, params, batch, temporal_length=T, train=True, rng=k_model)
-        true = batch.get("targets", batch["frames"][:, 1:T + 1, ..., :2])
-        bounds = {k: batch[k][:, :T + 1] for k in BOUNDS}
-        inputs = batch["frames"][:, :T, ..., :2].astype(jnp.float32)
+        frames, bounds, true = pushforward(params, batch, k_pf)
+        pred = forward(model, params, {"frames": frames}, temporal_length=T, train=True, rng=k_model)
+        inputs = frames[:, :T, ..., :2].astype(jnp.float32)
         terms = objective_terms(pred, inputs, bounds, batch["nu"], dt, true, training)
-        total, loss_u, loss_v, _, _ = residual_loss(pred, dict(batch, **bounds), dt)
-        aux = {"pde_loss": total, "loss_u": loss_u, "loss_v": loss_v, "residual_loss": jnp.mean(terms["residual"]),
+        # The logged PDE loss: the window residual's mean squares over all windows (the
+        # objective's own `pde_u`, `pde_v`, so it is computed once per step).
+        loss_u, loss_v = jnp.mean(terms["pde_u"]), jnp.mean(terms["pde_v"])
+        aux = {"pde_loss": loss_u + loss_v, "loss_u": loss_u, "loss_v": loss_v,
+               "residual_loss": jnp.mean(terms["residual"]),
                "data_nrmse": jnp.mean(terms["data"]), "bc_loss": jnp.mean(terms["bc"])}
         return jnp.mean(terms["loss"]), aux
 
@@ -256,7 +268,7 @@ def make_eval_step(model, cfg) -> Callable:
         params = param_tree.merge(trainable, frozen)
         pred = forward(model, params, batch, temporal_length=T, train=False)
         true = batch["frames"][:, :T + 1, ..., :2]
-        bounds = {k: batch[k][:, :T + 1] for k in BOUNDS}
+        bounds = batch_boundaries(batch, T + 1)
         inputs = true[:, :T].astype(jnp.float32)
         per_window = metrics.window_metrics(pred[:, 1:], true[:, 1:], pred[:, :1], bounds, batch["nu"], dt, inputs)
         terms = objective_terms(pred, inputs, bounds, batch["nu"], dt, true[:, 1:], cfg.training)

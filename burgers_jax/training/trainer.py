@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 from burgers_jax.data import sources as data_lib
 from burgers_jax.errors import UserError
 from burgers_jax.io import checkpoint as ckpt_io
-from burgers_jax.io import disk, outputs
+from burgers_jax.io import disk, outputs, train_state
 from burgers_jax.io.progress import make_progress
 from burgers_jax.model import network as model_lib
 from burgers_jax.model import param_tree
@@ -50,7 +50,7 @@ from burgers_jax.training.setup import (
 )
 
 # Keys of a batch that the compiled steps consume (with their leading batch axis).
-STEP_KEYS = ("frames", "left", "right", "bottom", "top", "nu")
+STEP_KEYS = ("frames", *data_lib.BOUNDARIES, "nu")
 
 
 class NonFiniteTraining(UserError):
@@ -109,10 +109,11 @@ class Trainer:
         self.cfg = cfg = with_dt(cfg, dt)  # the time step in force, saved with the run
         root = jax.random.PRNGKey(cfg.training.seed)
         k_lora, self.k_train = jax.random.split(root)
-        params, self.model_cfg, self.base_identity = load_params(cfg, k_lora)
+        self.policy = Policy.named(cfg.model.precision)  # decoded once (check_config has validated it)
+        params, self.model_cfg, self.base_identity = load_params(cfg, k_lora, self.policy)
         self.data_identity = self.source.fingerprint()
         self.model = model_lib.PDECausalModel(
-            config=self.model_cfg, policy=Policy.named(cfg.model.precision), remat=cfg.model.remat,
+            config=self.model_cfg, policy=self.policy, remat=cfg.model.remat,
             attention_impl=cfg.model.attention)
         self.trainable_set = cfg.model.trainable
         trainable, frozen = param_tree.split(params, self.trainable_set)
@@ -181,7 +182,7 @@ def restore_or_init(trainer: Trainer, manager, workdir: Path, resume: bool, prim
     resuming, else the initial state. A resumed run drops log lines after its checkpoint."""
     state = trainer.initial_state()
     if resume and manager.latest_step() is not None:
-        restored, best_val, skipped = ckpt_io.restore_state(manager, state)
+        restored, best_val, skipped = train_state.restore_state(manager, state)
         for note in skipped:
             print(f"warning: {note}", file=sys.stderr)
         state = global_array(restored, trainer.replicated)
@@ -255,7 +256,7 @@ def evaluate_and_checkpoint(trainer: Trainer, state, step: int, best_val: float,
                                                                  f"val_{cfg.training.select_metric}": best_val},
                                 "selected_by": key})
     writer.write(step, {**val, "val/best": best_val})
-    ckpt_io.save_state(manager, step, state, best_val)
+    train_state.save_state(manager, step, state, best_val)
     return val, best_val, improved
 
 
@@ -409,7 +410,7 @@ def train_and_evaluate(cfg, workdir) -> dict:
     manager = writer = prefetch = None
     stop = StopSignals().install()
     try:
-        manager = ckpt_io.state_manager(workdir / "checkpoints")
+        manager = train_state.state_manager(workdir / "checkpoints")
         state, best_val, resumed = restore_or_init(trainer, manager, workdir, training.resume, primary)
         if primary:  # after the restore: a run whose state cannot be restored keeps its config
             (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
@@ -444,7 +445,7 @@ def train_and_evaluate(cfg, workdir) -> dict:
                 bar.write(f"step {step}: " + _fmt(last_val) + ("  (best, adapters saved)" if improved else ""))
             requested = stop.agreed()
             if requested and not every(step, training.eval_every_steps, training.max_steps):
-                ckpt_io.save_state(manager, step, state, best_val)
+                train_state.save_state(manager, step, state, best_val)
             if requested:
                 raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {manager.directory}",
                                           requested)

@@ -1,8 +1,8 @@
 """Benchmark: the jitted JAX PDE residual (burgers_jax.physics) vs the residual as the
-PyTorch system writes it (`porting.torch_reference.burgers_pde_loss_upwind`: vectorised,
+PyTorch system writes it (`burgers_jax.porting.torch_reference.burgers_pde_loss_upwind`: vectorised,
 `torch.cat` ghost cells, `torch.where` upwinding, the batch-mean nu).
 
-    .venv/bin/python scripts/bench_physics.py [--batch 4 --frames 17 --resolution 128 --runs 20]
+    .venv/bin/python scripts/bench/physics.py [--batch 4 --frames 17 --resolution 128 --runs 20]
 
 Float32, on whatever device JAX/torch default to (this machine: CPU). Each variant is
 warmed up (JAX compiles on the first call), then JAX and torch are timed alternately
@@ -25,7 +25,7 @@ import torch
 
 from burgers_jax.physics import analytic
 from burgers_jax.physics import residual as physics
-from porting import torch_reference
+from burgers_jax.porting import torch_reference
 
 
 def _interleaved_medians(fns, runs: int, warmup: int) -> list[float]:

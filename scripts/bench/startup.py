@@ -3,10 +3,10 @@ training, `burgers-evaluate` (one-step metrics and a rollout) and `burgers-predi
 with an empty compilation cache (cold) and again with the cache the cold run filled
 (warm), beside the PyTorch original's first eager step.
 
-    python scripts/bench_startup.py [--out startup.json] [--runs 1]
+    python scripts/bench/startup.py [--out startup.json] [--runs 1]
 
-The small architecture (as `scripts/bench_step.py`), B = 1, T = 16, float32. The train
-rows run `bench_step.py --child` in a fresh process: imports, setup (the converted
+The small architecture (as `scripts/bench/step.py`), B = 1, T = 16, float32. The train
+rows run `step.py --child` in a fresh process: imports, setup (the converted
 checkpoint loaded, adapters and optimizer state initialised) and the first step
 (trace, lower, compile or load from the cache, run), timed inside; that child imports
 both torch and JAX, so its imports count for neither side. The evaluate and predict
@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, str]:
@@ -77,10 +76,10 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=1, help="cold + warm rounds, each with a fresh cache")
     ap.add_argument("--out", type=Path, default=None, help="JSON with every number")
     args = ap.parse_args(argv)
-    import bench_step as B
+    import step as B
 
-    from porting import convert_ckpt
-    from porting import torch_reference as R
+    from burgers_jax.porting import convert_ckpt
+    from burgers_jax.porting import torch_reference as R
 
     work = Path(tempfile.mkdtemp(prefix="bench_startup_"))
     config = B.model_config(False)
@@ -89,10 +88,10 @@ def main(argv=None) -> int:
     convert_ckpt.convert_model(best_pt, pretrained, None)
     np.save(work / "x.npy", B.batch_for(1, 16)["frames"][:, :16, ..., :2])
     py = sys.executable
-    child = [py, str(REPO / "scripts" / "bench_step.py"), "--best-pt", str(best_pt), "--pretrained", str(pretrained),
+    child = [py, str(REPO / "scripts" / "bench" / "step.py"), "--best-pt", str(best_pt), "--pretrained", str(pretrained),
              "--batch", "1", "--frames", "16", "--child"]
     commands = {
-        "evaluate": [py, str(REPO / "scripts" / "bench_startup.py"), "--child-evaluate", "--checkpoint", str(pretrained),
+        "evaluate": [py, str(REPO / "scripts" / "bench" / "startup.py"), "--child-evaluate", "--checkpoint", str(pretrained),
                      "--analytic", "--num-samples", "2",
                      "--num-frames", "40", "--temporal-length", "16", "--rollout", "16", "--precision", "float32",
                      "--batch-size", "2", "--out", str(work / "eval"), "--overwrite"],

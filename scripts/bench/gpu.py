@@ -1,18 +1,18 @@
-"""The GPU benchmark's rows, one process each (scripts/bench_gpu.sh runs them in order, each
+"""The GPU benchmark's rows, one process each (scripts/bench/gpu.sh runs them in order, each
 under its own timeout): JAX and PyTorch never share a process, because each framework's
 allocator keeps what it took and the other one then runs out.
 
-    python scripts/bench_gpu.py prepare --work DIR [--quick]          # torch on the CPU: best.pt, converted
-    python scripts/bench_gpu.py peak --side jax|torch --rows ROWS.jsonl
-    python scripts/bench_gpu.py jax --work DIR --rows ROWS.jsonl --policy fp32_output --attention flash --remat projections
-    python scripts/bench_gpu.py torch --work DIR --rows ROWS.jsonl --variant eager|sdpa|sdpa_compile
-    python scripts/bench_gpu.py report --rows ROWS.jsonl [--quick]   # the table, ratios and utilisation
+    python scripts/bench/gpu.py prepare --work DIR [--quick]          # torch on the CPU: best.pt, converted
+    python scripts/bench/gpu.py peak --side jax|torch --rows ROWS.jsonl
+    python scripts/bench/gpu.py jax --work DIR --rows ROWS.jsonl --policy fp32_output --attention flash --remat projections
+    python scripts/bench/gpu.py torch --work DIR --rows ROWS.jsonl --variant eager|sdpa|sdpa_compile
+    python scripts/bench/gpu.py report --rows ROWS.jsonl [--quick]   # the table, ratios and utilisation
 
 Every row is one JSON line appended to ROWS the moment it is measured (a killed run keeps
 every finished row): first call (compile included), median step after warm-up, peak device
 memory (`memory_stats()["peak_bytes_in_use"]`, `torch.cuda.max_memory_allocated()`; null on
 a CPU), the step-0 loss. A failure is a row too, with its error. The work is the recipe's
-LoRA step on both sides (scripts/bench_common.py, scripts/bench_step.py's `TorchRecipe`):
+LoRA step on both sides (scripts/bench/common.py, scripts/bench/step.py's `TorchRecipe`):
 the full-size architecture, B 4, T 16; `--quick` the small architecture, B 1, T 4, for a
 CPU dry run.
 """
@@ -26,8 +26,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-
-SCRIPTS = Path(__file__).resolve().parent
 
 
 def shape(quick: bool) -> tuple[str, int, int]:
@@ -65,8 +63,8 @@ def prepare(work: Path, quick: bool) -> None:
     """A random-weight best.pt written by the PyTorch reference (CPU) and its conversion."""
     import torch
 
-    from porting import convert_ckpt
-    from porting import torch_reference as R
+    from burgers_jax.porting import convert_ckpt
+    from burgers_jax.porting import torch_reference as R
 
     arch, _, _ = shape(quick)
     work.mkdir(parents=True, exist_ok=True)
@@ -80,7 +78,7 @@ def prepare(work: Path, quick: bool) -> None:
 
 def jax_row(args) -> dict:
     import jax
-    from bench_common import batch_for, jax_trainer
+    from common import batch_for, jax_trainer
 
     _, b, frames = shape(args.quick)
     trainer = jax_trainer(args.work / "pretrained", args.policy, b, frames, attention=args.attention, remat=args.remat)
@@ -100,13 +98,13 @@ def jax_row(args) -> dict:
 
 def torch_row(args) -> dict:
     import torch
-    from bench_common import batch_for
-    from bench_step import TorchRecipe
+    from common import batch_for
+    from step import TorchRecipe
 
     _, b, frames = shape(args.quick)
     attn, _, compiled = args.variant.partition("_")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    # With compile, TorchRecipe's first step compiles (timed as `compile_s`, as in bench_step.py).
+    # With compile, TorchRecipe's first step compiles (timed as `compile_s`, as in step.py).
     recipe = TorchRecipe(args.work / "best.pt", dtype, batch_for(b, frames), frames, attn, compile=bool(compiled))
     out = timed(recipe.step, args.runs, args.warmup)
     if compiled:
@@ -190,8 +188,8 @@ def timed_once(fn) -> float:
 def report(rows_path: Path, quick: bool) -> dict:
     """A markdown table of the rows, the ratios against PyTorch's fastest bf16 row, peak
     memory against PyTorch SDPA's, and each step's share of the JAX-measured bf16 peak by
-    the analytic FLOP count (scripts/cost_analysis.py)."""
-    from bench_common import LORA
+    the analytic FLOP count (scripts/bench/cost_analysis.py)."""
+    from common import LORA
     from cost_analysis import analytic
 
     from burgers_jax.model.config import architecture
@@ -235,7 +233,6 @@ def report(rows_path: Path, quick: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, str(SCRIPTS))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cmd", choices=("prepare", "check", "jax", "torch", "peak", "report"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_gpu_work"))

@@ -1,6 +1,6 @@
 """One layer's block-causal attention, forward and forward+backward, each implementation.
 
-    python scripts/bench_attention.py [--batch 1] [--frames 16] [--heads 8,2] [--head-dim 16]
+    python scripts/bench/attention.py [--batch 1] [--frames 16] [--heads 8,2] [--head-dim 16]
                                       [--dtype float32] [--impls flash,einsum]
 
 The small architecture's shapes by default (8 query / 2 key-value heads, head dim 16,

@@ -1,8 +1,8 @@
 """What one rollout step of an evaluation costs, against one forward pass of the model.
 
-    python scripts/bench_rollout.py [--frames 16] [--steps 16] [--batch 2] [--out rollout.json]
+    python scripts/bench/rollout.py [--frames 16] [--steps 16] [--batch 2] [--out rollout.json]
 
-The small architecture (as `scripts/bench_step.py`), float32, random weights. Timed, each
+The small architecture (as `scripts/bench/step.py`), float32, random weights. Timed, each
 jitted and interleaved (medians, `block_until_ready`):
 
 - `forward`: one `forward_frames` on a T-frame window (what one-step evaluation runs);

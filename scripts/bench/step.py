@@ -1,8 +1,8 @@
 """The yardstick: one LoRA fine-tuning step of the JAX port against the PyTorch original,
 side by side in one process, on the same weights and the same batch.
 
-    python scripts/bench_step.py [--full] [--batch 1] [--frames 16] [--runs 5] [--out bench.json] [--json]
-    python scripts/bench_step.py --first-step      # also: the first step of fresh processes
+    python scripts/bench/step.py [--full] [--batch 1] [--frames 16] [--runs 5] [--out bench.json] [--json]
+    python scripts/bench/step.py --first-step      # also: the first step of fresh processes
 
 PyTorch runs as the original recipe does: the reference model on `transformers.LlamaModel`
 (eager attention with the dense 4D block-causal mask), LoRA by `peft` (r 16, alpha 32,
@@ -23,7 +23,7 @@ per policy, the forward pass alone, the residual alone (value, value + gradient)
 per-stage profile (encoder, transformer, decoder, residual; forward and backward), the
 measured matmul peak of this machine (a 2048^3 float32 product and a bf16 one with
 float32 accumulation, in XLA and in PyTorch) and the FLOP/s each stage and the step
-achieve by the analytic count of `scripts/cost_analysis.py`. `--json` ends the output
+achieve by the analytic count of `scripts/bench/cost_analysis.py`. `--json` ends the output
 with one line of JSON: the ratios and utilisation a script reads.
 Defaults to the small architecture (hidden 128, 2 layers, 8/2 heads, channels
 16/32/64); `--full` for hidden 768, 10 layers, 12/4 heads, channels 64/128/256.
@@ -49,15 +49,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from bench_common import LORA, batch_for, jax_trainer  # noqa: I001 (scripts/ is on the path)
+from common import LORA, batch_for, jax_trainer  # noqa: I001 (scripts/ is on the path)
 
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import Policy
 from burgers_jax.model.network import Decoder2d, Encoder2d, Transformer
 from burgers_jax.physics import residual as physics
-from porting import convert_ckpt
-from porting import torch_reference as R
-from porting.torch_checkpoint import load_torch_file
+from burgers_jax.porting import convert_ckpt
+from burgers_jax.porting import torch_reference as R
+from burgers_jax.porting.torch_checkpoint import load_torch_file
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 count written out below, and `memory_analysis()` with and without rematerialisation.
 Nothing runs: the step is lowered on abstract shapes (`jax.eval_shape`) and compiled.
 
-    python scripts/cost_analysis.py [--batch 4] [--frames 16] [--small] [--remat none,projections,full] [--out cost.json]
+    python scripts/bench/cost_analysis.py [--batch 4] [--frames 16] [--small] [--remat none,projections,full] [--out cost.json]
 
 The analytic count (one multiply-add = 2 FLOPs; N = B*T images, S = T*256 tokens per
 sample, D hidden, L layers, H/K query/key-value heads, hd head dim, I MLP width, r the

@@ -1,8 +1,8 @@
 """Loader throughput: training samples/s read from an HDF5 file by `train_batch`,
 called directly and through the background prefetch (grain).
 
-  .venv/bin/python scripts/bench_loader.py                    # generates 8 full-size samples
-  .venv/bin/python scripts/bench_loader.py --file data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5
+  .venv/bin/python scripts/bench/loader.py                    # generates 8 full-size samples
+  .venv/bin/python scripts/bench/loader.py --file data/burgers2d_nu0.1_0.15_res128_t1000_n100.h5
 
 Without --file a temporary file of 8 samples x 1000 frames x 128^2 (about 1 GB) is
 written and deleted afterwards. Windows are random over 1000 frames, so after the first
