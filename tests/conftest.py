@@ -67,3 +67,45 @@ def smoke_config(pretrained, save_dir, **training):
     for k, v in training.items():
         c.training[k] = v
     return c
+
+
+# ----------------------------------------------------------------------------- the fast loop
+
+# A test is `cli` (out of the fast loop `pytest -m "not slow and not cli"`) when it, or a
+# fixture it uses, starts a process or runs a whole command or training. Found from the
+# source, so a new test is placed without anyone remembering a marker.
+_WHOLE_RUNS = ("subprocess", "Popen", "run_cli", "train_and_evaluate", "run_evaluation", "main([", "main(argv",
+               ".main(", "convert_model(", "export(", "pretrain(")
+_SHARED_SETUP = {"tiny_best_pt", "tiny_converted"}  # built once per session: not what makes a test slow
+
+
+def _runs_whole_things(func, seen: set) -> bool:
+    import inspect
+
+    if func in seen:
+        return False
+    seen.add(func)
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    return any(word in source for word in _WHOLE_RUNS)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        func = getattr(item, "function", None)
+        if func is None:
+            continue
+        seen: set = set()
+        whole = _runs_whole_things(func, seen)
+        info = getattr(item, "_fixtureinfo", None)
+        for name in (info.names_closure if info else ()):
+            if whole or name in _SHARED_SETUP:
+                continue
+            for fixturedef in info.name2fixturedefs.get(name, ()):
+                if _runs_whole_things(fixturedef.func, seen):
+                    whole = True
+                    break
+        if whole:
+            item.add_marker(pytest.mark.cli)

@@ -108,6 +108,7 @@ def test_no_import_cycle():
             visit(module, [])
 
 
+@pytest.mark.cli  # a whole training, or a big compilation: out of the fast loop
 def test_every_module_imports_and_a_tiny_forward_runs_without_torch():
     blocked = ", ".join(repr(m) for m in TORCH_STACK)
     proc = _run(f"""

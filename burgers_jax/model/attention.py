@@ -58,7 +58,7 @@ def resolve(impl: str, backend: str | None = None, dtype=F32) -> str:
     Today `flash` for every backend and dtype: it is the one path proven memory-safe
     here, and a GPU-only kernel becomes a GPU's default only after a GPU run has measured
     it (`cudnn` is the candidate for bf16 trunks; scripts/bench/gpu.sh). The arguments
-    are the question `auto` answers, so that callers (tests/test_memory.py,
+    are the question `auto` answers, so that callers (tests/model/test_memory.py,
     scripts/bench/cost_analysis.py) ask it per backend and keep asking when the answer changes."""
     if impl not in IMPLS:
         raise ValueError(f"attention_impl={impl!r} is not one of {IMPLS}")

@@ -13,7 +13,7 @@ an `attention_mask` that is already 4D is returned as-is by `create_causal_mask`
 additive float mask `[1, 1, S, S]` (0 allowed, -inf not) reaches the attention
 unchanged. We select `attn_implementation="eager"`, whose softmax runs in float32 and
 is cast back (the semantics the Flax port reproduces); the block causality is proven
-in tests/test_model_parity.py.
+in tests/model/test_model_parity.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One process of a multi-process training step (tests/test_multihost.py starts two).
+"""One process of a multi-process training step (tests/training/test_multihost.py starts two).
 
     python tests/helpers/multihost_worker.py PROCESS_ID NUM_PROCESSES PORT PRETRAINED OUT_DIR [train]
 

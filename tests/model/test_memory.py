@@ -59,6 +59,7 @@ def temporaries_gib(remats: tuple[str, ...], attention_impl: str) -> dict[str, f
     return {r: c.memory_analysis().temp_size_in_bytes / GIB for r, c in compiled.items()}
 
 
+@pytest.mark.cli  # a whole training, or a big compilation: out of the fast loop
 @pytest.mark.parametrize("impl", sorted({attention.resolve("auto", backend=b) for b in ("cpu", "gpu", "tpu")}))
 def test_default_step_temporaries_are_bounded(impl):
     """Every implementation `auto` picks on some backend: under the default config's remat

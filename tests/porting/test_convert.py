@@ -24,7 +24,7 @@ from porting import convert_ckpt as cc  # noqa: E402
 from porting.architecture import cross_check  # noqa: E402
 from porting.verify import rel_l2  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T_FRAMES = 2  # short T keeps the tests fast; the model is T-generic
 
 

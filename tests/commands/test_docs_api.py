@@ -28,6 +28,7 @@ from porting.verify import rel_l2
 
 API_DOC = REPO / "docs" / "api.md"
 FORMATS_DOC = REPO / "docs" / "model_and_formats.md"
+pytestmark = pytest.mark.cli  # runs the docs' convert, training and export
 PARITY = 1e-5  # float32 round-off, for the premise below (parity itself: assert_float32_parity)
 
 

@@ -1,7 +1,7 @@
 """LoRA adapters: PEFT initialization, insertion, merging, casting and the PEFT key mapping.
 
 The model-level parity with the peft-wrapped reference lives in test_model_parity.py.
-Run: .venv/bin/python -m pytest tests/test_lora.py -q
+Run: .venv/bin/python -m pytest tests/model/test_lora.py -q
 """
 
 from __future__ import annotations

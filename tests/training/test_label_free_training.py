@@ -129,6 +129,7 @@ def test_the_checkpoint_is_chosen_by_the_loss_being_trained(tiny_converted, tmp_
         assert r["val/loss"] == pytest.approx(r["val/nrmse"], rel=1e-5)
 
 
+@pytest.mark.cli  # a whole training, or a big compilation: out of the fast loop
 def test_loss_options_and_pushforward_run_through_the_step(tiny_converted, tmp_path):
     losses = {}
     for name, fields in {"window": {}, "per_step": {"training__residual": "per_step"},

@@ -24,7 +24,7 @@ from burgers_jax.model.config import Policy, tiny_config
 from burgers_jax.model.network import PDECausalModel, init_params
 from porting.verify import rel_l2
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T_FRAMES = 1  # the model is T-generic; one frame keeps the CPU forward passes cheap
 
 

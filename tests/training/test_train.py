@@ -26,7 +26,7 @@ from burgers_jax.training import steps
 from burgers_jax.training import trainer as train
 from burgers_jax.training.setup import TrainConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

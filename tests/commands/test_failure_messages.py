@@ -1,4 +1,4 @@
-"""Weak answers made named ones (issue 15, round 2): a full disk during convert, export and
+"""Weak answers made named ones: a full disk during convert, export and
 generate; a symlinked `--out` for `burgers-export --peft`; files that need pickle; Ctrl-C
 in generate. Each is one line on stderr, no traceback, exit 2 (130 for Ctrl-C), and
 nothing left behind: no temporary `.NAME.tmp-*` sibling, no partial output.

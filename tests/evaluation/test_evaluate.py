@@ -116,6 +116,7 @@ def test_frame_stride_in_data_dt_and_residual(tmp_path):
     assert right < 1e-3 < wrong, (right, wrong)  # the exact solution fits only the strided dt
 
 
+@pytest.mark.cli  # a whole training, or a big compilation: out of the fast loop
 @pytest.mark.parametrize("trainable,moves", [("adapters+decoder", ("decoder_2d",)),
                                              ("adapters+encoder+decoder", ("encoder_2d", "decoder_2d"))])
 def test_trainable_variants_keep_the_rest_bit_identical(tiny_converted, tmp_path, trainable, moves):
@@ -188,6 +189,7 @@ def test_pretrain_lowers_its_loss_and_writes_a_verifiable_best_pt(tmp_path):
 # ----------------------------------------------------------------------------- rollout
 
 
+@pytest.mark.cli  # a whole training, or a big compilation: out of the fast loop
 def test_forward_and_rollout_equals_one_forward_per_window(precision="float32"):
     """The evaluation's rollout (each frame encoded once, the window's tokens sliding, the
     last frame decoded) against the plain autoregressive loop, one whole `forward_frames`

@@ -1,7 +1,7 @@
 """Tests of burgers_jax.label_free: the anchored residual, its preconditioning and the
 evaluation helpers.
 
-Analytic windows are built as in tests/test_physics.py (`analytic.analytic_fields` on the
+Analytic windows are built as in tests/physics/test_physics.py (`analytic.analytic_fields` on the
 reference time axis linspace(0, 1, 1000), boundaries at the faces x = 0, 1 / y = 0, 1,
 sampled at the cell centres along each edge); a stride s takes every s-th frame, so
 dt = s / 999. A window of T + 1 frames gives inputs x_k = frames 0..T-1 and the exact

@@ -1,4 +1,4 @@
-"""Console summaries that say what they mean and logs that open (issue 16, section 2):
+"""Console summaries that say what they mean and logs that open:
 the rollout's words about persistence, the progress line's loss name and its rate
 without the compiling first step, the loss curve of a run, TensorBoard hparams in the
 run's own folder."""

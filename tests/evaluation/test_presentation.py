@@ -1,4 +1,4 @@
-"""Seeing the answer at a glance (issue 16, section 2): Markdown tables that render
+"""Seeing the answer at a glance: Markdown tables that render
 (evaluate's metrics.md, the demo's table, the experiment scripts' tables, docs/results.md,
 the comparison), `burgers-compare`, and plots that can be read (a diverging error scale
 centred on zero and shared, no blank panels, integer horizons, titles that name what is

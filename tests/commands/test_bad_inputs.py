@@ -1,6 +1,6 @@
-"""The second round of bad inputs and faults: each case silently gave a wrong result,
-lost a file, or answered with a traceback before it was fixed (issue "nothing lost,
-nothing silent, round 2"). Every test here failed on the code before the fix."""
+"""Bad inputs and faults across the commands (config values, resume, data files,
+evaluation, writing): each case once gave a wrong result silently, lost a file, or
+answered with a traceback. Every test here failed on the code before its fix."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from burgers_jax.data import writer
 from burgers_jax.io.outputs import OutputError
 from burgers_jax.physics import analytic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # A stored float32 value in [0.5, 1) (u and v always are) is within half a float32 ulp
 # (2**-25) of the float64 value; allow one ulp (2**-24) for float64 rounding noise in z.

@@ -1,6 +1,6 @@
 """What a path or a folder stands for: the data behind a file name, the base model behind
 a set of adapters, and a run that never produced a finite number. Each case gave a wrong
-result silently before it was fixed (issue "nothing lost, nothing silent, round 3")."""
+result silently before it was fixed."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ relative L2 `||jax - torch|| / ||torch||` per seam: encoder tokens [B, S, D],
 transformer output [B, S, D], decoder output [B, T, 128, 128, 6] (before
 denormalization) and the final output.
 
-Run: .venv/bin/python -m pytest tests/test_model_parity.py -q        (fast set)
-     .venv/bin/python -m pytest tests/test_model_parity.py -q -m slow -s  (full size)
+Run: .venv/bin/python -m pytest tests/model/test_model_parity.py -q        (fast set)
+     .venv/bin/python -m pytest tests/model/test_model_parity.py -q -m slow -s  (full size)
 """
 
 from __future__ import annotations
