@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollout", type=int, default=0, help="rollout steps N (0: none)")
     p.add_argument("--windows-per-sample", type=int, default=1,
                    help="evaluation windows per sample, spread over its frames")
-    p.add_argument("--precision", default="fp32_output",
-                   help=f"precision policy: one of {', '.join(Policy.names())} (burgers_jax.model.config.Policy)")
+    p.add_argument("--precision", default=None, choices=list(Policy.names()),
+                   help="precision policy (burgers_jax.model.config.Policy); default: the one the --lora run trained "
+                        "at, else float32")
     p.add_argument("--dt", type=float, default=None,
                    help="frame spacing of a file without a time axis; default: the file's own axis, else 1/999 "
                         "(a disagreeing --dt is an error)")

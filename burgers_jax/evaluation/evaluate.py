@@ -87,7 +87,7 @@ class EvalRequest:
     temporal_length: int = 16
     rollout: int = 0
     windows_per_sample: int = 1
-    precision: str = "fp32_output"
+    precision: str | None = None  # None: the precision the --lora run trained at, else float32
     dt: float | None = None
     batch_size: int = 4
     overwrite: bool = False
@@ -319,6 +319,21 @@ def check_split_data(req: EvalRequest, source) -> None:
             "Evaluate on the run's data, or with --split all on this one")
 
 
+DEFAULT_PRECISION = "float32"  # the README's recommendation: the parity policy
+
+
+def run_precision(req: EvalRequest) -> tuple[str, str]:
+    """-> (precision, where it came from): `--precision` when given, else the one the run
+    behind `--lora` trained at (its result records it), else float32. A run's precision
+    travels with its result, like its split."""
+    if req.precision is not None:
+        return req.precision, "--precision"
+    recorded = load_metadata(req.lora).get("precision") if req.lora is not None else None
+    if isinstance(recorded, str) and recorded in Policy.names():
+        return recorded, f"the run ({req.lora})"
+    return DEFAULT_PRECISION, "the default"
+
+
 def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, Path, str]:
     """Evaluates `req` and writes metrics.json, metrics.md and the plots into `req.out`
     (refusing a folder we did not write). -> (result, the folder written, markdown)."""
@@ -330,7 +345,8 @@ def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, 
     if req.analytic == (req.data is not None):
         raise EvaluateError("give exactly one of --data FILE.h5 and --analytic")
     outputs.check_dir(req.out, OUT_KIND, req.overwrite)
-    policy = Policy.named(req.precision)
+    precision, precision_from = run_precision(req)
+    policy = Policy.named(precision)
     params, config = load_model(req.checkpoint, req.lora, policy=policy, allow_other_base=req.allow_other_base)
     if req.temporal_length * config.tokens_per_frame > config.transformer.max_position_embeddings:
         raise EvaluateError(f"--temporal-length {req.temporal_length}: more frames than the model's "
@@ -354,7 +370,8 @@ def run_evaluation(req: EvalRequest, show_progress: bool = True) -> tuple[dict, 
                         "analytic_seed": req.seed if req.analytic else None,
                         "frame_stride": req.frame_stride, "dt": dt, "window_dt": dt * req.frame_stride,
                         "temporal_length": req.temporal_length, "rollout": req.rollout,
-                        "precision": req.precision, "output_dtype": jnp.dtype(policy.output_dtype).name}
+                        "precision": precision, "precision_from": precision_from,
+                        "output_dtype": jnp.dtype(policy.output_dtype).name}
     title = f"Evaluation of {req.checkpoint}" + (f" + {req.lora}" if req.lora else "")
 
     def fill(tmp: Path) -> None:

@@ -4,6 +4,8 @@ never made."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from conftest import smoke_config
 
@@ -52,3 +54,22 @@ def test_predict_from_python_is_quiet(tiny_converted, capsys):
     assert y.shape == (1, 2, 128, 128, 2)
     out = capsys.readouterr()
     assert out.out == "" and out.err == "", out
+
+
+def test_evaluate_takes_the_runs_precision_else_float32(tiny_converted, tmp_path):
+    """A run's precision travels with its result, like its split; without a run, the
+    README's float32; an explicit --precision wins."""
+    from burgers_jax.evaluation import evaluate
+    from burgers_jax.io import checkpoint as ckpt_io
+
+    base = evaluate.EvalRequest(checkpoint=tiny_converted, out=tmp_path / "e", analytic=True, num_samples=1,
+                                num_frames=20, temporal_length=2)
+    assert evaluate.run_precision(base) == ("float32", "the default")
+    adapters = tmp_path / "adapters"
+    (adapters).mkdir()
+    (adapters / ckpt_io.METADATA_FILE).write_text('{"precision": "fp32_output"}')
+    run = dataclasses.replace(base, lora=adapters)
+    assert evaluate.run_precision(run) == ("fp32_output", f"the run ({adapters})")
+    assert evaluate.run_precision(dataclasses.replace(run, precision="reference")) == ("reference", "--precision")
+    result, _, _ = evaluate.run_evaluation(base, show_progress=False)
+    assert result["config"]["precision"] == "float32" and result["config"]["precision_from"] == "the default"
