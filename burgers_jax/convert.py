@@ -24,7 +24,7 @@ from pathlib import Path
 
 from burgers_jax import cli
 from burgers_jax.errors import UserError
-from burgers_jax.porting import INSTALL_TORCH, VERIFY_TOLERANCE, TorchMissing
+from burgers_jax.porting import VERIFY_TOLERANCE, load_for_command
 
 PROG = "burgers-convert"
 
@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                          "must be >= 1")
 
         def body() -> int:
-            try:
-                from burgers_jax.porting import convert_ckpt  # torch, jax: seconds
-            except TorchMissing:
-                raise UserError(f"PyTorch is not installed: {INSTALL_TORCH}") from None
+            convert_ckpt = load_for_command("convert_ckpt")  # torch, jax: seconds
             from absl import logging as absl_logging
 
             from burgers_jax.io import compilation_cache

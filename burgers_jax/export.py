@@ -23,8 +23,7 @@ import sys
 from pathlib import Path
 
 from burgers_jax import cli
-from burgers_jax.errors import UserError
-from burgers_jax.porting import INSTALL_TORCH, TorchMissing
+from burgers_jax.porting import load_for_command
 
 PROG = "burgers-export"
 
@@ -55,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         kind = "merged" if args.merged else "peft" if args.peft else "lora"
 
         def body() -> None:
-            try:
-                from burgers_jax.porting import export_torch  # torch, jax: seconds
-            except TorchMissing:
-                raise UserError(f"PyTorch is not installed: {INSTALL_TORCH}") from None
+            export_torch = load_for_command("export_torch")  # torch, jax: seconds
             from absl import logging as absl_logging
 
             absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns on every single-process restore

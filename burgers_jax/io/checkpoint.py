@@ -202,11 +202,6 @@ def save_converted(directory: str | os.PathLike, params: Mapping[str, Any], mode
         return outputs.write_dir(directory, fill, CONVERTED, overwrite)
 
 
-def check_params_fit(params: Mapping[str, Any], config: ModelConfig, source: str = "params") -> None:
-    """`model.fit.check_fits` (kept here under its old name for callers of this module)."""
-    check_fits(params, config, source)
-
-
 def load_model_config(directory: str | os.PathLike) -> ModelConfig:
     d = _require_dir(directory, "converted checkpoint")
     raw = _read_json(d / MODEL_CONFIG_FILE, "model_config.json (is this a converted checkpoint?)")
@@ -225,7 +220,7 @@ def load_converted(directory: str | os.PathLike, policy: Policy | None = None):
     d = _require_dir(directory, "converted checkpoint")
     config = load_model_config(d)
     params = _restore_tree(d / PARAMS_DIR)
-    check_params_fit(params, config, source=str(d / PARAMS_DIR))
+    check_fits(params, config, source=str(d / PARAMS_DIR))
     check_finite(params, str(d / PARAMS_DIR))
     if policy is not None:
         params = cast_params(params, policy)

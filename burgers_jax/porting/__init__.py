@@ -34,3 +34,17 @@ class TorchMissing(ImportError):
 def torch_missing(module: str) -> TorchMissing:
     """What a module that needs torch raises from its import when torch is missing."""
     return TorchMissing(f"{module} needs PyTorch: {INSTALL_TORCH}", name="torch")
+
+
+def load_for_command(module: str):
+    """`burgers_jax.porting.<module>` for a command: torch and jax load here (seconds, so
+    the commands call this inside `cli.run`); without torch, one user error naming the
+    install command."""
+    import importlib
+
+    from burgers_jax.errors import UserError
+
+    try:
+        return importlib.import_module(f"burgers_jax.porting.{module}")
+    except TorchMissing:
+        raise UserError(f"PyTorch is not installed: {INSTALL_TORCH}") from None
