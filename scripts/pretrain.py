@@ -52,7 +52,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from burgers_jax import cli
-from burgers_jax.data import sources as data_lib
+from burgers_jax.data import loader
 from burgers_jax.errors import UserError
 from burgers_jax.io import outputs
 from burgers_jax.io.progress import make_progress
@@ -314,7 +314,7 @@ def pretrain(argv=None) -> int:
         curve_path.touch(exist_ok=False)
     print(f"curve so far: {curve_path} (copied into {out} at the end)", flush=True)
     try:
-        batches = data_lib.prefetch(lambda s: window_batch(args.seed, s, args.batch, T + 1),
+        batches = loader.prefetch(lambda s: window_batch(args.seed, s, args.batch, T + 1),
                                     range(first_step, args.steps), depth=2)
         bar = make_progress(args.steps, "pretrain", unit="step", every=max(1, args.eval_every // 4),
                             initial=first_step)

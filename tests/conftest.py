@@ -18,6 +18,15 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    # The unit loop compiles the same small programs on every run: JAX's persistent
+    # compilation cache (the commands' own, burgers_jax/io/compilation_cache.py; off with
+    # BURGERS_JAX_CACHE=off) loads them from disk from the second run on.
+    from burgers_jax.io import compilation_cache
+
+    compilation_cache.enable()
+
+
 @pytest.fixture(scope="session")
 def tiny_best_pt(tmp_path_factory):
     """A tiny model written by the PyTorch reference as `best.pt` (docs/model_and_formats.md, "Files"), with a

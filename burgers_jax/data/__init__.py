@@ -1,2 +1,2 @@
-"""Data: the HDF5 and analytic sources, stateless batches and prefetch (`sources`), and
+"""Data: the HDF5 and analytic sources (`sources`), stateless batches and prefetch (`loader`), and
 the writer of the reference data set (`writer`)."""

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from burgers_jax.data import loader
 from burgers_jax.data import sources as data_lib
 from burgers_jax.errors import UserError
 from burgers_jax.evaluation import report
@@ -121,7 +122,7 @@ def evaluation_windows(source, split: str, window: int, stride: int, per_sample:
     idx = {"val": val_idx, "train": train_idx, "all": np.arange(source.num_samples)}[split]
     if len(idx) == 0:
         raise EvaluateError(f"the {split} split of {source.name} is empty ({source.num_samples} samples)")
-    return data_lib.val_windows(source.num_frames, sorted(idx), window, per_sample, stride)
+    return loader.val_windows(source.num_frames, sorted(idx), window, per_sample, stride)
 
 
 def evaluate(params, config, policy: Policy, source, items, *, temporal_length: int, stride: int, dt: float,
@@ -153,7 +154,7 @@ def evaluate(params, config, policy: Policy, source, items, *, temporal_length: 
     count = 0.0
     shown = None
     per_window: dict = {m: [] for m in METHODS}  # one-step VRMSE of each window (for intervals)
-    batches = data_lib.window_batches(source, items, batch_size, window, stride)
+    batches = loader.window_batches(source, items, batch_size, window, stride)
     total = -(-len(items) // batch_size)
     with jax.default_matmul_precision(policy.matmul_precision):
         for batch in progress(batches, desc="evaluate", unit="batch", total=total, enabled=show_progress):

@@ -21,7 +21,7 @@ from burgers_jax.io import checkpoint as ckpt_io
 from burgers_jax.model import attention, param_tree
 from burgers_jax.model import lora as lora_lib
 from burgers_jax.model.config import ATTENTION_PROJECTIONS, GRID, MLP_PROJECTIONS, ConfigError, LoraConfig, Policy
-from burgers_jax.model.network import remat_mode
+from burgers_jax.model.transformer import remat_mode
 from burgers_jax.training import steps
 
 # dt agreement between the data's time axis and an explicit physics.dt: the PyTorch YAML

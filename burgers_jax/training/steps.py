@@ -30,7 +30,7 @@ Pushforward (`training.pushforward_steps` m > 0): with probability
 rollout from the true window (no gradient through the rollout; the boundaries are those
 of the frames the rollout stands for), so training sees the states a rollout meets.
 
-Boundaries: a batch (`data.sources.load_batch`) keeps the four faces as flat keys
+Boundaries: a batch (`data.loader.load_batch`) keeps the four faces as flat keys
 `left`, `right`, `bottom`, `top` beside `frames` and `nu`: the loader, the trainer's
 per-key sharding (`trainer.STEP_KEYS`) and the compiled steps' inputs are plain dicts of
 arrays, laid out as the data file is. The steps make them one `physics.Boundaries` in one

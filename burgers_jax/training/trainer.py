@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -30,6 +29,7 @@ from absl import logging as absl_logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from burgers_jax.data import loader
 from burgers_jax.data import sources as data_lib
 from burgers_jax.errors import UserError
 from burgers_jax.io import checkpoint as ckpt_io
@@ -40,6 +40,7 @@ from burgers_jax.model import param_tree
 from burgers_jax.model.config import Policy
 from burgers_jax.training import reporting, steps
 from burgers_jax.training.rundir import RunDir, config_dict
+from burgers_jax.training.runtime import StopSignals, global_array, initialize_distributed, to_host
 from burgers_jax.training.setup import (
     TrainConfigError,
     build_data,
@@ -64,29 +65,6 @@ class TrainingInterrupted(Exception):
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
         self.signum = signum
-
-
-def global_array(tree, sharding):
-    """Host values (the same on every process) as arrays laid out by `sharding`; each
-    process supplies only its own devices' shards, so this works across hosts too (a
-    plain device_put needs every device to be addressable)."""
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-    return jax.tree.map(put, tree)
-
-
-def to_host(tree):
-    """Arrays as numpy on this process; an array sharded over several hosts is gathered."""
-    from jax.experimental import multihost_utils
-
-    def get(a):
-        if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
-            return np.asarray(a)
-        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-
-    return jax.tree.map(get, tree)
 
 
 class Trainer:
@@ -125,7 +103,7 @@ class Trainer:
         self.eval_step = jax.jit(steps.make_eval_step(self.model, cfg))
         # A fresh iterator per evaluation: the windows are fixed, and are read lazily.
         self.stride = int(cfg.dataset.frame_stride)
-        self.val_batches = lambda: data_lib.val_batches(
+        self.val_batches = lambda: loader.val_batches(
             self.source, self.val_idx, cfg.dataloader.val_batch_size, window=cfg.dataset.temporal_length + 1,
             stride=self.stride)
 
@@ -149,7 +127,7 @@ class Trainer:
         # dataset.seed fixes the split (as the reference); training.seed varies the
         # batch order, so two seeds of one split see different stateless streams.
         dc = self.cfg.dataset
-        return data_lib.train_batch(self.source, self.train_idx, self.cfg.dataloader.batch_size,
+        return loader.train_batch(self.source, self.train_idx, self.cfg.dataloader.batch_size,
                                     dc.seed + 1000003 * self.cfg.training.seed, step,
                                     window=steps.window_span(self.cfg), stride=self.stride)
 
@@ -277,70 +255,6 @@ def check_data_unchanged(trainer: Trainer, step: int, manager) -> None:
         "--config.training.allow_data_change=True to go on with the new file")
 
 
-class StopSignals:
-    """While installed, the first Ctrl-C (SIGINT) or SIGTERM (a cluster's time limit or a
-    preemption) only sets `requested`, so the loop stops at the next step boundary with
-    its state saved; a second one acts at once (the default action)."""
-
-    SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM (a time limit or preemption?)"}
-
-    def __init__(self):
-        self.requested: int | None = None  # the signal that asked to stop
-        self._previous: dict[int, object] = {}
-
-    def _handler(self, signum, frame):
-        self.requested = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-        print(f"\n{self.SIGNALS[signum]}: stopping after this step and saving a checkpoint "
-              "(send it again to abort)", file=sys.stderr, flush=True)
-
-    def install(self) -> "StopSignals":
-        try:
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handler)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = {}
-        return self
-
-    def agreed(self) -> int | None:
-        """The stop request, the same on every process: a multi-host run's hosts get the
-        signal at different steps, and must all stop (and checkpoint) at the same one."""
-        if jax.process_count() == 1:
-            return self.requested
-        from jax.experimental import multihost_utils
-
-        flags = multihost_utils.process_allgather(np.int32(self.requested or 0))
-        return int(np.max(flags)) or None
-
-    def restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
-
-
-DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-
-
-def initialize_distributed() -> None:
-    """`jax.distributed.initialize()`, from a cluster JAX detects (SLURM, Open MPI, TPU
-    pods, ...) or from the three DISTRIBUTED_ENV variables set on every host."""
-    env = {k: os.environ[k] for k in DISTRIBUTED_ENV if os.environ.get(k)}
-    kwargs = {}
-    try:
-        if "JAX_NUM_PROCESSES" in env:
-            kwargs["num_processes"] = int(env["JAX_NUM_PROCESSES"])
-        if "JAX_PROCESS_ID" in env:
-            kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
-        jax.distributed.initialize(**kwargs)
-    except (ValueError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrainConfigError(
-            f"training.distributed=True: jax.distributed.initialize() failed ({reason}). Outside a cluster JAX "
-            "detects (SLURM, Open MPI, TPU pods), set on every host JAX_COORDINATOR_ADDRESS=host:port (process "
-            "0's address), JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=0..N-1; set now: "
-            + (", ".join(f"{k}={v}" for k, v in env.items()) or "none")) from None
-
-
 def start_run(cfg, workdir) -> tuple[Trainer, RunDir, bool]:
     """Everything before the first step: distributed init, the run directory's checks
     (before any work, and before anything is written), the trainer, the lock.
@@ -426,7 +340,7 @@ def train_and_evaluate(cfg, workdir) -> dict:
             first_val, _, _ = evaluate_and_checkpoint(trainer, state, 0, best_val, workdir, manager, writer, primary)
             print("step 0: " + _fmt(first_val))
         step = start_step = int(state.step)  # the step counter lives on the host: no device sync per step
-        prefetch = data_lib.prefetch(trainer.train_batch, range(start_step, training.max_steps),
+        prefetch = loader.prefetch(trainer.train_batch, range(start_step, training.max_steps),
                                      depth=cfg.dataloader.prefetch)
         bar = make_progress(training.max_steps, "train", unit="step", initial=start_step,
                             every=cfg.logging.log_interval)

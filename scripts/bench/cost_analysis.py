@@ -29,7 +29,7 @@ backward of the LoRA step (frozen weights get no gradient; the encoder none at a
     (the `einsum` path's autodiff keeps its scores: 4 units)
 Elementwise work (norms, GELU, softmax, the residual, Adam) is left out: the bound
 `cost_analysis() <= 1.25 x analytic` leaves it 25 %. Rematerialisation (`model.remat`,
-burgers_jax/model/network.py REMAT) adds: `full`, the transformer forward once more;
+burgers_jax/model/transformer.py REMAT) adds: `full`, the transformer forward once more;
 `projections`, the adapters' first products (x A), everything else it recomputes being
 elementwise.
 
@@ -56,7 +56,8 @@ from burgers_jax.configs import burgers
 from burgers_jax.model import attention, param_tree
 from burgers_jax.model.config import ModelConfig, Policy, architecture
 from burgers_jax.model.lora import cast_params
-from burgers_jax.model.network import REMAT, PDECausalModel, init_params
+from burgers_jax.model.network import PDECausalModel, init_params
+from burgers_jax.model.transformer import REMAT
 from burgers_jax.training import steps
 
 

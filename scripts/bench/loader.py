@@ -20,13 +20,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from burgers_jax.data import loader
 from burgers_jax.data import sources as data
 from burgers_jax.data.writer import write_dataset as generate
 
 
 def bench(source, train_idx, batch_size, steps, prefetch, consumer_s, depth=2):
-    fn = lambda s: data.train_batch(source, train_idx, batch_size, seed=0, step=s)  # noqa: E731
-    it = data.prefetch(fn, range(steps), depth) if prefetch else map(fn, range(steps))
+    fn = lambda s: loader.train_batch(source, train_idx, batch_size, seed=0, step=s)  # noqa: E731
+    it = loader.prefetch(fn, range(steps), depth) if prefetch else map(fn, range(steps))
     t0 = time.perf_counter()
     wait = 0.0
     for _ in tqdm(range(steps), desc="prefetch" if prefetch else "direct", leave=False):

@@ -53,7 +53,8 @@ from common import LORA, batch_for, jax_trainer  # noqa: I001 (scripts/ is on th
 
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import Policy
-from burgers_jax.model.network import Decoder2d, Encoder2d, Transformer
+from burgers_jax.model.network import Decoder2d, Encoder2d
+from burgers_jax.model.transformer import Transformer
 from burgers_jax.physics import residual as physics
 from burgers_jax.porting import convert_ckpt
 from burgers_jax.porting import torch_reference as R
@@ -221,7 +222,7 @@ def jax_stages(trainer, trainable, batch: dict) -> dict:
     T = cfg.dataset.temporal_length
     x = jnp.asarray(batch["frames"][:, :T])
     b = x.shape[0]
-    enc, tra, dec = Encoder2d(model_cfg, dt), Transformer(model_cfg, False, dt), Decoder2d(model_cfg, dt, policy.output_dtype)
+    enc, tra, dec = Encoder2d(model_cfg, dt), Transformer(model_cfg, dt), Decoder2d(model_cfg, dt, policy.output_dtype)
     xn = ((x - x.mean((2, 3), keepdims=True)) / (x.std((2, 3), ddof=1, keepdims=True) + 1e-6)).astype(dt)
     images = xn.reshape(b * T, 128, 128, 6)
     # Weights and side inputs are arguments, not closed-over constants: XLA would otherwise

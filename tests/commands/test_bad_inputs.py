@@ -22,7 +22,7 @@ from burgers_jax.data import sources as data_lib
 from burgers_jax.data.writer import write_dataset
 from burgers_jax.evaluation import evaluate
 from burgers_jax.io import outputs
-from burgers_jax.training import reporting, rundir, trainer
+from burgers_jax.training import reporting, rundir, runtime, trainer
 from burgers_jax.training.setup import TrainConfigError, check_config
 
 # ----------------------------------------------------------------------------- config values
@@ -46,12 +46,12 @@ def test_num_devices_out_of_range_is_a_named_error(tiny_converted, tmp_path):
 
 
 def test_distributed_without_a_coordinator_names_the_variables(monkeypatch):
-    for k in trainer.DISTRIBUTED_ENV:
+    for k in runtime.DISTRIBUTED_ENV:
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(TrainConfigError) as e:
-        trainer.initialize_distributed()
+        runtime.initialize_distributed()
     msg = str(e.value)
-    assert "training.distributed=True" in msg and all(k in msg for k in trainer.DISTRIBUTED_ENV), msg
+    assert "training.distributed=True" in msg and all(k in msg for k in runtime.DISTRIBUTED_ENV), msg
 
 
 def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from burgers_jax import generate as generate_cmd
+from burgers_jax.data import loader, writer
 from burgers_jax.data import sources as data
-from burgers_jax.data import writer
 from burgers_jax.io.outputs import OutputError
 from burgers_jax.physics import analytic
 
@@ -334,7 +334,7 @@ def test_non_finite_window_names_file_sample_and_start(tmp_path):
         src.read_window(1, 5, 17)
     assert str(path) in str(info.value)
     with pytest.raises(data.DataError, match=r"sample 0 .*'right'.*starting at frame \d+"):
-        data.train_batch(src, [0], batch_size=1, seed=0, step=0, window=17)
+        loader.train_batch(src, [0], batch_size=1, seed=0, step=0, window=17)
 
 
 # --------------------------------------------------------------------------- batches
@@ -347,7 +347,7 @@ def small_source():
 
 def test_train_batch_layout(small_source):
     tr, _ = data.split_indices(10)
-    b = data.train_batch(small_source, tr, batch_size=3, seed=1, step=5)
+    b = loader.train_batch(small_source, tr, batch_size=3, seed=1, step=5)
     assert b["frames"].shape == (3, 17, 16, 16, 6) and b["frames"].dtype == np.float32
     assert b["left"].shape == (3, 17, 16, 1, 2) and b["top"].shape == (3, 17, 1, 16, 2)
     assert b["nu"].shape == (3,) and b["nu"].dtype == np.float32
@@ -365,7 +365,7 @@ def test_train_batches_are_a_function_of_seed_and_step(small_source):
     tr, _ = data.split_indices(10)
 
     def batch(seed, step):
-        return data.train_batch(small_source, tr, batch_size=4, seed=seed, step=step)
+        return loader.train_batch(small_source, tr, batch_size=4, seed=seed, step=step)
 
     a, b = batch(0, 7), batch(0, 7)
     for key in a:
@@ -379,10 +379,10 @@ def test_train_batches_are_a_function_of_seed_and_step(small_source):
 
 def test_train_windows_cover_each_sample_once_per_epoch():
     tr = np.array([5, 9, 2, 7, 11, 3, 8])
-    seen = np.concatenate([data.train_windows(100, tr, 3, seed=4, step=s)[0] for s in range(7)])
+    seen = np.concatenate([loader.train_windows(100, tr, 3, seed=4, step=s)[0] for s in range(7)])
     for epoch in range(3):  # 21 items = 3 epochs of 7
         assert sorted(seen[7 * epoch:7 * epoch + 7]) == sorted(tr)
-    starts = np.concatenate([data.train_windows(100, tr, 3, 4, s)[1] for s in range(200)])
+    starts = np.concatenate([loader.train_windows(100, tr, 3, 4, s)[1] for s in range(200)])
     assert starts.min() >= 0 and starts.max() <= 100 - 17
     assert starts.min() < 10 and starts.max() > 73  # spread over the range, not stuck
     assert len(set(starts)) > 60  # 600 draws over 84 starts: a step-independent draw fails
@@ -391,8 +391,8 @@ def test_train_windows_cover_each_sample_once_per_epoch():
 def test_val_batches_cover_every_sample_deterministically(small_source):
     _, va = data.split_indices(10, train_ratio=0.5)  # 5 validation samples
     for per_sample in (1, 3):
-        run1 = list(data.val_batches(small_source, va, batch_size=4, windows_per_sample=per_sample))
-        run2 = list(data.val_batches(small_source, va, batch_size=4, windows_per_sample=per_sample))
+        run1 = list(loader.val_batches(small_source, va, batch_size=4, windows_per_sample=per_sample))
+        run2 = list(loader.val_batches(small_source, va, batch_size=4, windows_per_sample=per_sample))
         n_items = 5 * per_sample
         assert len(run1) == -(-n_items // 4)
         for a, b in zip(run1, run2):
@@ -406,7 +406,7 @@ def test_val_batches_cover_every_sample_deterministically(small_source):
         assert len(set(zip(samples, starts))) == n_items  # no window counted twice
         assert all(b["frames"].shape[0] == 4 for b in run1)  # padded, not dropped
         assert np.all((0 <= starts) & (starts <= 40 - 17))
-    single = data.val_windows(40, [3], windows_per_sample=1)
+    single = loader.val_windows(40, [3], windows_per_sample=1)
     assert single == [(3, 12)]  # middle of the 24 possible starts
 
 
@@ -420,7 +420,7 @@ def test_prefetch_order_and_work_ahead():
         calls.append(step)
         return step * step
 
-    it = data.prefetch(fn, range(10), depth=2)
+    it = loader.prefetch(fn, range(10), depth=2)
     assert next(it) == 0
     deadline = time.time() + 10
     while len(calls) < 3 and time.time() < deadline:  # works ahead of the consumer
@@ -442,14 +442,14 @@ def test_prefetch_propagates_worker_exceptions():
 
     got = []
     with pytest.raises(Boom, match="bad step 3"):
-        for x in data.prefetch(fn, range(10)):
+        for x in loader.prefetch(fn, range(10)):
             got.append(x)
     assert got == [0, 1, 2]
 
 
 def test_prefetch_stops_when_closed():
     calls = []
-    it = data.prefetch(lambda s: calls.append(s) or s, range(10**6), depth=2)
+    it = loader.prefetch(lambda s: calls.append(s) or s, range(10**6), depth=2)
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     it.close()
     time.sleep(0.2)
@@ -461,8 +461,8 @@ def test_prefetch_stops_when_closed():
 def test_prefetched_hdf5_batches_equal_direct_batches(small_file):
     src = data.HDF5Source(small_file)
     tr, _ = data.split_indices(src.num_samples, train_ratio=0.75)
-    fn = lambda s: data.train_batch(src, tr, batch_size=2, seed=3, step=s)  # noqa: E731
-    batches = list(data.prefetch(fn, range(4, 9)))
+    fn = lambda s: loader.train_batch(src, tr, batch_size=2, seed=3, step=s)  # noqa: E731
+    batches = list(loader.prefetch(fn, range(4, 9)))
     assert len(batches) == 5
     for step, b in zip(range(4, 9), batches):
         direct = fn(step)

@@ -14,8 +14,8 @@ import pytest
 from conftest import run_cli
 
 from burgers_jax.configs import demo
+from burgers_jax.data import loader, writer
 from burgers_jax.data import sources as data
-from burgers_jax.data import writer
 from burgers_jax.model import param_tree
 from burgers_jax.physics import analytic, metrics
 from burgers_jax.physics import residual as physics
@@ -107,7 +107,7 @@ def test_frame_stride_in_data_dt_and_residual(tmp_path):
     cfg = demo.get_config("smoke")
     cfg.physics.dt, cfg.dataset.frame_stride = src.dt, 10
     assert steps.window_dt(cfg) == pytest.approx(10 * src.dt)
-    batch = data.train_batch(src, [0, 1], batch_size=2, seed=0, step=3, window=4, stride=10)
+    batch = loader.train_batch(src, [0, 1], batch_size=2, seed=0, step=3, window=4, stride=10)
     assert batch["frames"].shape[1] == 4 and int(batch["start"].max()) + 31 <= 60
     pred = batch["frames"][..., :2]
     bounds = Boundaries.from_mapping(batch)

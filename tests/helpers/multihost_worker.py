@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from burgers_jax.configs import demo  # noqa: E402
 from burgers_jax.model import param_tree  # noqa: E402
+from burgers_jax.training import runtime  # noqa: E402
 from burgers_jax.training import trainer as train  # noqa: E402
 
 cfg = demo.get_config("smoke")
@@ -32,10 +33,10 @@ trainer = train.Trainer(cfg)
 assert trainer.mesh.devices.size == int(num_processes) == jax.device_count(), trainer.mesh
 state = trainer.initial_state()
 state, _ = trainer.train_step(state, trainer.frozen, trainer.shard_batch(trainer.train_batch(0)))
-before = train.to_host(state.trainable)
+before = runtime.to_host(state.trainable)
 state, m = trainer.train_step(state, trainer.frozen, trainer.shard_batch(trainer.train_batch(1)))
-after = train.to_host(state.trainable)
-m = train.to_host(m)
+after = runtime.to_host(state.trainable)
+m = runtime.to_host(m)
 flat_before, flat_after = param_tree.flatten(before), param_tree.flatten(after)
 np.savez(f"{out_dir}/process_{process_id}.npz", loss=m["loss"], grad_norm=m["grad_norm"],
          **{"/".join(p): flat_after[p] - flat_before[p] for p in flat_before})

@@ -27,7 +27,8 @@ torch = pytest.importorskip("torch")
 from burgers_jax.model.config import ModelConfig, Policy  # noqa: E402
 from burgers_jax.model.layers import Conv2d, ConvTranspose2d, GroupNorm, gelu  # noqa: E402
 from burgers_jax.model.lora import add_lora, cast_params, merge_lora  # noqa: E402
-from burgers_jax.model.network import PDECausalModel, Transformer  # noqa: E402
+from burgers_jax.model.network import PDECausalModel  # noqa: E402
+from burgers_jax.model.transformer import Transformer  # noqa: E402
 from porting import torch_reference as R  # noqa: E402
 from porting.mapping import (  # noqa: E402
     MappingError,
@@ -279,7 +280,7 @@ def test_remat_modes_give_the_gradients_of_no_remat(pair_plain, scan_layers):
     """`model.remat` = projections and full recompute what they do not keep, and change no
     gradient: the LoRA adapters' (and every other parameter's) against remat none on the
     same model (flash attention, deterministic)."""
-    from burgers_jax.model.network import REMAT
+    from burgers_jax.model.transformer import REMAT
 
     config, params, tokens, weights = _lora_transformer(pair_plain)
 
@@ -310,7 +311,7 @@ def test_remat_projections_runs_the_attention_forward_once(pair_plain):
     and the count grows: what this counts is what a recomputed attention forward adds.
     (o_proj's adapter recomputes `x A` from the attention's output, so that output must
     be among what the policy keeps, not only the attention's own residuals.)"""
-    from burgers_jax.model.network import LlamaDecoderLayer, checkpoint_policy, rope_cos_sin
+    from burgers_jax.model.transformer import LlamaDecoderLayer, checkpoint_policy, rope_cos_sin
 
     config, params, tokens, weights = _lora_transformer(pair_plain)
     layer = LlamaDecoderLayer(config, attention_impl="flash")

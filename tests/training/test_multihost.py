@@ -18,6 +18,7 @@ from conftest import REPO
 
 from burgers_jax.configs import demo
 from burgers_jax.model import param_tree
+from burgers_jax.training import runtime
 from burgers_jax.training import trainer as train
 
 
@@ -46,9 +47,9 @@ def test_two_processes_give_the_one_process_step_and_run_the_loop(tiny_converted
     trainer = train.Trainer(cfg)
     state = trainer.initial_state()
     state, _ = trainer.train_step(state, trainer.frozen, trainer.shard_batch(trainer.train_batch(0)))
-    before = param_tree.flatten(train.to_host(state.trainable))
+    before = param_tree.flatten(runtime.to_host(state.trainable))
     state, m = trainer.train_step(state, trainer.frozen, trainer.shard_batch(trainer.train_batch(1)))
-    after = param_tree.flatten(train.to_host(state.trainable))
+    after = param_tree.flatten(runtime.to_host(state.trainable))
     update = {"/".join(p): after[p] - before[p] for p in before}
     scale = max(float(np.abs(u).max()) for u in update.values())
     assert scale > 0

@@ -97,8 +97,15 @@ def _one_step_trainer(pretrained, tmp_path, **training):
     return cfg, train.Trainer(cfg)
 
 
-def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_adapters(pretrained, tmp_path):
-    cfg, tr = _one_step_trainer(pretrained, tmp_path)
+@pytest.fixture(scope="module")
+def one_step(pretrained, tmp_path_factory):
+    """One Trainer of the smoke config for the tests below that only call its steps (each
+    starts from its own `initial_state()`): its train step compiles once, not per test."""
+    return _one_step_trainer(pretrained, tmp_path_factory.mktemp("one_step"))
+
+
+def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_adapters(pretrained, one_step):
+    cfg, tr = one_step
     base, _ = ckpt_io.load_converted(pretrained)
     state = tr.initial_state()
     b0 = jax.device_get(state.trainable)
@@ -119,8 +126,8 @@ def test_frozen_leaves_bit_identical_and_optimizer_state_only_for_adapters(pretr
     assert 2 * n_adapt <= opt_elems < 2 * n_adapt + 16
 
 
-def test_lora_step_flops_at_most_three_quarters_of_full_finetuning(pretrained, tmp_path):
-    cfg, tr = _one_step_trainer(pretrained, tmp_path)
+def test_lora_step_flops_at_most_three_quarters_of_full_finetuning(one_step):
+    cfg, tr = one_step
     state = tr.initial_state()
     batch = tr.shard_batch(tr.train_batch(0))
     lora_cost = tr.train_step.lower(state, tr.frozen, batch).compile().cost_analysis()
@@ -134,8 +141,8 @@ def test_lora_step_flops_at_most_three_quarters_of_full_finetuning(pretrained, t
     assert 0.2 < ratio <= 0.75
 
 
-def test_nonfinite_loss_skips_update_and_is_counted(pretrained, tmp_path):
-    cfg, tr = _one_step_trainer(pretrained, tmp_path)
+def test_nonfinite_loss_skips_update_and_is_counted(one_step):
+    cfg, tr = one_step
     state = tr.initial_state()
     state, _ = tr.train_step(state, tr.frozen, tr.shard_batch(tr.train_batch(0)))
     before = jax.device_get(state)
@@ -149,11 +156,12 @@ def test_nonfinite_loss_skips_update_and_is_counted(pretrained, tmp_path):
     assert not bool(m["skipped"]) and int(state.nonfinite_in_a_row) == 0
 
 
-def test_two_devices_give_the_same_update_as_one(pretrained, tmp_path):
+def test_two_devices_give_the_same_update_as_one(pretrained, one_step, tmp_path):
     assert jax.device_count() >= 2, "conftest forces 2 host devices"
     results = []
     for n in (1, 2):
-        cfg, tr = _one_step_trainer(pretrained, tmp_path / f"d{n}", num_devices=n)
+        # the shared trainer takes every device: the 2 that conftest forces
+        cfg, tr = one_step if n == 2 else _one_step_trainer(pretrained, tmp_path / f"d{n}", num_devices=n)
         state = tr.initial_state()
         # step 0 runs at lr 0 (warmup from 0); step 1 is the first real update
         state, _ = tr.train_step(state, tr.frozen, tr.shard_batch(tr.train_batch(0)))
