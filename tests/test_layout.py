@@ -172,3 +172,13 @@ def test_a_missing_torch_is_an_import_error_a_script_can_catch():
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("caught:") and "pip install torch==2.13.0" in proc.stdout, proc.stdout
+
+
+MAX_MODULE_LINES = 450
+
+
+def test_no_package_module_grows_past_a_readable_size():
+    """A module over ~450 lines holds more than one job: split it by role, as the rooms are."""
+    long = {str(path.relative_to(REPO)): n for path in sorted((REPO / "burgers_jax").rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
