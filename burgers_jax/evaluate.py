@@ -21,7 +21,7 @@ PROG = "burgers-evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from burgers_jax.model.config import Policy  # jax: imported in main, under cli.start
+    from burgers_jax.model.names import POLICY_NAMES  # jax-free: jax comes after the flags
 
     p = argparse.ArgumentParser(prog=PROG, description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=cli.HelpFormatter)
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollout", type=int, default=0, help="rollout steps N (0: none)")
     p.add_argument("--windows-per-sample", type=int, default=1,
                    help="evaluation windows per sample, spread over its frames")
-    p.add_argument("--precision", default=None, choices=list(Policy.names()),
+    p.add_argument("--precision", default=None, choices=list(POLICY_NAMES),
                    help="precision policy (burgers_jax.model.config.Policy); default: the one the --lora run trained "
                         "at, else float32")
     p.add_argument("--dt", type=float, default=None,
@@ -71,13 +71,13 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
+    args = build_parser().parse_args(argv)  # --help and a wrong flag answer before the heavy imports
     from absl import logging as absl_logging
 
-    from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation
+    from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation  # jax: seconds
     from burgers_jax.evaluation.report import few_windows_warning
     from burgers_jax.io import compilation_cache
 
-    args = build_parser().parse_args(argv)
     absl_logging.set_verbosity(absl_logging.ERROR)
     compilation_cache.enable()
 

@@ -24,7 +24,7 @@ PROG = "burgers-generate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from burgers_jax.data.writer import COMPRESSIONS  # jax and h5py: imported in main, under cli.start
+    from burgers_jax.data.compression import COMPRESSIONS  # light: the writer (jax, h5py) comes after the flags
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.rsplit("\n\n", 1)[0],
                                 formatter_class=cli.HelpFormatter)
@@ -50,9 +50,8 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from burgers_jax.data.writer import format_summary, write_dataset
-
-    a = build_parser().parse_args(argv)
+    a = build_parser().parse_args(argv)  # --help and a wrong flag answer before the heavy imports
+    from burgers_jax.data.writer import format_summary, write_dataset  # jax and h5py: seconds
 
     def body() -> int:
         summary = write_dataset(a.out, a.num_samples, a.num_frames, a.resolution, a.nu_min, a.nu_max, a.seed,

@@ -21,7 +21,7 @@ PROG = "burgers-predict"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from burgers_jax.model.config import INFERENCE_DTYPES  # jax: imported in main, under cli.start
+    from burgers_jax.model.names import INFERENCE_DTYPES  # jax-free: jax comes after the flags
 
     p = argparse.ArgumentParser(prog=PROG, description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=cli.HelpFormatter)
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from burgers_jax.evaluation.predict import predict_to_file
+    args = build_parser().parse_args(argv)  # --help and a wrong flag answer before the heavy imports
+    from burgers_jax.evaluation.predict import predict_to_file  # jax: seconds
     from burgers_jax.io import compilation_cache
 
-    args = build_parser().parse_args(argv)
     compilation_cache.enable()
 
     def body() -> int:

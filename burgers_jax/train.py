@@ -39,9 +39,10 @@ USAGE = (f"usage: {PROG} --config FILE[:VARIANT] [--config.SECTION.FIELD=VALUE .
          f"[{PRINT_CONFIG}]")
 FLAGS_HELP = f"""flags:
   --config FILE[:VARIANT]
-      the training config (required): configs/burgers.py (the reference recipe),
-      configs/burgers.py:recommended, configs/demo.py, configs/from_yaml.py:FILE.yaml (the
-      PyTorch recipe's YAML) or a file of your own with get_config()
+      the training config (required): configs/burgers.py (the recommended recipe),
+      configs/burgers.py:reference (the PyTorch recipe as written), configs/demo.py,
+      configs/from_yaml.py:FILE.yaml (the PyTorch recipe's YAML) or a file of your own
+      with get_config()
   --config.SECTION.FIELD=VALUE
       override one field of the config (the fields below); a misspelt one is named
   --workdir DIR
@@ -86,8 +87,6 @@ def parse_command_line(argv: list[str]):
     from absl import flags
     from ml_collections import config_flags
 
-    from burgers_jax.training.rundir import RunDir, merge_saved
-
     fv = flags.FlagValues()  # a registry of our own: main() can run twice in one process
     flags.DEFINE_string("workdir", None, "Run directory (default: the config's logging.save_dir).", flag_values=fv)
     # sys_argv: the overrides are found in `argv`, not in the process's sys.argv (main(argv) in-process).
@@ -121,6 +120,8 @@ def parse_command_line(argv: list[str]):
     overrides = config_flags.get_override_values(fv["config"])
     workdir = fv.workdir or cfg.logging.save_dir
     if cfg.training.resume:
+        from burgers_jax.training.rundir import RunDir, merge_saved  # h5py and jax, via the data sources
+
         try:
             saved = RunDir(workdir).saved_config()
         except UserError:
@@ -217,23 +218,26 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from burgers_jax.io import compilation_cache
-    from burgers_jax.training.trainer import TrainingInterrupted, train_and_evaluate
-
     argv = list(sys.argv if argv is None else argv)
     if any(a in HELP_FLAGS for a in argv[1:]):
         print(help_text(argv[1:]))
         return 0
     print_config = PRINT_CONFIG in argv[1:]
     argv = [a for a in argv if a != PRINT_CONFIG]
-    if not print_config:
-        compilation_cache.enable()
 
     def body() -> int:
+        # --help, a wrong flag and --print-config answer before jax and the trainer load (seconds).
         cfg, workdir = parse_command_line(argv)
         if print_config:
             print(resolved_config_json(cfg))
             return 0
+        from absl import logging as absl_logging
+
+        from burgers_jax.io import compilation_cache
+        from burgers_jax.training.trainer import TrainingInterrupted, train_and_evaluate
+
+        absl_logging.set_verbosity(absl_logging.ERROR)  # the command's own lines only: orbax logs saves at INFO
+        compilation_cache.enable()
         try:
             summary = train_and_evaluate(cfg, workdir)
         except TrainingInterrupted as e:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from burgers_jax.configs import demo
 from burgers_jax.evaluation import report
-from burgers_jax.evaluation.compare import compare
+from burgers_jax.evaluation.compare import compare, conclusions, load
 from burgers_jax.evaluation.evaluate import EvalRequest, run_evaluation
 from burgers_jax.physics import floors
 from burgers_jax.porting.convert_ckpt import convert
@@ -140,8 +140,6 @@ def main(argv=None) -> int:
     print("\n" + ("The fine-tuned model is BETTER than the pretrained one it started from, one step ahead and in "
                   "its rollouts, on data it never saw; no ground truth was used to train or to choose it."
                   if better else "The fine-tuned model is NOT better than zero-shot everywhere here (see above)."))
-    print("Persistence (copying the last frame) is still better one step ahead at dt = 1/999: the stand-in's "
-          "reconstruction error, not its dynamics, dominates (docs/results.md).")
     print(f"\nrun directory: {save_dir} (metrics.jsonl, loss_curve.png, plots/, tensorboard/, best_adapters/)")
     print(f"evaluations:   {out}/eval_*/ (metrics.md, rollout.png, window.png)")
 
@@ -150,9 +148,13 @@ def main(argv=None) -> int:
     evals = [out / f"eval_{who}_test" for who in ("zero_shot", "finetuned")]
     comparison = out / "comparison"
     show(f"burgers-compare {' '.join(map(str, evals))} --labels zero-shot,fine-tuned --out {comparison}")
-    final, files, notes = compare(evals, comparison, labels=["zero-shot", "fine-tuned"])
+    labels = ["zero-shot", "fine-tuned"]
+    final, files, notes = compare(evals, comparison, labels=labels)
     for note in notes:
         print(f"note: {note}")
+    # What the comparison says, in sentences written from its numbers (comparison.md has them too).
+    for line in conclusions([load(p, label) for p, label in zip(evals, labels)]):
+        print(f"- {line}.")
     print(f"demo finished in {time.time() - t0:.0f} s")
     print(f"comparison (table and figure: {', '.join(files)}):")
     print(final)

@@ -46,7 +46,7 @@ import numpy as np
 
 from burgers_jax.configs import demo
 from burgers_jax.errors import UserError
-from burgers_jax.evaluation import evaluate
+from burgers_jax.evaluation import evaluate, figures
 from burgers_jax.io import outputs
 from burgers_jax.porting import convert_ckpt
 from burgers_jax.training import trainer
@@ -289,35 +289,71 @@ def summarize(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict, out: Path) -> None:
-    import matplotlib
+def row_role(row: str) -> str:
+    """A row's role in the figures (figures.ROLE_COLOURS), from the training settings it changes."""
+    training = {"lambda_pde": 1.0, "residual": "precond"}
+    training.update({k.split(".")[1]: v for k, v in ROWS[row][1].items() if k.startswith("training.")})
+    return figures.role_of_training(training)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def row_style(name: str, points: int | None = None) -> dict:
+    """One colour per role; the rows of one role in shades of it (in ROWS's order: the
+    recommended row and the first ceiling keep the role's own colour)."""
+    if name in ("zero-shot", "persistence"):
+        return figures.role_style(name, points=points)
+    role = row_role(name)
+    return figures.role_style(role, [r for r in ROWS if row_role(r) == role].index(name), points)
+
+
+def make_figures(results: dict) -> dict:
+    """{file name: Figure}: per stride, the test set's error against horizon
+    (rollout_stride{S}.png) and the validation VRMSE during fine-tuning, one line per
+    row and seed (curves_stride{S}.png)."""
+    made = {}
     for stride_key, per_stride in results["strides"].items():
         table = per_stride.get("test") or {}
         if "zero-shot" not in table:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+        fig = figures.new_figure(figsize=(10, 4.5))
+        ax = fig.subplots()
         horizons = np.arange(1, len(table["zero-shot"]["rollout"]) + 1)
         for name, st in table.items():
-            style = {"persistence": "k--", "zero-shot": "k-"}.get(name, "-")
-            ax.semilogy(horizons, st["rollout"], style, label=results["labels"].get(name, name))
-        ax.set_xlabel(f"rollout horizon (steps of dt = {stride_key}/999)")
-        ax.set_ylabel("VRMSE (test set)")
-        ax.set_title(f"error vs horizon, stride {stride_key}")
-        ax.legend(fontsize=7)
-        fig.savefig(out / f"rollout_stride{stride_key}.png", dpi=90)
-        plt.close(fig)
-        fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-        for name, curve in results["curves"].get(stride_key, {}).items():
-            ax.semilogy(curve["steps"], curve["vrmse"], "o-", ms=3, label=name)
+            ax.semilogy(horizons, st["rollout"], label=results["labels"].get(name, name),
+                        **row_style(name, len(horizons)))
+        ax.set_xlabel(f"rollout horizon (model steps of dt = {stride_key}/999)")
+        ax.set_ylabel("VRMSE, test set (lower is better)")
+        ax.set_title(f"error against horizon, stride {stride_key}: mean over seeds, {EVAL_SETS['test'][0]}",
+                     fontsize=10)
+        figures.integer_ticks(ax)
+        figures.legend_beside(ax, fontsize=7)
+        made[f"rollout_stride{stride_key}.png"] = fig
+    for stride_key, curves in results["curves"].items():
+        fig = figures.new_figure(figsize=(10, 4.5))
+        ax = fig.subplots()
+        seeds = sorted({int(key.rsplit(" seed ", 1)[1]) for key in curves})
+        labelled = set()
+        for key, curve in curves.items():
+            row, seed = key.rsplit(" seed ", 1)
+            style = {**row_style(row, len(curve["steps"])),
+                     "linestyle": figures.SEED_LINESTYLES[seeds.index(int(seed)) % len(figures.SEED_LINESTYLES)]}
+            ax.semilogy(curve["steps"], curve["vrmse"], label=None if row in labelled else
+                        results["labels"].get(row, row), **style)
+            labelled.add(row)
         ax.set_xlabel("training step")
-        ax.set_ylabel("validation VRMSE (monitor only; selection is label-free)")
-        ax.legend(fontsize=7)
-        fig.savefig(out / f"curves_stride{stride_key}.png", dpi=90)
-        plt.close(fig)
+        ax.set_ylabel("validation VRMSE (monitor only)")
+        ax.set_title(f"validation VRMSE during fine-tuning, stride {stride_key}\n(a monitor: each run keeps its "
+                     "checkpoint by its own loss, never by this)", fontsize=10)
+        figures.integer_ticks(ax)
+        names = ("solid", "dashed", "dotted", "dash-dotted")
+        figures.legend_beside(ax, fontsize=7, title_fontsize=7, title="line style = seed: " + ", ".join(
+            f"{names[i % len(names)]} {seed}" for i, seed in enumerate(seeds)))
+        made[f"curves_stride{stride_key}.png"] = fig
+    return made
+
+
+def plot(results: dict, out: Path) -> None:
+    for name, fig in make_figures(results).items():
+        figures.save(fig, out / name)
 
 
 def val_curve(run: Path) -> dict:

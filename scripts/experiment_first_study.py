@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from burgers_jax.evaluation import evaluate
+from burgers_jax.evaluation import evaluate, figures
 from burgers_jax.io import outputs
 from burgers_jax.porting import convert_ckpt
 from burgers_jax.training import trainer as train
@@ -161,38 +161,70 @@ def _row(metrics_in: dict, metrics_out: dict, method: str) -> dict:
     return r
 
 
-def plot(results: dict, out: Path) -> None:
-    import matplotlib
+def row_style(name: str, points: int | None = None) -> dict:
+    """One colour per role (figures.ROLE_COLOURS); the rows of one role in shades of it."""
+    if name in ("zero_shot", "persistence"):
+        return figures.role_style(name.replace("_", "-"), points=points)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def role(row: str) -> str:
+        return figures.role_of_training({"lambda_pde": 1.0, **{k.split(".")[1]: v for k, v in ROWS[row][1].items()
+                                                               if k.startswith("training.")}})
+    return figures.role_style(role(name), [r for r in ROWS if role(r) == role(name)].index(name), points)
 
+
+def _legend(axes) -> None:
+    """One legend for the panels (each row once), beside the last."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    figures.legend_beside(axes[-1], handles=list(entries.values()), labels=list(entries), fontsize=7)
+
+
+def make_figures(results: dict) -> dict:
+    """{file name: Figure}: the validation PDE loss during fine-tuning (curves.png, one
+    line per run: seeds in line styles) and the rollout VRMSE against horizon (rollout.png,
+    the mean over seeds), one panel per stride."""
     strides = list(results["strides"])
-    fig, axes = plt.subplots(1, len(strides), figsize=(6 * len(strides), 4.2), constrained_layout=True, squeeze=False)
-    for ax, stride in zip(axes[0], strides):
+    fig = figures.new_figure(figsize=(6 * len(strides) + 3, 4.2))
+    axes = fig.subplots(1, len(strides), squeeze=False)[0]
+    for ax, stride in zip(axes, strides):
         for name, curves in results["curves"][stride].items():
             for i, curve in enumerate(curves):
                 steps_, values = zip(*curve)
-                ax.semilogy(steps_, values, "o-", ms=3, alpha=0.8, color=f"C{list(ROWS).index(name)}",
-                            label=ROWS[name][0] if i == 0 else None)
-        ax.set_title(f"validation PDE loss during fine-tuning, stride {stride}")
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    fig.savefig(out / "curves.png", dpi=90)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, len(strides), figsize=(6 * len(strides), 4.2), constrained_layout=True, squeeze=False)
-    for ax, stride in zip(axes[0], strides):
+                style = {**row_style(name, len(steps_)),
+                         "linestyle": figures.SEED_LINESTYLES[i % len(figures.SEED_LINESTYLES)]}
+                ax.semilogy(steps_, values, label=ROWS[name][0] if i == 0 else None, **style)
+        ax.set_title(f"stride {stride} (dt = {stride}/999)", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation PDE loss (lower is better)")
+        figures.integer_ticks(ax)
+    _legend(axes)
+    fig.suptitle("validation PDE loss during fine-tuning (line style = seed: solid the first, dashed the second)",
+                 fontsize=11)
+    made = {"curves.png": fig}
+    fig = figures.new_figure(figsize=(6 * len(strides) + 3, 4.2))
+    axes = fig.subplots(1, len(strides), squeeze=False)[0]
+    for ax, stride in zip(axes, strides):
         rows = results["strides"][stride]
-        for j, name in enumerate(["zero_shot", *ROWS, "persistence"]):
+        for name in ["zero_shot", *ROWS, "persistence"]:
             if name in rows and rows[name][0].get("rollout"):
                 rollout = [statistics.mean(v) for v in zip(*[r["rollout"] for r in rows[name]])]
-                ax.semilogy(range(1, len(rollout) + 1), rollout, "s--" if name == "persistence" else "o-",
-                            label=name.replace("_", " "), color=f"C{j}")
-        ax.set_title(f"rollout VRMSE vs horizon (validation), stride {stride}")
-        ax.set_xlabel("horizon (steps)")
-        ax.legend(fontsize=7)
-    fig.savefig(out / "rollout.png", dpi=90)
-    plt.close(fig)
+                label = ROWS[name][0] if name in ROWS else name.replace("_", "-")
+                ax.semilogy(range(1, len(rollout) + 1), rollout, label=label, **row_style(name, len(rollout)))
+        ax.set_title(f"stride {stride} (dt = {stride}/999)", fontsize=10)
+        ax.set_xlabel("rollout horizon (model steps)")
+        ax.set_ylabel("VRMSE, validation split (lower is better)")
+        figures.integer_ticks(ax)
+    _legend(axes)
+    fig.suptitle("rollout VRMSE against horizon (the model fed its own predictions; mean over seeds)", fontsize=11)
+    made["rollout.png"] = fig
+    return made
+
+
+def plot(results: dict, out: Path) -> None:
+    for name, fig in make_figures(results).items():
+        figures.save(fig, out / name)
 
 
 def main(argv=None) -> int:

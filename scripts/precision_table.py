@@ -1,6 +1,6 @@
 """Runs the demo recipe under each precision policy and prints a table of the
 validation PDE loss (start, end) and the wall time: the numbers behind the default
-`model.precision` in configs/burgers.py.
+`model.precision` of configs/burgers.py (float32; the PyTorch recipe's bf16 is `reference`).
 
     python scripts/precision_table.py [--pretrained demo_run/pretrained] [--steps 60]
 

@@ -381,31 +381,44 @@ def pretrain(argv=None) -> int:
         raise
 
 
-def plot_curve(curve_path: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def curve_figure(curve_path: Path):
+    """The pretraining loss (train and validation) and the validation one-step VRMSE per
+    family against persistence's, in the pretrained model's colour (figures.ROLE_COLOURS:
+    the zero-shot role; families in shades and markers) and persistence's grey."""
+    from burgers_jax.evaluation import figures
 
     rows = [json.loads(line) for line in curve_path.read_text().splitlines() if line]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig = figures.new_figure(figsize=(13, 4.2))
+    ax = fig.subplots(1, 2)
     tr = [(r["step"], r["train_loss"]) for r in rows if r.get("train_loss") is not None]
-    ax[0].semilogy(*zip(*tr), label="train (normalized MSE)", alpha=0.6)
     vals = [(r["step"], r["val"]) for r in rows if "val" in r]
-    ax[0].semilogy([s for s, _ in vals], [v["loss"] for _, v in vals], "o-", label="validation")
-    ax[0].set_xlabel("step")
-    ax[0].legend()
-    ax[0].set_title("pretraining loss")
-    for fam in families.FAMILIES:
-        line, = ax[1].semilogy([s for s, _ in vals], [v["families"][fam]["vrmse"] for _, v in vals], "o-",
-                               label=f"{fam}: model")
-        ax[1].axhline(vals[-1][1]["families"][fam]["persistence_vrmse"], ls="--", color=line.get_color(),
-                      label=f"{fam}: persistence")
-    ax[1].set_xlabel("step")
-    ax[1].set_title("validation one-step VRMSE")
-    ax[1].legend(fontsize=7)
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
+    if tr:
+        ax[0].semilogy(*zip(*tr), color=figures.role_colour("zero-shot", 3), label="train (normalized MSE)")
+    ax[0].semilogy([s for s, _ in vals], [v["loss"] for _, v in vals], label="validation",
+                   **figures.role_style("zero-shot"))
+    ax[0].set_xlabel("pretraining step")
+    ax[0].set_ylabel("loss: MSE / variance of the truth")
+    ax[0].set_title("pretraining loss", fontsize=10)
+    figures.legend_beside(ax[0])
+    for i, fam in enumerate(families.FAMILIES):
+        ax[1].semilogy([s for s, _ in vals], [v["families"][fam]["vrmse"] for _, v in vals], label=f"{fam}: model",
+                       **figures.role_style("zero-shot", i))
+        if vals:
+            ax[1].axhline(vals[-1][1]["families"][fam]["persistence_vrmse"], label=f"{fam}: persistence",
+                          **{k: v for k, v in figures.role_style("persistence", i).items() if k != "marker"})
+    ax[1].set_xlabel("pretraining step")
+    ax[1].set_ylabel("one-step VRMSE (lower is better)")
+    ax[1].set_title("validation one-step VRMSE per PDE family", fontsize=10)
+    figures.legend_beside(ax[1])
+    fig.suptitle("pretraining of the stand-in on three PDE families (none at the fine-tuning viscosities)",
+                 fontsize=11)
+    return fig
+
+
+def plot_curve(curve_path: Path, png: Path) -> None:
+    from burgers_jax.evaluation import figures
+
+    figures.save(curve_figure(curve_path), png)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,11 @@ from burgers_jax.configs import burgers
 
 
 def get_config(variant: str = ""):
-    c = burgers.get_config()
+    c = burgers.get_config()  # the recommended recipe
     c.model.pretrained_path = "demo_run/pretrained"
     c.dataset.source = "analytic"
     c.dataset.temporal_length = 4
     c.dataset.num_samples = 20
-    # The recommended label-free recipe (docs/results.md): the per-step anchored residual in
-    # the preconditioned norm, LoRA + decoder, float32.
-    burgers.recommend(c)
     c.training.max_steps = 200
     c.training.warmup_steps = 20
     c.training.learning_rate = 1e-3

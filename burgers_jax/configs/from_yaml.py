@@ -116,7 +116,7 @@ def get_config(path: str = ""):
         raise YamlConfigError(f"{path}: key {later[0]!r} belongs to a later version of the PyTorch project, a "
                               "different recipe (epochs, input windows); only the finetune_burgers.yaml recipe "
                               "(max_steps, temporal_length, eval_every_steps) is supported")
-    c = burgers.get_config()
+    c = burgers.get_config("reference")  # the recipe the YAML writes; its values below
     unknown = [s for s in y if s not in KEYS]
     for section, values in y.items():
         if section not in KEYS:

@@ -25,13 +25,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from burgers_jax.data.compression import COMPRESSIONS
 from burgers_jax.data.sources import BOUNDARIES, REFERENCE_NU_RANGE, REFERENCE_SEED, reference_nus
 from burgers_jax.errors import UserError
 from burgers_jax.io import disk, outputs
 from burgers_jax.io import progress as progress_lib
 from burgers_jax.physics.analytic import burgers_fields32, reference_times
-
-COMPRESSIONS = ("none", "gzip", "lzf")
 
 
 class GenerateError(UserError):

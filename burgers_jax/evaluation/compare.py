@@ -266,9 +266,7 @@ def markdown(evals: Sequence[Evaluation]) -> str:
              "One step (teacher forced)" + (f", and rollouts of {n} steps (the model fed its own predictions)"
                                             if n else "") + "; lower is better everywhere.", "",
              *report.table(header, rows), ""]
-    if n:
-        lines += [f"- {e.label}: the model {report.persistence_summary(e.rollout)}." for e in evals] + [""]
-    lines += ["Evaluations:", ""]
+    lines += ["What the numbers say:", "", *(f"- {line}." for line in conclusions(evals)), "", "Evaluations:", ""]
     for e in evals:
         c = e.config
         data = c.get("data")
@@ -281,13 +279,37 @@ def markdown(evals: Sequence[Evaluation]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def conclusions(evals: Sequence[Evaluation]) -> list[str]:
+    """The comparison in sentences, each written from the numbers of the table: every
+    evaluation of the first one's data against the first (e.g. fine-tuned against
+    zero-shot), then every evaluation against persistence (copying the last frame)."""
+    def vrmse(e: Evaluation, method: str):
+        return e.metrics["one_step"][method].get("vrmse", float("nan")), (
+            e.rollout[method]["vrmse"] if e.rollout else None)
+
+    first = evals[0]
+    lines = []
+    for e in evals[1:]:
+        if e.data_key == first.data_key:
+            (one, rollout), (other_one, other_rollout) = vrmse(e, "model"), vrmse(first, "model")
+            lines.append(f"{e.label} against {first.label}: {report.versus(one, other_one, rollout, other_rollout)}")
+    for e in evals:
+        one, _ = vrmse(e, "model")
+        held, _ = vrmse(e, "persistence")
+        line = f"{e.label} against persistence (copying the last frame): {report.versus(one, held)}"
+        if e.rollout:
+            line += f"; in the rollout the model {report.persistence_summary(e.rollout)}"
+        lines.append(line)
+    return lines
+
+
 def figure(evals: Sequence[Evaluation]):
     """comparison.png's figure, or None when the evaluations hold nothing to draw (no
     rollout and no common example window)."""
     curves, persistence = [], []
     if evals[0].rollout:
-        curves = [{"label": e.label, "horizons": e.rollout["horizons"], "vrmse": e.rollout["model"]["vrmse"]}
-                  for e in evals]
+        curves = [{"label": e.label, "horizons": e.rollout["horizons"], "vrmse": e.rollout["model"]["vrmse"],
+                   "role": figures.role_of_model(e.config.get("lora"))} for e in evals]
         persistence = [{"label": label, "horizons": e.rollout["horizons"], "vrmse": e.rollout["persistence"]["vrmse"]}
                        for label, e in persistence_groups(evals)]
     maps = None

@@ -5,6 +5,13 @@ lie beyond it), shared by every map of a figure so their colours compare; a pane
 that would be blank (an error that is exactly zero) left out and said so; axes,
 colour bars and titles that name what is shown (checkpoint, sample, nu, time, horizon).
 
+One colour per role in every figure of the project (`ROLE_COLOURS`: zero-shot is
+always blue, persistence always grey and dashed, ...); several runs of one role get
+shades of its colour and their own markers or line styles (`role_style`), never a new
+hue. Every axis is labelled, every figure titled, legends sit beside the axes
+(`legend_beside`), not over the data, and each error map's title gives its max |error|
+(a map far below the shared scale looks white, not empty).
+
 Every function returns a `matplotlib.figure.Figure` (made without pyplot: no global
 state, no backend to select); `save` writes it. Fields are [H, W] on the unit square,
 row 0 at y = 0.
@@ -12,6 +19,7 @@ row 0 at y = 0.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -22,6 +30,81 @@ FIELD_CMAP = "viridis"
 EXTENT = (0.0, 1.0, 0.0, 1.0)  # the unit square (x and y dimensionless, as the PDE's domain)
 ERROR_LABEL = "prediction - truth"
 CLIP_PERCENTILE = 99.0
+
+# ----------------------------------------------------------------------------- one colour per role
+
+# Okabe-Ito colours (told apart with colour-blindness too); a role keeps its colour in every figure.
+ROLE_COLOURS = {
+    "truth": "#000000",  # the exact solution
+    "zero-shot": "#0072B2",  # the pretrained model as it is (blue; its pretraining curves too)
+    "fine-tuned": "#D55E00",  # fine-tuned label-free: the PDE residual, no ground truth (vermillion)
+    "supervised": "#009E73",  # fine-tuned on the data loss against the true frames: the ceiling (green)
+    "reference residual": "#CC79A7",  # label-free with the reference residual [x0, outputs] (purple)
+    "persistence": "#7F7F7F",  # the last frame held: the baseline (grey, dashed)
+}
+SHADE_MIX = (0.0, 0.45, 0.25, 0.6, 0.12, 0.35, 0.52, 0.18)  # toward white: the role's colour, then lighter
+VARIANT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+SEED_LINESTYLES = ("-", "--", ":", "-.")  # several seeds of one run: one line style each
+PERSISTENCE_LINESTYLES = ("--", ":", "-.")
+RUN_CONFIG_FILE = "config.json"  # a training run's config, beside its best_adapters/
+
+
+def role_colour(role: str, shade: int = 0) -> str:
+    """`role`'s colour (shade 0), or its `shade`th lighter shade (several runs of one role)."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    base = np.asarray(to_rgb(ROLE_COLOURS[role]))
+    return to_hex(base + SHADE_MIX[shade % len(SHADE_MIX)] * (1.0 - base))
+
+
+def role_style(role: str, variant: int = 0, points: int | None = None) -> dict:
+    """Keywords of `plot` for the `variant`th series of `role` (0: the role's own colour;
+    then lighter shades with other markers). Persistence: grey, no markers, dashed (then
+    dotted, dash-dotted). `points`: the curve's length (markers on about 12 of them)."""
+    if role == "persistence":
+        return {"color": role_colour(role), "linestyle": PERSISTENCE_LINESTYLES[variant % 3], "marker": None}
+    return {"color": role_colour(role, variant), "linestyle": "-", "marker": VARIANT_MARKERS[variant % 8], "ms": 3,
+            "markevery": max(1, (points or 1) // 12)}
+
+
+def role_of_training(training: Mapping | None) -> str:
+    """The role of a fine-tuning run from its config's training section (a mapping, as
+    config.json holds it): the data loss alone is `supervised`, the residual `window`
+    the `reference residual`, any other label-free objective `fine-tuned`."""
+    training = training or {}
+    if not training.get("lambda_pde") and training.get("lambda_data"):
+        return "supervised"
+    return "reference residual" if training.get("residual") == "window" else "fine-tuned"
+
+
+def role_of_model(lora: str | None) -> str:
+    """The role of an evaluated model: no adapters is `zero-shot`; adapters are the role
+    of the run that trained them (its config.json, beside best_adapters/), else `fine-tuned`."""
+    if not lora:
+        return "zero-shot"
+    for folder in (Path(lora), Path(lora).parent):
+        try:
+            return role_of_training(json.loads((folder / RUN_CONFIG_FILE).read_text()).get("training"))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return "fine-tuned"
+
+
+def variants(roles: Sequence[str]) -> list[int]:
+    """The variant of each series among those of its role (0, 1, ... per role, in order)."""
+    seen: dict[str, int] = {}
+    out = []
+    for role in roles:
+        out.append(seen.get(role, 0))
+        seen[role] = out[-1] + 1
+    return out
+
+
+def legend_beside(ax, **kwargs):
+    """The legend to the right of `ax`, outside its frame (constrained layout makes room):
+    never over the curves."""
+    kwargs.setdefault("fontsize", 8)
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
 
 
 def new_figure(**kwargs):
@@ -76,9 +159,17 @@ def show_field(fig, ax, img, title: str, label: str, norm=None):
     return im
 
 
+def max_error_title(title: str, err: np.ndarray) -> str:
+    """`title` and the map's max |error|: a map far below the shared scale reads white,
+    and the number says how small it is."""
+    finite = np.abs(np.asarray(err, np.float64))
+    finite = finite[np.isfinite(finite)]
+    return f"{title}\nmax |err| = {float(finite.max(initial=0.0)):.2g}"
+
+
 def show_error(ax, err, title: str, norm):
     im = ax.imshow(err, origin="lower", extent=EXTENT, cmap=ERROR_CMAP, norm=norm)
-    field_axes(ax, title)
+    field_axes(ax, max_error_title(title, err))
     return im
 
 
@@ -143,17 +234,20 @@ def window_figure(example: Mapping[str, np.ndarray], meta: Mapping, floor_dtype:
 
 
 def rollout_figure(rollout: Mapping, meta: Mapping):
-    """VRMSE and nRMSE against the rollout horizon, the model and persistence."""
-    fig = new_figure(figsize=(10, 4))
+    """VRMSE and nRMSE against the rollout horizon, the model (in its role's colour:
+    zero-shot or fine-tuned) and persistence; one legend, beside the right panel."""
+    fig = new_figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)
+    roles = {"model": role_of_model(meta.get("lora")), "persistence": "persistence"}
+    points = len(rollout["horizons"])
     for ax, key, name in zip(axes, ("vrmse", "nrmse"), ("VRMSE", "nRMSE")):
-        for method, style in (("model", "o-"), ("persistence", "s--")):
-            ax.semilogy(rollout["horizons"], rollout[method][key], style, ms=3, label=method)
+        for method, role in roles.items():
+            ax.semilogy(rollout["horizons"], rollout[method][key], label=method, **role_style(role, points=points))
         ax.set_xlabel(horizon_label(meta.get("window_dt")))
         ax.set_ylabel(f"{name} (lower is better)")
         ax.set_title(f"{name} against horizon", fontsize=9)
         integer_ticks(ax)
-        ax.legend()
+    legend_beside(axes[-1])
     fig.suptitle(f"{model_name(meta.get('checkpoint'), meta.get('lora'))}: rollout error", fontsize=10)
     return fig
 
@@ -164,7 +258,8 @@ def rollout_figure(rollout: Mapping, meta: Mapping):
 def comparison_figure(curves: Sequence[Mapping], persistence: Sequence[Mapping], maps: Mapping | None,
                       window_dt: float | None):
     """Several evaluations: VRMSE against horizon with persistence (when they have a
-    rollout: `curves` and `persistence` are [{"label", "horizons", "vrmse"}]), and the
+    rollout: `curves` and `persistence` are [{"label", "horizons", "vrmse"}], a curve's
+    "role" (ROLE_COLOURS; default fine-tuned) picks its colour), and the
     same window's one-step error maps on one scale (`maps`: {"errors": {label: [H, W, 2]},
     "meta": ...}, or None)."""
     columns = len(maps["errors"]) if maps else 1
@@ -174,15 +269,16 @@ def comparison_figure(curves: Sequence[Mapping], persistence: Sequence[Mapping],
     if curves:
         sub = parts.pop(0)
         ax = sub.subplots()
-        for c in curves:
-            ax.semilogy(c["horizons"], c["vrmse"], "o-", ms=3, label=c["label"])
-        for style, p in zip(("k--", "k:", "k-."), persistence):
-            ax.semilogy(p["horizons"], p["vrmse"], style, label=p["label"])
+        roles = [c.get("role") or "fine-tuned" for c in curves]
+        for c, role, variant in zip(curves, roles, variants(roles)):
+            ax.semilogy(c["horizons"], c["vrmse"], label=c["label"], **role_style(role, variant, len(c["horizons"])))
+        for variant, p in enumerate(persistence):
+            ax.semilogy(p["horizons"], p["vrmse"], label=p["label"], **role_style("persistence", variant))
         ax.set_xlabel(horizon_label(window_dt))
         ax.set_ylabel("VRMSE (lower is better)")
         ax.set_title("error against horizon (the model fed its own predictions)", fontsize=10)
         integer_ticks(ax)
-        ax.legend(fontsize=8)
+        legend_beside(ax)
     if maps:
         sub = parts.pop(0)
         norm = symmetric_norm(*maps["errors"].values())

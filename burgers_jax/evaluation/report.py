@@ -54,6 +54,39 @@ def persistence_summary(rollout: dict) -> str:
     return f"{head}; not at the last horizon ({n}), so no h*"
 
 
+def _horizons(hs) -> str:
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    runs, start = [], None
+    for i, h in enumerate(hs):
+        if start is None:
+            start = h
+        if i + 1 == len(hs) or hs[i + 1] != h + 1:
+            runs.append(f"{start}" if start == h else f"{start}-{h}")
+            start = None
+    return ", ".join(runs)
+
+
+def versus(one: float, other_one: float, rollout=None, other_rollout=None) -> str:
+    """How a model's VRMSE compares with another's (lower is better), in words taken from
+    the numbers: one step ahead, and at each rollout horizon (a NaN never wins)."""
+    a, b = float(one), float(other_one)
+    if not (np.isfinite(a) and np.isfinite(b)):
+        word = "not comparable, a value is not finite"
+    else:
+        word = "better" if a < b else "worse" if a > b else "equal"
+    text = f"one step ahead {word} (VRMSE {a:.4f} vs {b:.4f})"
+    if rollout is None or other_rollout is None:
+        return text
+    wins = np.asarray(rollout, np.float64) < np.asarray(other_rollout, np.float64)
+    n = len(wins)
+    if wins.all():
+        return f"{text}; better at every rollout horizon (1 to {n})"
+    if not wins.any():
+        return f"{text}; better at no rollout horizon (1 to {n})"
+    lost = [h + 1 for h in np.flatnonzero(~wins)]
+    return f"{text}; better at {int(wins.sum())} of {n} rollout horizons (not at {_horizons(lost)})"
+
+
 # Fewer windows than this behind a number: a difference between two models may be one
 # window's luck (each window is one start of one trajectory).
 FEW_WINDOWS = 8

@@ -34,7 +34,7 @@ import orbax.checkpoint as ocp
 
 from burgers_jax.errors import UserError
 from burgers_jax.io import disk, outputs
-from burgers_jax.io.orbax_logs import quiet_closed_event_loop, quiet_disk_full_thread_logs
+from burgers_jax.io.orbax_logs import quiet_closed_event_loop, quiet_disk_full_thread_logs, quiet_no_ocdbt_merge_notice
 from burgers_jax.model.config import ConfigError, LoraConfig, ModelConfig, Policy
 from burgers_jax.model.fit import check_adapters_complete, check_fits, replace_trained
 from burgers_jax.model.lora import cast_params
@@ -105,6 +105,7 @@ def _save_tree(path: Path, tree: Mapping[str, Any]) -> None:
     # +1.7x the tree (async, OCDBT), +1.5x (sync, OCDBT), +1.2x (sync, zarr).
     quiet_closed_event_loop()
     quiet_disk_full_thread_logs()
+    quiet_no_ocdbt_merge_notice()
     ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler(use_ocdbt=False), multiprocessing_options=_THIS_PROCESS())
     try:
         ckptr.save(path, args=ocp.args.StandardSave(_to_numpy(tree)))

@@ -1,6 +1,8 @@
 """What orbax and tensorstore print after a failure that our own one-line message
-already names (a full disk, an unreadable checkpoint), dropped: only those records.
-Installed by the checkpoint code when it saves or restores (each filter once)."""
+already names (a full disk, an unreadable checkpoint), and one notice about a format we
+do not use, dropped: only those records, each matched by its text (a library call stays
+quiet without changing the process's log levels; the commands set absl's level at their
+entry). Installed by the checkpoint code when it saves or restores (each filter once)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,16 @@ class _DropFailedRestoreEchoes(logging.Filter):
         return "exception was never retrieved" not in str(record.msg)
 
 
+class _DropNoOcdbtMergeNotice(logging.Filter):
+    """orbax's pytree handler tries to merge per-process OCDBT files after every save, also
+    when the save wrote none (our whole-tree files are plain zarr, `use_ocdbt=False`), and
+    logs "Skipping merge of OCDBT checkpoints" at WARNING each time: a notice about a
+    format we do not use, on every conversion and every saved result. Only that record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Skipping merge of OCDBT checkpoints: No per-process OCDBT" not in str(record.msg)
+
+
 def _add_filter_once(filter_cls: type[logging.Filter], *loggers: logging.Logger) -> None:
     for logger in loggers:
         if not any(isinstance(f, filter_cls) for f in logger.filters):
@@ -48,6 +60,10 @@ def _add_filter_once(filter_cls: type[logging.Filter], *loggers: logging.Logger)
 
 def quiet_failed_restore_echoes() -> None:
     _add_filter_once(_DropFailedRestoreEchoes, logging.getLogger("asyncio"))
+
+
+def quiet_no_ocdbt_merge_notice() -> None:
+    _add_filter_once(_DropNoOcdbtMergeNotice, absl_logging.get_absl_logger())
 
 
 def quiet_disk_full_thread_logs() -> None:

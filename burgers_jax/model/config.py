@@ -13,8 +13,8 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 from burgers_jax.errors import UserError
+from burgers_jax.model.names import DEFAULT_LORA_TARGETS, INFERENCE_DTYPES, POLICY_NAMES
 
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
@@ -28,7 +28,8 @@ GRID = 128  # the model's input grid (n x n cells): its token count and position
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """Which dtype each part of the model computes in: the one home of the precision names.
+    """Which dtype each part of the model computes in, by a name of POLICY_NAMES (their one
+    home, `burgers_jax.model.names`, imports no jax: the commands' flags list them).
 
     param_dtype       frozen weights (adapters and optimizer state are always float32)
     compute_dtype     the trunk: convs, matmuls, activations
@@ -59,7 +60,7 @@ class Policy:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(_policies())
+        return POLICY_NAMES
 
     @classmethod
     def for_dtype(cls, dtype: str) -> "Policy":
@@ -69,12 +70,9 @@ class Policy:
         return cls.named(INFERENCE_DTYPES[dtype])
 
 
-# An inference dtype names the policy that runs in it: exact float32 for parity, or the
-# PyTorch recipe's all-bf16 model.
-INFERENCE_DTYPES = {"float32": "float32", "bfloat16": "reference"}
-
-
 def _policies() -> dict[str, Policy]:
+    """The policy of each of POLICY_NAMES, in its order (the names themselves live jax-free in
+    burgers_jax.model.names, for the commands' flags; a test holds the two together)."""
     f32, bf16 = jnp.float32, jnp.bfloat16
     return {
         "float32": Policy("float32", f32, f32, f32, f32, f32, matmul_precision="highest"),

@@ -41,10 +41,11 @@ class MetricsWriter:
         self.save_dir = save_dir
         self.path = save_dir / "metrics.jsonl"
         self._last_step = 0
-        try:  # named on the loss curve
-            self._objective = objective_name(config["training"]) if config else None
+        try:  # named on the loss curve, whose colour is the run's role
+            self._training = config["training"] if config else None
+            self._objective = objective_name(self._training) if config else None
         except (KeyError, TypeError):
-            self._objective = None
+            self._objective = self._training = None
         self._file = open(self.path, "a")
         if tensorboard:
             from tensorboardX import SummaryWriter
@@ -107,7 +108,7 @@ class MetricsWriter:
             self._file.close()
             self._file = None
             try:  # the curve of the whole run (a resumed run's log holds every step)
-                plot_loss_curve(self.path, self.save_dir / LOSS_CURVE_FILE, self._objective)
+                plot_loss_curve(self.path, self.save_dir / LOSS_CURVE_FILE, self._objective, self._training)
             except Exception as e:  # noqa: BLE001 - a plot must not hide why the run ended
                 print(f"warning: {LOSS_CURVE_FILE} not written: {type(e).__name__}: {e}", file=sys.stderr)
         if self._tb is not None:
@@ -212,31 +213,44 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def plot_loss_curve(metrics_path: Path, png: Path, objective: str | None = None):
+def plot_loss_curve(metrics_path: Path, png: Path, objective: str | None = None,
+                    training: Mapping[str, Any] | None = None):
     """`train/loss` and `val/loss` (the training objective, named `objective` as
     `objective_name` writes it, on training batches and on the validation windows; the
-    validation value at step 0 is the zero-shot model's) against the step.
-    -> the Figure, or None when the log holds neither (nothing is written)."""
+    validation value at step 0 is the zero-shot model's) against the step, in the colour
+    of the run's role (`training`: its config's training section, else the run folder's
+    config.json; label-free unless it says supervised): validation in the role's colour,
+    train in a lighter shade. -> the Figure, or None when the log holds neither (nothing
+    is written)."""
     from burgers_jax.evaluation import figures
+
+    if training is None:
+        try:
+            training = json.loads((Path(metrics_path).parent / figures.RUN_CONFIG_FILE).read_text()).get("training")
+        except (OSError, ValueError, AttributeError):
+            training = None
+    role = figures.role_of_training(training)
 
     rows = read_metrics(metrics_path) if Path(metrics_path).is_file() else []
     curves = {key: [(r["step"], r[key]) for r in rows if key in r] for key in ("train/loss", "val/loss")}
     if not any(curves.values()):
         return None
-    fig = figures.new_figure(figsize=(7, 4.2))
+    fig = figures.new_figure(figsize=(8.5, 4.2))
     ax = fig.subplots()
-    for (key, points), style in zip(curves.items(), (".-", "o-")):  # markers: a single point shows too
+    for (key, points), shade, marker in zip(curves.items(), (1, 0), (".", "o")):  # markers: one point shows too
         if points:
             steps, values = zip(*points)
-            ax.plot(steps, values, style, ms=4, label=f"{key.split('/')[0]} ({key})")
+            ax.plot(steps, values, marker=marker, linestyle="-", ms=4, color=figures.role_colour(role, shade),
+                    label=f"{key.split('/')[0]} ({key})")
     values = [v for points in curves.values() for _, v in points]
     if all(np.isfinite(v) and v > 0 for v in values):
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"loss({objective or 'total'}): the training objective")
-    ax.set_title(f"loss curve of {figures.short_path(Path(metrics_path).parent)}", fontsize=10)
+    kind = {"supervised": "supervised", "fine-tuned": "label-free"}.get(role, "label-free, reference residual")
+    ax.set_title(f"loss curve of {figures.short_path(Path(metrics_path).parent)} ({kind} fine-tuning)", fontsize=10)
     figures.integer_ticks(ax)
-    ax.legend()
+    figures.legend_beside(ax)
     figures.save(fig, png)
     return fig
 
@@ -262,6 +276,6 @@ def plot_validation_window(pred: np.ndarray, true: np.ndarray, path: Path, title
         figures.show_field(fig, axes[row, 1], t, f"true {name}", name, norm=shared)
         im = figures.show_error(axes[row, 2], err[..., row], f"error in {name} (pred - true)", norm)
     figures.error_colorbar(fig, im, axes[:, 2].tolist(), [err], f"{figures.ERROR_LABEL}, one scale")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title or "a validation window, last frame: prediction, truth and error", fontsize=10)
     figures.save(fig, path, dpi=80)
     return fig

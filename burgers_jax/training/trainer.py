@@ -25,7 +25,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging as absl_logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -259,7 +258,6 @@ def start_run(cfg, workdir) -> tuple[Trainer, RunDir, bool]:
     """Everything before the first step: distributed init, the run directory's checks
     (before any work, and before anything is written), the trainer, the lock.
     -> (trainer, run directory, primary process?)."""
-    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs every save at INFO/WARNING
     if cfg.training.distributed:
         # CPU hosts need a collectives library (GPUs and TPUs bring their own): gloo.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")

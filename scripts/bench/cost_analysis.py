@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     ap.add_argument("--remat", default=",".join(REMAT), help="remat modes to analyse, comma-separated")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    cfg = burgers.get_config()
+    cfg = burgers.get_config("reference")  # the PyTorch recipe's step: adapters only
     cfg.dataloader.batch_size, cfg.dataset.temporal_length, cfg.model.precision = args.batch, args.frames, args.precision
     cfg.physics.dt = 1.0 / 999.0
     if args.small:

@@ -125,7 +125,7 @@ def test_print_config_prints_the_resolved_config_and_exits(capsys, tmp_path):
     # A resume: the run's saved config, with the fields named on the command line.
     run = tmp_path / "run"
     run.mkdir()
-    saved = burgers.get_config("recommended")
+    saved = burgers.get_config("reference")  # not the default: the run's own recipe must win
     saved.training.learning_rate, saved.model.lora.r = 5e-4, 8
     saved.logging.save_dir = str(run)
     (run / "config.json").write_text(saved.to_json_best_effort(indent=2))
@@ -134,7 +134,7 @@ def test_print_config_prints_the_resolved_config_and_exits(capsys, tmp_path):
                            "--config.training.resume=True", "--config.training.max_steps=9", "--print-config"]) == 0
     resumed = json.loads(capsys.readouterr().out)
     assert resumed["training"]["learning_rate"] == 5e-4 and resumed["model"]["lora"]["r"] == 8
-    assert resumed["model"]["precision"] == "float32" and resumed["training"]["residual"] == "precond"
+    assert resumed["model"]["precision"] == "fp32_output" and resumed["training"]["residual"] == "window"
     assert resumed["training"]["max_steps"] == 9 and resumed["training"]["resume"] is True
     assert sorted(p.name for p in run.iterdir()) == before
 
@@ -159,3 +159,90 @@ def test_the_output_flag_is_out_and_output_everywhere(name):
     parser = importlib.import_module(COMMANDS[name]).build_parser()
     out = [a for a in parser._actions if "--out" in a.option_strings]
     assert out and "--output" in out[0].option_strings, (name, [a.option_strings for a in parser._actions])
+
+
+# ----------------------------------------------------------------------------- --help before the heavy imports
+
+# What `--help` and a wrong flag must not load: they answer before jax, torch and the
+# array stack are imported (seconds), from the flags alone.
+HEAVY = ("jax", "jaxlib", "flax", "torch", "numpy", "scipy", "h5py", "matplotlib", "orbax", "optax", "chex",
+         "ml_dtypes", "transformers", "peft", "safetensors", "tensorflow", "pandas")
+# The modules `--help` and a wrong flag may import, with margin: measured 33-38 for the argparse
+# commands, 131-132 for burgers-train (absl, ml_collections, yaml); jax alone brings ~700.
+MAX_NEW_MODULES = {"burgers-train": 250, "python -m burgers_jax.train --config configs/burgers.py": 250}
+MAX_NEW_MODULES_ARGPARSE = 100
+# Each way to start a command -> (its import, a statement that runs it on the command line ARGV).
+ENTRIES = {
+    **{name: (f"import {module}", f"rc = {module}.main(ARGV)") for name, module in COMMANDS.items()
+       if name != "burgers-train"},
+    "burgers-train": ("import burgers_jax.train", "rc = burgers_jax.train.main(['burgers-train', *ARGV])"),
+    "python -m burgers_jax.train --config configs/burgers.py": (
+        "import burgers_jax.train",
+        "rc = burgers_jax.train.main(['burgers-train', '--config', 'configs/burgers.py', *ARGV])"),
+    "python porting/convert_ckpt.py": (
+        "import runpy", "sys.argv = ['porting/convert_ckpt.py', *ARGV]; "
+        "rc = runpy.run_path('porting/convert_ckpt.py', run_name='__main__')"),
+}
+_LOADED = """
+import contextlib, io, json, sys
+before = set(sys.modules)
+{setup}
+answers = []
+for ARGV in (['--help'], ['--no-such-flag']):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            {run}
+        except SystemExit as e:
+            rc = e.code
+    answers.append([rc, out.getvalue(), err.getvalue()])
+print(json.dumps({{"answers": answers, "new": sorted(set(sys.modules) - before)}}))
+"""
+
+
+def modules_loaded_by_help(setup: str, run: str) -> tuple[list, list[str]]:
+    """In a fresh interpreter: `setup`, then `run` on `--help` and on `--no-such-flag` ->
+    (their [exit status, stdout, stderr], the modules imported meanwhile, the command's own included)."""
+    from conftest import run_cli
+
+    rc, out, err = run_cli(["-c", _LOADED.format(setup=setup, run=run)], timeout=300)
+    assert rc == 0, err[-3000:]
+    report = json.loads(out.strip().splitlines()[-1])
+    return report["answers"], report["new"]
+
+
+def heavy_modules(names: list[str]) -> list[str]:
+    return sorted({m for m in names if m.split(".")[0] in HEAVY})
+
+
+@pytest.mark.cli  # starts an interpreter per command
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_help_and_a_wrong_flag_import_nothing_heavy(entry):
+    """Every command answers `--help` and a wrong flag from its flags alone: no jax, torch
+    or array stack imported (the flags are parsed first; the work's imports come after)."""
+    ((help_rc, help_out, _), (bad_rc, _, bad_err)), new = modules_loaded_by_help(*ENTRIES[entry])
+    print(f"{entry}: {len(new)} modules")
+    assert help_rc == 0 and help_out.startswith("usage:"), (help_rc, help_out[:300])
+    # argparse names a missing required flag before an unknown one
+    assert bad_rc == 2 and "error:" in bad_err and "Traceback" not in bad_err, (bad_rc, bad_err[-500:])
+    heavy = heavy_modules(new)
+    assert not heavy, f"{entry}: --help and a wrong flag import {heavy[:12]} ({len(heavy)} heavy modules)"
+    bound = MAX_NEW_MODULES.get(entry, MAX_NEW_MODULES_ARGPARSE)
+    assert len(new) < bound, f"{entry}: {len(new)} modules imported (bound {bound}): {new}"
+
+
+def test_the_flags_list_the_policies_of_the_model():
+    """evaluate --precision and predict --dtype take their choices from burgers_jax.model.names
+    (jax-free); they are the model's policies, in the same order."""
+    from burgers_jax.model import config, names
+
+    assert tuple(config._policies()) == names.POLICY_NAMES == config.Policy.names()
+    assert all(config.Policy.named(n).name == n for n in names.POLICY_NAMES)
+    assert set(names.INFERENCE_DTYPES.values()) <= set(names.POLICY_NAMES)
+    assert config.INFERENCE_DTYPES is names.INFERENCE_DTYPES
+    assert config.DEFAULT_LORA_TARGETS is names.DEFAULT_LORA_TARGETS
+
+
+def test_the_heavy_check_can_fail():
+    assert heavy_modules(["json", "jax._src.core", "numpy", "burgers_jax.cli", "jaxtyping"]) == ["jax._src.core",
+                                                                                                "numpy"]

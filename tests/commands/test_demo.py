@@ -44,3 +44,10 @@ def test_demo_path_runs_end_to_end(tmp_path):
     assert (comparison / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert "error maps left out" not in proc.stdout, "one data set: the same window's maps are drawn"
     assert "The fine-tuned model is BETTER" in proc.stdout or "is NOT better" in proc.stdout
+    # The sentences about persistence are the comparison's own, written from its numbers.
+    m = {who: json.loads((out / f"eval_{who}_test" / "metrics.json").read_text()) for who in ("zero_shot", "finetuned")}
+    tuned, held = (m["finetuned"]["one_step"][k]["vrmse"] for k in ("model", "persistence"))
+    sentence = (f"- fine-tuned against persistence (copying the last frame): one step ahead "
+                f"{'better' if tuned < held else 'worse'} (VRMSE {tuned:.4f} vs {held:.4f})")
+    assert sentence in proc.stdout and sentence in table
+    assert "still better one step ahead" not in proc.stdout, "no sentence the numbers did not write"

@@ -32,7 +32,12 @@ COMMANDS = {"burgers-floors": "burgers_jax.floors", "burgers-predict": "burgers_
 # Flags that are harmless should the stand-in not block (refused after the imports, or a report).
 ARGV = {"burgers-generate": ["--num-samples", "0", "--out", "/nonexistent/x.h5"],
         "burgers-floors": ["--nu", "0.2"], "burgers-convert": ["/nonexistent/best.pt"],
-        "burgers-export": ["--checkpoint", "/nonexistent", "--out", "/nonexistent/best_lora.pt"]}
+        "burgers-export": ["--checkpoint", "/nonexistent", "--out", "/nonexistent/best_lora.pt"],
+        # flags that parse: jax is imported after them (a wrong flag answers before it)
+        "burgers-predict": ["--checkpoint", "/nonexistent", "--input", "/nonexistent/x.npy",
+                            "--out", "/nonexistent/y.npy"],
+        "burgers-evaluate": ["--checkpoint", "/nonexistent", "--analytic", "--out", "/nonexistent/eval"],
+        "burgers-train": ["--config", "configs/demo.py:smoke", "--config.logging.save_dir=/nonexistent/run"]}
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,9 @@ def test_the_tutorial_runs_end_to_end_at_smoke_size(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
     assert (out / "pretrained" / "model_config.json").is_file()
     assert json.loads((out / "run" / "summary.json").read_text())["steps"] == 1
+    # Its conclusions are printed from its numbers, not written beforehand.
+    assert "fine-tuned against zero-shot: one step ahead " in stdout
+    assert "fine-tuned against persistence: one step ahead " in stdout
     for who in ("zero_shot", "fine_tuned"):
         m = json.loads((out / f"eval_{who}" / "metrics.json").read_text())
         assert len(m["rollout"]["horizons"]) == 2 and set(m["one_step"]) == {"model", "persistence", "truth"}

@@ -138,7 +138,14 @@ def test_compare_writes_one_table_and_one_figure(evaluations, tmp_path):
     for label, precision in (("float32", "float32"), ("fp32 | output", "fp32_output")):
         r = _metrics(evaluations[precision])["rollout"]
         assert not np.any(np.less(r["model"]["vrmse"], r["persistence"]["vrmse"])), "the tiny random model loses"
-        assert f"- {label}: the model never beats persistence (horizons 1 to 3)." in text
+        one, held = (_metrics(evaluations[precision])["one_step"][k]["vrmse"] for k in ("model", "persistence"))
+        assert (f"- {label} against persistence (copying the last frame): one step ahead "
+                f"{'better' if one < held else 'worse'} (VRMSE {one:.4f} vs {held:.4f}); in the rollout the model "
+                "never beats persistence (horizons 1 to 3).") in text
+    a, b = (_metrics(evaluations[p]) for p in PRECISIONS)
+    wins = np.less(b["rollout"]["model"]["vrmse"], a["rollout"]["model"]["vrmse"])
+    assert "- fp32 | output against float32: one step ahead " in text  # same data: compared with the first
+    assert ("better at every rollout horizon" in text) == bool(wins.all())
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert outputs.is_ours(out, "comparison")
     assert str(out) in stdout.splitlines()[-1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from conftest import smoke_config
 
 from burgers_jax.evaluation import report
@@ -31,13 +32,21 @@ def test_enough_windows_carry_no_caveat():
     assert report.few_windows_warning(windows[:-1]) is not None
 
 
-def test_a_longer_resume_does_not_report_the_schedule_it_kept_as_a_change(tiny_converted, tmp_path, capsys):
+def test_a_longer_resume_does_not_report_the_schedule_it_kept_as_a_change(tiny_converted, tmp_path, capsys, caplog):
+    """... and training from Python echoes no orbax notice, without touching the process's
+    log levels (a command sets absl's level at its entry; a library call leaves it)."""
+    from absl import logging as absl_logging
+
     from burgers_jax.training import trainer
 
+    absl_logging.set_verbosity(absl_logging.WARNING)  # absl's own default; an earlier command may have raised it
     run = tmp_path / "run"
-    trainer.train_and_evaluate(smoke_config(tiny_converted, run), run)
-    capsys.readouterr()
-    trainer.train_and_evaluate(smoke_config(tiny_converted, run, resume=True, max_steps=6), run)
+    with caplog.at_level("WARNING", logger="absl"):
+        trainer.train_and_evaluate(smoke_config(tiny_converted, run), run)
+        capsys.readouterr()
+        trainer.train_and_evaluate(smoke_config(tiny_converted, run, resume=True, max_steps=6), run)
+    assert absl_logging.get_verbosity() == absl_logging.WARNING, "the library left the log level alone"
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == []
     out = capsys.readouterr().out
     assert "the learning-rate schedule keeps its length (4 steps)" in out, out  # said once, as what it is
     assert "resuming with a changed config: training.schedule_steps" not in out, out
@@ -73,3 +82,19 @@ def test_evaluate_takes_the_runs_precision_else_float32(tiny_converted, tmp_path
     assert evaluate.run_precision(dataclasses.replace(run, precision="reference")) == ("reference", "--precision")
     result, _, _ = evaluate.run_evaluation(base, show_progress=False)
     assert result["config"]["precision"] == "float32" and result["config"]["precision_from"] == "the default"
+
+
+@pytest.mark.parametrize("one, other, rollout, other_rollout, want", [
+    (0.0094, 0.0245, [0.01, 0.02, 0.03], [0.02, 0.03, 0.04],
+     "one step ahead better (VRMSE 0.0094 vs 0.0245); better at every rollout horizon (1 to 3)"),
+    (0.0094, 0.0006, [0.02, 0.03, 0.04], [0.01, 0.02, 0.03],
+     "one step ahead worse (VRMSE 0.0094 vs 0.0006); better at no rollout horizon (1 to 3)"),
+    (0.01, 0.02, [0.05, 0.01, 0.05, 0.05, 0.01], [0.02] * 5,
+     "one step ahead better (VRMSE 0.0100 vs 0.0200); better at 2 of 5 rollout horizons (not at 1, 3-4)"),
+    (float("nan"), 0.02, [float("nan")], [0.02],
+     "one step ahead not comparable, a value is not finite (VRMSE nan vs 0.0200); better at no rollout horizon "
+     "(1 to 1)"),
+    (0.02, 0.02, None, None, "one step ahead equal (VRMSE 0.0200 vs 0.0200)"),
+])
+def test_versus_says_what_the_numbers_say(one, other, rollout, other_rollout, want):
+    assert report.versus(one, other, rollout, other_rollout) == want

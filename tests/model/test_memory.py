@@ -49,7 +49,7 @@ def temporaries_gib(remats: tuple[str, ...], attention_impl: str) -> dict[str, f
     model_config = dataclasses.replace(
         model_config, transformer=dataclasses.replace(model_config.transformer, num_hidden_layers=2),
     ).with_lora(r=16, alpha=32.0, dropout=0.05)
-    cfg = burgers.get_config()
+    cfg = burgers.get_config("reference")  # the PyTorch recipe's step: adapters only
     cfg.dataloader.batch_size, cfg.dataset.temporal_length = 1, 16
     cfg.model.precision = "fp32_output"
     cfg.physics.dt = 1.0 / 999.0

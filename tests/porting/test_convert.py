@@ -507,6 +507,7 @@ def test_cli_end_to_end(ref, tmp_path):
     proc = subprocess.run([sys.executable, "porting/convert_ckpt.py", str(ref.root / "best.pt"), "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == "", "a conversion that went well prints nothing on stderr (no orbax/absl echoes)"
     for word in ("encoder_2d", "transformer", "decoder_2d", "bfloat16", "peak RSS"):
         assert word in proc.stdout, (word, proc.stdout)
     params, cfg = load_converted(out)

@@ -25,7 +25,7 @@ YAML = REPO / "configs" / "finetune_burgers.yaml"
 def test_the_example_yaml_is_the_reference_recipe():
     raw = yaml.safe_load(YAML.read_text())
     c = from_yaml.get_config(str(YAML))
-    ref = burgers.get_config()  # the reference recipe, as the JAX config writes it
+    ref = burgers.get_config("reference")  # the PyTorch recipe, as the JAX config writes it
     # The YAML's own values, key by key.
     tr, lora = raw["training"], raw["model"]["lora"]
     assert (c.training.max_steps, c.training.warmup_steps, c.training.eval_every_steps) == (
@@ -97,19 +97,23 @@ def test_bf16_cannot_see_one_time_step_below_the_warning_threshold():
 
 
 def test_recipe_warnings():
-    c = from_yaml.get_config(str(YAML))  # the PyTorch recipe: reference precision
-    (line,) = recipe_warnings(c, REFERENCE_DT)
-    assert "model.precision='reference'" in line and "precision=float32" in line and "\n" not in line
-    assert recipe_warnings(c, 0.5) == []  # a step bf16 can represent
+    c = from_yaml.get_config(str(YAML))  # the PyTorch recipe: reference precision, the window residual
+    precision, residual = recipe_warnings(c, REFERENCE_DT)
+    assert "model.precision='reference'" in precision and "precision=float32" in precision
+    assert "training.residual='window'" in residual and "configs/burgers.py without ':reference'" in residual
+    assert "\n" not in precision + residual
+    assert recipe_warnings(c, 0.5) == [residual]  # a step bf16 can represent
     c.dataset.frame_stride = int(BF16_BLIND_STEP / REFERENCE_DT) + 1  # the window step, not the frame spacing
-    assert recipe_warnings(c, REFERENCE_DT) == []
+    assert recipe_warnings(c, REFERENCE_DT) == [residual]
     for precision in ("float32", "fp32_output"):  # float32 input and output
-        c = burgers.get_config()
+        c = burgers.get_config("reference")
         c.model.precision = precision
-        assert recipe_warnings(c, REFERENCE_DT) == []
-    assert recipe_warnings(burgers.get_config("recommended"), REFERENCE_DT) == []
+        assert recipe_warnings(c, REFERENCE_DT) == [residual]
+    # The documented entry's recipe warns about nothing; :recommended is the same recipe.
+    assert recipe_warnings(burgers.get_config(), REFERENCE_DT) == []
+    assert burgers.get_config().to_dict() == burgers.get_config("recommended").to_dict()
 
     out = io.StringIO()
     c = from_yaml.get_config(str(YAML))
     assert print_recipe_warnings(c, REFERENCE_DT, file=out) == recipe_warnings(c, REFERENCE_DT)
-    assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("warning: model.precision='reference'")
+    assert out.getvalue().count("\n") == 2 and out.getvalue().startswith("warning: model.precision='reference'")
