@@ -59,7 +59,7 @@ from burgers_jax.io.progress import make_progress
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import ARCHITECTURES, Policy
 from burgers_jax.model.lora import cast_params
-from burgers_jax.model.network import Decoder2d, Encoder2d, PDECausalModel, denormalize, init_params, normalize
+from burgers_jax.model.network import PDECausalModel, init_params
 from burgers_jax.physics import families, metrics
 from burgers_jax.physics.analytic import burgers_uv, cell_centres
 from burgers_jax.porting.export_torch import export_merged
@@ -138,13 +138,9 @@ def fine_tuning_frames(seed: int, count: int) -> np.ndarray:
 def reconstruct(model: PDECausalModel, params, x):
     """The autoencoder alone: the decoder on the encoder's tokens of x [B, F, 128, 128, 6]
     (normalised and denormalised as in the model), no transformer -> [B, F, 128, 128, 6]."""
-    policy, config = model.policy, model.config
-    b, f = x.shape[:2]
-    xn, mean, std = normalize(x, policy)
-    tokens = Encoder2d(config, policy.compute_dtype).apply(
-        {"params": params["encoder_2d"]}, xn.reshape(b * f, *xn.shape[2:]), b)
-    dec = Decoder2d(config, policy.compute_dtype, policy.output_dtype).apply({"params": params["decoder_2d"]}, tokens)
-    return denormalize(dec, mean, std, policy)
+    variables = {"params": params}
+    tokens, mean, std = model.apply(variables, x, method=PDECausalModel.encode)
+    return model.apply(variables, tokens, mean, std, method=PDECausalModel.decode)
 
 
 def normalized_mse(out, target):

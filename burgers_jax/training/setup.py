@@ -267,7 +267,7 @@ def recipe_warnings(cfg, dt: float) -> list[str]:
             "training.residual='window' (the PyTorch recipe's residual of [input frame 0, predictions]) closed "
             "35 % of the gap to supervised training on the stand-in and its rollouts ended worse than the "
             "pretrained model's, where the default 'precond' closed 96 % (docs/results.md); expect the validation "
-            "error to grow while the loss falls. The recommended recipe: configs/burgers.py without ':reference'")
+            "VRMSE to grow while the loss falls. The recommended recipe: configs/burgers.py without ':reference'")
     return warnings
 
 
