@@ -13,7 +13,10 @@ frames of the pretraining families, as it goes.
     python scripts/probe_autoencoder.py --arch small --channels 32,64,128 --steps 1500
 
 Each evaluation is appended to --log (JSON lines, one per evaluation, with the settings),
-so an interrupted probe keeps what it measured.
+so an interrupted probe keeps what it measured. With `--save DIR` the autoencoder's weights
+and optimizer state are written there at each evaluation (`state.npz`, plain arrays, and
+`settings.json`), and the same command run again continues from them (a probe of other
+settings is refused): a long autoencoder pretraining can run over several sessions.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -54,6 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log", type=Path, default=Path("experiments/probe_autoencoder.jsonl"))
+    ap.add_argument("--save", type=Path, default=None, help="folder of the resumable state (weights, optimizer)")
     args = ap.parse_args(argv)
 
     config = ARCHITECTURES[args.arch]
@@ -87,9 +93,12 @@ def main(argv=None) -> int:
     settings = {"arch": args.arch, "channels": list(config.encoder.channels), "hidden": config.transformer.hidden_size,
                 "autoencoder_params": n_params, "batch": args.batch, "lr": args.lr, "steps": args.steps}
     print(json.dumps(settings), flush=True)
+    start = 0
+    if args.save is not None:
+        start, ae, opt = restore(args.save, {**settings, "seed": args.seed}, ae, opt)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     t0, losses = time.time(), []
-    for s in range(1, args.steps + 1):
+    for s in range(start + 1, args.steps + 1):
         ae, opt, loss = step(ae, opt, frames_batch(args.seed, s, args.batch))
         losses.append(float(loss))
         if s % args.eval_every == 0 or s == args.steps:
@@ -99,7 +108,41 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
             with args.log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+            if args.save is not None:
+                save(args.save, s, ae, opt)
     return 0
+
+
+STATE, SETTINGS = "state.npz", "settings.json"
+
+
+def save(directory: Path, step: int, ae, opt) -> None:
+    """Weights and optimizer state as plain arrays (leaf order of the (ae, opt) tree) and
+    the step, in one file replaced atomically."""
+    tmp = directory / f".{STATE}.tmp-{os.getpid()}.npz"
+    np.savez(tmp, step=np.int64(step), *[np.asarray(x) for x in jax.tree.leaves((ae, opt))])
+    os.replace(tmp, directory / STATE)
+
+
+def restore(directory: Path, settings: dict, ae, opt):
+    """-> (step, ae, opt): the saved state when `directory` holds one of these settings,
+    else the given one (and the settings are recorded); another probe's state is refused."""
+    directory.mkdir(parents=True, exist_ok=True)
+    recorded = directory / SETTINGS
+    if not recorded.exists():
+        recorded.write_text(json.dumps(settings, indent=1) + "\n")
+    elif json.loads(recorded.read_text()) != settings:
+        sys.exit(f"probe_autoencoder: error: {directory} holds a probe of other settings ({recorded}); "
+                 "give another --save folder")
+    if not (directory / STATE).exists():
+        return 0, ae, opt
+    treedef = jax.tree.structure((ae, opt))
+    with np.load(directory / STATE, allow_pickle=False) as z:
+        leaves = [jnp.asarray(z[f"arr_{i}"]) for i in range(treedef.num_leaves)]
+        step = int(z["step"])
+    ae, opt = jax.tree.unflatten(treedef, leaves)
+    print(f"resumed from {directory / STATE} at step {step}", flush=True)
+    return step, ae, opt
 
 
 if __name__ == "__main__":

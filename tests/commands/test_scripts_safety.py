@@ -314,3 +314,19 @@ def test_pretrain_with_state_resumes_where_it_stopped(tmp_path):
                                *RESUMABLE, "--seed", "1"])
     line = _one_error_line(err, "pretrain")
     assert rc == 2 and "holds a run of other flags" in line and "--seed: 0 -> 1" in line, line
+
+
+def test_the_autoencoder_probe_resumes_its_own_state_and_refuses_another(tmp_path):
+    """`scripts/probe_autoencoder.py --save DIR` continues from DIR when run again with the
+    same settings (a finished probe: nothing left to train, nothing measured twice) and
+    refuses DIR for a probe of other settings."""
+    base = ["scripts/probe_autoencoder.py", "--arch", "tiny", "--eval-every", "1", "--batch", "1",
+            "--save", str(tmp_path / "state"), "--log", str(tmp_path / "log.jsonl")]
+    rc, out, err = run_cli([*base, "--steps", "2"])
+    assert rc == 0, err[-3000:]
+    assert (tmp_path / "state" / "state.npz").is_file() and len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+    rc, out, err = run_cli([*base, "--steps", "2"])
+    assert rc == 0 and f"resumed from {tmp_path / 'state' / 'state.npz'} at step 2" in out, out + err
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2, "nothing trained or measured twice"
+    rc, out, err = run_cli([*base, "--steps", "3"])
+    assert rc != 0 and "holds a probe of other settings" in err, err
