@@ -289,20 +289,12 @@ def summarize(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def row_role(row: str) -> str:
-    """A row's role in the figures (figures.ROLE_COLOURS), from the training settings it changes."""
-    training = {"lambda_pde": 1.0, "residual": "precond"}
-    training.update({k.split(".")[1]: v for k, v in ROWS[row][1].items() if k.startswith("training.")})
-    return figures.role_of_training(training)
-
-
 def row_style(name: str, points: int | None = None) -> dict:
     """One colour per role; the rows of one role in shades of it (in ROWS's order: the
     recommended row and the first ceiling keep the role's own colour)."""
     if name in ("zero-shot", "persistence"):
         return figures.role_style(name, points=points)
-    role = row_role(name)
-    return figures.role_style(role, [r for r in ROWS if row_role(r) == role].index(name), points)
+    return figures.row_style({r: overrides for r, (_, overrides) in ROWS.items()}, name, points)
 
 
 def make_figures(results: dict) -> dict:

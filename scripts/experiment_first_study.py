@@ -165,11 +165,7 @@ def row_style(name: str, points: int | None = None) -> dict:
     """One colour per role (figures.ROLE_COLOURS); the rows of one role in shades of it."""
     if name in ("zero_shot", "persistence"):
         return figures.role_style(name.replace("_", "-"), points=points)
-
-    def role(row: str) -> str:
-        return figures.role_of_training({"lambda_pde": 1.0, **{k.split(".")[1]: v for k, v in ROWS[row][1].items()
-                                                               if k.startswith("training.")}})
-    return figures.role_style(role(name), [r for r in ROWS if role(r) == role(name)].index(name), points)
+    return figures.row_style({r: overrides for r, (_, overrides) in ROWS.items()}, name, points)
 
 
 def _legend(axes) -> None:

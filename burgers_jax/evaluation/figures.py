@@ -77,17 +77,35 @@ def role_of_training(training: Mapping | None) -> str:
     return "reference residual" if training.get("residual") == "window" else "fine-tuned"
 
 
+def run_training(*folders) -> Mapping | None:
+    """The training section of the first of `folders` holding a run's config.json; None
+    when none does (or it is not a run's config)."""
+    for folder in folders:
+        try:
+            return json.loads((Path(folder) / RUN_CONFIG_FILE).read_text()).get("training")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
 def role_of_model(lora: str | None) -> str:
     """The role of an evaluated model: no adapters is `zero-shot`; adapters are the role
     of the run that trained them (its config.json, beside best_adapters/), else `fine-tuned`."""
     if not lora:
         return "zero-shot"
-    for folder in (Path(lora), Path(lora).parent):
-        try:
-            return role_of_training(json.loads((folder / RUN_CONFIG_FILE).read_text()).get("training"))
-        except (OSError, ValueError, AttributeError):
-            continue
-    return "fine-tuned"
+    return role_of_training(run_training(lora, Path(lora).parent))
+
+
+def row_style(rows: Mapping[str, Mapping], name: str, points: int | None = None) -> dict:
+    """The style of row `name` of an experiment whose rows each change some fields of one
+    label-free recipe (`rows`: {row: {"training.<field>": value, ...}}): its role's colour
+    (`role_of_training`), the rows of one role in shades of it, in `rows`' order."""
+    def role(row: str) -> str:
+        return role_of_training({"lambda_pde": 1.0, **{k.split(".", 1)[1]: v for k, v in rows[row].items()
+                                                       if k.startswith("training.")}})
+
+    mine = role(name)
+    return role_style(mine, [r for r in rows if role(r) == mine].index(name), points)
 
 
 def variants(roles: Sequence[str]) -> list[int]:

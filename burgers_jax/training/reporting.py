@@ -225,10 +225,7 @@ def plot_loss_curve(metrics_path: Path, png: Path, objective: str | None = None,
     from burgers_jax.evaluation import figures
 
     if training is None:
-        try:
-            training = json.loads((Path(metrics_path).parent / figures.RUN_CONFIG_FILE).read_text()).get("training")
-        except (OSError, ValueError, AttributeError):
-            training = None
+        training = figures.run_training(Path(metrics_path).parent)
     role = figures.role_of_training(training)
 
     rows = read_metrics(metrics_path) if Path(metrics_path).is_file() else []
