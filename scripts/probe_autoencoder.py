@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -35,6 +34,8 @@ import numpy as np
 import optax
 from pretrain import ACTIVE, fine_tuning_frames, normalized_mse, reconstruct  # scripts/pretrain.py
 
+from burgers_jax import cli
+from burgers_jax.errors import UserError
 from burgers_jax.model.config import ARCHITECTURES, Policy
 from burgers_jax.model.network import PDECausalModel, init_params
 from burgers_jax.physics import families, metrics
@@ -50,6 +51,10 @@ def frames_batch(seed: int, step: int, batch: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    return cli.run("probe_autoencoder", lambda: probe(argv))
+
+
+def probe(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
     ap.add_argument("--channels", default=None, help="encoder/decoder channels, e.g. 32,64,128 (default: the arch's)")
@@ -132,8 +137,7 @@ def restore(directory: Path, settings: dict, ae, opt):
     if not recorded.exists():
         recorded.write_text(json.dumps(settings, indent=1) + "\n")
     elif json.loads(recorded.read_text()) != settings:
-        sys.exit(f"probe_autoencoder: error: {directory} holds a probe of other settings ({recorded}); "
-                 "give another --save folder")
+        raise UserError(f"{directory} holds a probe of other settings ({recorded}); give another --save folder")
     if not (directory / STATE).exists():
         return 0, ae, opt
     treedef = jax.tree.structure((ae, opt))
