@@ -10,6 +10,12 @@ by the same door as a user's checkpoint: `burgers-convert best.pt --verify`.
     python scripts/pretrain.py --out assets/standin2 --steps 20000 --recon-weight 1 \
         --weights-dtype float32 --state runs/standin2   # hours: stop and rerun, it resumes
 
+Two stages (the second stand-in): the autoencoder alone first
+(`scripts/probe_autoencoder.py --save DIR`, single frames, fast), then the dynamics from it:
+`--init-autoencoder DIR` starts encoder_2d and decoder_2d from that stage's weights and
+`--freeze-autoencoder` trains the transformer only (gradients are taken of the transformer's
+weights alone, so no weight gradient of the convolutions is computed).
+
 Objective (the foundation model's): output frame k against true frame k + 1, the
 squared error over the active channels (u, v) divided by the variance of the true
 frames of that sample and channel (so every family and stride weighs the same), mean
@@ -88,6 +94,11 @@ def check_flags(args) -> None:
         problems.append(f"--noise-level={args.noise_level} must be a finite number >= 0")
     if not (math.isfinite(args.recon_weight) and args.recon_weight >= 0):
         problems.append(f"--recon-weight={args.recon_weight} must be a finite number >= 0")
+    if args.freeze_autoencoder and args.init_autoencoder is None:
+        problems.append("--freeze-autoencoder needs --init-autoencoder DIR (a frozen random autoencoder learns nothing)")
+    if args.freeze_autoencoder and args.recon_weight:
+        problems.append(f"--recon-weight={args.recon_weight} with --freeze-autoencoder: the reconstruction term "
+                        "cannot change (give 0)")
     if args.val_strides is not None and (not args.val_strides or any(s not in families.STRIDES
                                                                      for s in args.val_strides)):
         problems.append(f"--val-strides={','.join(map(str, args.val_strides))}: each one of "
@@ -151,6 +162,45 @@ def normalized_mse(out, target):
     return jnp.mean(err / (var + 1e-12))
 
 
+AUTOENCODER = ("encoder_2d", "decoder_2d")
+
+
+def read_autoencoder(directory: Path) -> tuple[dict, int, list[np.ndarray]]:
+    """-> (settings, step, the weights' leaves) of an autoencoder stage saved by
+    `scripts/probe_autoencoder.py --save DIR`: `state.npz` holds the leaves of its
+    (autoencoder, optimizer) tree in order, so the autoencoder's come first. Checked
+    before any work; the shapes are checked against the model in `init_from_autoencoder`."""
+    settings_path, state_path = directory / "settings.json", directory / "state.npz"
+    for path in (settings_path, state_path):
+        if not path.is_file():
+            raise PretrainError(f"--init-autoencoder {directory}: no {path.name} there; give the folder of "
+                                "scripts/probe_autoencoder.py --save")
+    settings = json.loads(settings_path.read_text())
+    with np.load(state_path, allow_pickle=False) as z:
+        step = int(z["step"])
+        leaves = [z[f"arr_{i}"] for i in range(len(z.files) - 1)]
+    return settings, step, leaves
+
+
+def init_from_autoencoder(params: dict, config, directory: Path, saved: tuple[dict, int, list]) -> dict:
+    """`params` with encoder_2d and decoder_2d replaced by the saved autoencoder's; an
+    autoencoder of another width is refused, naming both."""
+    settings, _, leaves = saved
+    ours = {"channels": list(config.encoder.channels), "hidden": config.transformer.hidden_size}
+    theirs = {k: settings.get(k) for k in ours}
+    if theirs != ours:
+        raise PretrainError(f"--init-autoencoder {directory} holds an autoencoder of {theirs}; this --arch has {ours}")
+    template = {k: params[k] for k in AUTOENCODER}
+    treedef = jax.tree.structure(template)
+    want = jax.tree.leaves(template)
+    got = leaves[:treedef.num_leaves]
+    bad = [i for i, (a, b) in enumerate(zip(want, got)) if a.shape != b.shape or a.dtype != b.dtype]
+    if len(got) < len(want) or bad:
+        raise PretrainError(f"--init-autoencoder {directory}: state.npz does not hold this model's autoencoder "
+                            f"(leaf {bad[0] if bad else len(got)} differs)")
+    return {**params, **jax.tree.unflatten(treedef, [jnp.asarray(x) for x in got])}
+
+
 def main(argv=None) -> int:
     return cli.run("pretrain", lambda: pretrain(argv))
 
@@ -167,6 +217,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--noise-level", type=float, default=0.0)
     ap.add_argument("--recon-weight", type=float, default=0.0,
                     help="weight of the autoencoder's reconstruction error of the input frames (0: next frame only)")
+    ap.add_argument("--init-autoencoder", type=Path, default=None,
+                    help="start encoder and decoder from this autoencoder stage (scripts/probe_autoencoder.py --save)")
+    ap.add_argument("--freeze-autoencoder", action="store_true",
+                    help="train the transformer only (with --init-autoencoder: the dynamics stage)")
     ap.add_argument("--weights-dtype", choices=("bfloat16", "float32"), default="bfloat16",
                     help="dtype of the weights in best.pt (the real model ships bf16)")
     ap.add_argument("--eval-every", type=int, default=100)
@@ -185,6 +239,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # Flags that do not change what a resumed run computes.
 RESUMABLE_FLAGS = ("out", "overwrite", "state", "eval_every")
+# Flags added after states were written, with their defaults: a state without them ran at these.
+FLAGS_ADDED_LATER = {"init_autoencoder": None, "freeze_autoencoder": False}
 
 
 class RunState:
@@ -198,6 +254,7 @@ class RunState:
         saved_path = directory / "args.json"
         if saved_path.is_file():
             saved = json.loads(saved_path.read_text())
+            saved = {**FLAGS_ADDED_LATER, **saved}
             changed = {k: (saved.get(k), v) for k, v in self.flags.items() if saved.get(k) != v}
             if changed:
                 raise PretrainError(f"--state {directory} holds a run of other flags ("
@@ -236,17 +293,25 @@ class RunState:
 def pretrain(argv=None) -> int:
     args = parse_args(argv)
     out = outputs.check_dir(args.out, OUT_KIND, args.overwrite)  # before any work
+    saved_autoencoder = read_autoencoder(args.init_autoencoder) if args.init_autoencoder else None
     state = RunState(args.state, args) if args.state is not None else None
     t_start = time.time()
 
     config = dataclasses.replace(ARCHITECTURES[args.arch], noise_level=args.noise_level)
     model = PDECausalModel(config, policy=Policy.named("float32"))
     params = init_params(config, jax.random.PRNGKey(args.seed))
+    if saved_autoencoder is not None:
+        params = init_from_autoencoder(params, config, args.init_autoencoder, saved_autoencoder)
+    frozen_keys = AUTOENCODER if args.freeze_autoencoder else ()
+
+    def trained_part(p):
+        return {k: v for k, v in p.items() if k not in frozen_keys}
+
     training = ml_collections.ConfigDict(dict(
         learning_rate=args.lr, min_lr=args.lr / 100, warmup_steps=min(args.warmup, args.steps - 1),
         max_steps=args.steps, betas=(0.9, 0.999), grad_clip=1.0, weight_decay=1e-4))
-    tx = steps.make_optimizer(training, param_tree.trainable_mask(params, "all"))
-    opt_state = tx.init(params)
+    tx = steps.make_optimizer(training, param_tree.trainable_mask(trained_part(params), "all"))
+    opt_state = tx.init(trained_part(params))
     T = args.frames
 
     def loss_fn(p, x, rng):
@@ -258,9 +323,12 @@ def pretrain(argv=None) -> int:
 
     @jax.jit
     def train_step(p, o, x, step):
-        loss, grads = jax.value_and_grad(loss_fn)(p, x, jax.random.fold_in(jax.random.PRNGKey(args.seed), step))
-        updates, o = tx.update(grads, o, p)
-        return jax.tree.map(lambda a, u: a + u, p, updates), o, loss
+        # Gradients of the trained part only: a frozen autoencoder's weight gradients are never computed.
+        rng = jax.random.fold_in(jax.random.PRNGKey(args.seed), step)
+        trained = trained_part(p)
+        loss, grads = jax.value_and_grad(lambda t: loss_fn({**p, **t}, x, rng))(trained)
+        updates, o = tx.update(grads, o, trained)
+        return {**p, **jax.tree.map(lambda a, u: a + u, trained, updates)}, o, loss
 
     @jax.jit
     def val_metrics(p, x):
@@ -348,7 +416,10 @@ def pretrain(argv=None) -> int:
             "pretraining": {"script": "scripts/pretrain.py", "argv": sys.argv[1:] if argv is None else list(argv),
                             "families": list(families.FAMILIES), "burgers_nu_ranges": families.BURGERS_NU_RANGES,
                             "strides": list(families.STRIDES), "steps": args.steps, "batch": args.batch,
-                            "frames": T, "seed": args.seed, "recon_weight": args.recon_weight},
+                            "frames": T, "seed": args.seed, "recon_weight": args.recon_weight,
+                            **({"autoencoder_stage": {**saved_autoencoder[0], "step": saved_autoencoder[1],
+                                                      "frozen": args.freeze_autoencoder}}
+                               if saved_autoencoder else {})},
         }
         val_nrmse = float(np.mean([m["nrmse"] for m in best["families"].values()]))
         summary = {"best_step": best["step"], "best_val": best, "minutes": minutes, "steps": args.steps,

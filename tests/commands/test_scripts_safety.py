@@ -330,3 +330,37 @@ def test_the_autoencoder_probe_resumes_its_own_state_and_refuses_another(tmp_pat
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2, "nothing trained or measured twice"
     rc, out, err = run_cli([*base, "--steps", "3"])
     assert rc != 0 and "holds a probe of other settings" in err, err
+
+
+def test_the_dynamics_stage_starts_from_the_autoencoder_stage_and_keeps_it_frozen(tmp_path):
+    """Two-stage pretraining: `pretrain.py --init-autoencoder DIR --freeze-autoencoder` loads
+    encoder and decoder from `probe_autoencoder.py --save DIR` and trains the transformer
+    only: the checkpointed encoder/decoder are the probe's weights bit for bit. The flags' misuse is refused before any work, naming the flag."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    ae = tmp_path / "ae"
+    rc, _, err = run_cli(["scripts/probe_autoencoder.py", "--arch", "tiny", "--steps", "1", "--eval-every", "1",
+                          "--batch", "1", "--save", str(ae), "--log", str(ae / "log.jsonl")])
+    assert rc == 0, err[-3000:]
+    stage = ["--init-autoencoder", str(ae), "--freeze-autoencoder"]
+    rc, _, err = run_cli(["scripts/pretrain.py", "--out", str(tmp_path / "out"), "--state", str(tmp_path / "st"),
+                          *TINY, *stage])
+    assert rc == 0, err[-3000:]
+    saved = ocp.CheckpointManager((tmp_path / "st" / "checkpoints").absolute()).restore(1)["params"]
+    with np.load(ae / "state.npz") as z:
+        probe = [z[f"arr_{i}"] for i in range(len(z.files) - 1)]
+    ours = jax.tree.leaves({k: saved[k] for k in ("encoder_2d", "decoder_2d")})
+    assert len(ours) > 10 and all(np.array_equal(np.asarray(a), b) for a, b in zip(ours, probe))
+    config = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "--freeze-autoencoder" in config["command"]
+
+    for extra, words in [(["--freeze-autoencoder"], "--freeze-autoencoder needs --init-autoencoder"),
+                         ([*stage, "--recon-weight", "1"], "--recon-weight=1.0 with --freeze-autoencoder"),
+                         (["--init-autoencoder", str(tmp_path / "nowhere")], "no settings.json there"),
+                         (["--arch", "small", "--init-autoencoder", str(ae)], "holds an autoencoder of")]:
+        rc, _, err = run_cli(["scripts/pretrain.py", "--out", str(tmp_path / "refused"), *TINY, *extra])
+        line = _one_error_line(err, "pretrain")
+        assert rc == 2 and words in line, line
+        assert not (tmp_path / "refused").exists()
