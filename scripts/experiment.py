@@ -1,9 +1,10 @@
 """Does label-free fine-tuning make the stand-in better? The protocol behind docs/results.md.
 
     python scripts/experiment.py [--out experiments/label_free] [--strides 1,10] [--seeds 0,1,2]
-        [--rows precond,supervised,...] [--steps 200]
+        [--plan recipe|lora_only] [--rows precond,supervised,...] [--steps 200]
 
-From the pretrained stand-in (assets/standin/best.pt, converted with `--verify`), each
+From the pretrained stand-in (`--plan recipe`: assets/standin/best.pt; `--plan lora_only`:
+the second stand-in, assets/standin2/best.pt; converted with `--verify`), each
 row fine-tunes on the reference sample set (nu ~ U(0.1, 0.15), seed 42, computed from the
 formula; the run's validation windows choose its checkpoint by the validation value of
 the loss it trains) and is then evaluated on data no run saw:
@@ -19,10 +20,12 @@ preconditioned norm, the recommended recipe), `per_step` (anchored, plain norm),
 `window` (the reference residual), `precond_lora_only` (the reference's trainable set),
 `precond_pushforward` (training on the model's own 4-step rollouts half the time),
 `precond_fp32_output` (the default precision policy), `precond_bdf2` (the
-second-order time difference, at stride 10), `supervised` (the data loss
+second-order time difference, at stride 10), `precond_long` (5x the steps), `supervised` (the data loss
 against the true next frames, same parts, same steps: the ceiling) and
-`supervised_long` (5x the steps: a second ceiling); PLAN says which row runs at which
-stride with how many seeds. Everything a run or an evaluation
+`supervised_long` (5x the steps: a second ceiling); for the PyTorch recipe's own setting,
+LoRA alone: `precond_lora_only`, `supervised_lora_only` (its ceiling: a row's gap is
+closed against the supervised row of the same trained parts) and `window_lora_only` (the
+PyTorch recipe itself). PLANS say which row runs at which stride with how many seeds. Everything a run or an evaluation
 finished is kept: a rerun with the same settings picks up where the last one stopped. A run
 in the folder of other settings (another --steps, ...) is neither reported nor resumed as
 the one asked for: the rerun is refused before any work, naming it (choose another --out).
@@ -66,16 +69,41 @@ ROWS = {  # name -> (label, config overrides on top of `base_config`)
                             {"training.pushforward_steps": 4, "training.pushforward_prob": 0.5}),
     "precond_fp32_output": ("label-free: preconditioned, fp32_output policy", {"model.precision": "fp32_output"}),
     "precond_bdf2": ("label-free: preconditioned, BDF2", {"training.residual_scheme": "bdf2"}),
+    "precond_long": ("label-free: preconditioned, 5x steps", {"STEPS": 5}),
+    # The PyTorch recipe's setting: LoRA alone (encoder and decoder frozen).
+    "supervised_lora_only": ("supervised, LoRA only, same steps (ceiling of the LoRA-only rows)",
+                             {"training.lambda_pde": 0.0, "training.lambda_data": 1.0, "model.trainable": "adapters"}),
+    "window_lora_only": ("label-free: the reference residual, LoRA only (the PyTorch recipe)",
+                         {"training.residual": "window", "model.trainable": "adapters"}),
 }
 # Which row runs at which stride, and with every seed ("all") or the first only ("first"):
-# the whole protocol in one place, so one invocation reproduces the whole table.
+# the whole protocol in one place, so one invocation reproduces the whole table. `--plan`
+# picks one: "recipe" (the first stand-in's study of the label-free loss) or "lora_only"
+# (the PyTorch recipe's own setting, LoRA alone, on a stand-in that has learnt dynamics).
 PLAN = [
     ("precond", 1, "all"), ("supervised", 1, "all"), ("precond", 10, "all"), ("supervised", 10, "all"),
     ("supervised_long", 1, "all"), ("supervised_long", 10, "first"),
     ("window", 1, "first"), ("per_step", 1, "first"), ("precond_lora_only", 1, "first"),
     ("precond_pushforward", 1, "first"), ("precond_fp32_output", 1, "all"),
-    ("precond_bdf2", 10, "first"),
+    ("precond_bdf2", 10, "all"), ("precond_long", 1, "first"), ("precond_long", 10, "first"),
 ]
+PLAN_LORA_ONLY = [
+    ("precond_lora_only", 1, "all"), ("supervised_lora_only", 1, "all"),
+    ("precond_lora_only", 10, "all"), ("supervised_lora_only", 10, "all"),
+    ("window_lora_only", 1, "first"), ("window_lora_only", 10, "first"),
+    ("precond", 1, "all"), ("precond", 10, "all"), ("supervised", 1, "first"), ("supervised", 10, "first"),
+    ("supervised_long", 1, "first"), ("supervised_long", 10, "first"),
+    ("precond_long", 1, "first"), ("precond_long", 10, "first"),
+]
+PLANS = {"recipe": PLAN, "lora_only": PLAN_LORA_ONLY}
+STANDINS = {"recipe": REPO / "assets" / "standin" / "best.pt", "lora_only": REPO / "assets" / "standin2" / "best.pt"}
+
+
+def ceiling_of(row: str) -> str:
+    """The supervised row of the same trained parts and steps: a label-free row's gap is
+    closed against what supervision reaches with what that row may change."""
+    lora_only = ROWS[row][1].get("model.trainable") == "adapters"
+    return "supervised_lora_only" if lora_only else "supervised"
 EVAL_SETS = {  # name -> (label, EvalRequest fields)
     "test": ("test (nu in [0.1, 0.15], fresh trajectories)",
              dict(nu_min=0.1, nu_max=0.15, num_samples=8, seed=7, split="all")),
@@ -260,11 +288,12 @@ def summarize(results: dict) -> str:
                 continue
             zs = statistics.mean(table["zero-shot"]["vrmse"])
             pers = table["persistence"]
-            ceilings = {k: statistics.mean(table[k]["vrmse"]) for k in ("supervised", "supervised_long") if k in table}
+            ceilings = {k: statistics.mean(table[k]["vrmse"]) for k in ("supervised", "supervised_long",
+                                                                           "supervised_lora_only") if k in table}
             n = len(table["zero-shot"]["rollout"])  # shorter with --rollout
             hs = tuple(h for h in SHOW_H[(stride, set_name)] if h < n) + (n,)
             lines += [f"### Stride {stride} (dt = {stride}/999), {set_label}", "",
-                      "| row | seeds | one-step VRMSE (mean ± sd) | 95 % CI | closure vs S | vs S long | "
+                      "| row | seeds | one-step VRMSE (mean ± sd) | 95 % CI | closure vs S (same parts) | vs S long | "
                       "vs persistence | " + " | ".join(f"rollout h={h}" for h in hs) + " | h* | ≤ zero-shot at every h |",
                       "|---|---|---|---|---|---|---|" + "---|" * len(hs) + "---|---|"]
             zs_roll = np.asarray(table["zero-shot"]["rollout"])
@@ -278,8 +307,8 @@ def summarize(results: dict) -> str:
                 label = results["labels"].get(name, name)
                 lines.append(
                     f"| {label} | {st['seeds']} | {_mean_sd(st['vrmse'])} | [{st['ci'][0]:.4f}, {st['ci'][1]:.4f}] | "
-                    f"{closure(ceilings.get('supervised')) if name != 'zero-shot' else ''} | "
-                    f"{closure(ceilings.get('supervised_long')) if name != 'zero-shot' else ''} | "
+                    f"{closure(ceilings.get(ceiling_of(name))) if name != 'zero-shot' else ''} | "
+                    f"{closure(ceilings.get('supervised_long')) if name not in ('zero-shot', 'supervised_long') else ''} | "
                     f"{closure(pers['vrmse']) if name != 'zero-shot' else ''} | "
                     + " | ".join(f"{roll[h - 1]:.4f}" for h in hs)
                     + f" | {h_star} | {'yes' if np.all(roll <= zs_roll * (1 + 1e-6)) else 'no'} |")
@@ -360,10 +389,14 @@ def val_curve(run: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "label_free")
-    ap.add_argument("--standin", type=Path, default=REPO / "assets" / "standin" / "best.pt")
+    ap.add_argument("--standin", type=Path, default=None,
+                    help="the pretrained best.pt (default: the plan's stand-in, STANDINS)")
     ap.add_argument("--strides", default="1,10")
-    ap.add_argument("--seeds", default="0,1,2", help="seeds of the rows that get every seed (PLAN)")
-    ap.add_argument("--rows", default=",".join(ROWS), help="a subset of the rows of PLAN")
+    ap.add_argument("--seeds", default="0,1,2", help="seeds of the rows that get every seed (PLANS)")
+    ap.add_argument("--plan", choices=sorted(PLANS), default="recipe",
+                    help="recipe: the label-free loss's study (first stand-in); lora_only: the PyTorch recipe's "
+                         "setting, LoRA alone (second stand-in)")
+    ap.add_argument("--rows", default=None, help="a subset of the plan's rows (default: all of them)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--temporal-length", type=int, default=4)
     ap.add_argument("--rollout", type=int, default=0,
@@ -371,6 +404,11 @@ def main(argv=None) -> int:
                          "T = 16 costs several times one at T = 4")
     args = ap.parse_args(argv)
     t0 = time.time()
+    args.standin = args.standin or STANDINS[args.plan]
+    if not args.standin.is_file() and not (args.out / "pretrained" / "params").is_dir():
+        print(f"experiment: error: {args.standin}: no such file (the pretrained stand-in of --plan {args.plan}; "
+              "give --standin)", file=sys.stderr)
+        return 2
     try:  # an experiment folder is continued, never replaced; one we did not make is refused
         outputs.check_dir(args.out, "experiment", overwrite=True)
     except outputs.OutputError as e:
@@ -381,15 +419,18 @@ def main(argv=None) -> int:
     pretrained = args.out / "pretrained"
     strides = [int(s) for s in args.strides.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = args.rows.split(",")
-    unknown = sorted(set(rows) - set(ROWS))
+    chosen = PLANS[args.plan]
+    in_plan = list(dict.fromkeys(r for r, _, _ in chosen))
+    rows = args.rows.split(",") if args.rows else in_plan
+    unknown = sorted(set(rows) - set(in_plan))
     if unknown:
-        print(f"experiment: error: unknown rows {unknown}; known: {', '.join(ROWS)}", file=sys.stderr)
+        print(f"experiment: error: rows {unknown} are not in --plan {args.plan}; its rows: {', '.join(in_plan)}",
+              file=sys.stderr)
         return 2
-    # Zero-shot first, then the PLAN seed by seed (every row of one seed before the next
+    # Zero-shot first, then the plan seed by seed (every row of one seed before the next
     # seed): the most important numbers arrive first, and a cut-short experiment leaves a
     # balanced table.
-    plan = [(st, r, s) for s in seeds for r, st, which in PLAN
+    plan = [(st, r, s) for s in seeds for r, st, which in chosen
             if r in rows and st in strides and (which == "all" or s == seeds[0])]
     try:  # before any work: every run already in the folder is one of the settings asked for
         for stride, row, seed in plan:

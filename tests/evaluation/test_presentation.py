@@ -103,6 +103,19 @@ def test_experiment_tables_render():
     tables = assert_tables_render(experiment.summarize(results), at_least=3)
     assert all(len(t.rows) == 4 for t in tables)
 
+    # A LoRA-only row closes its gap against the supervised row of the same parts (LoRA
+    # only): (0.0245 - 0.0110) / (0.0245 - 0.0100) = 93 %, not against supervised LoRA +
+    # decoder (87 %); the long ceiling's own "vs S long" cell stays empty.
+    table = {**table, "precond_lora_only": _stats(0.0110, n), "supervised_lora_only": _stats(0.0100, n),
+             "supervised_long": _stats(0.0050, n)}
+    results["strides"] = {"1": {"test": table}}
+    (t,) = assert_tables_render(experiment.summarize(results))
+    col = t.header.index("closure vs S (same parts)")
+    by_label = {r[0]: r for r in t.rows}
+    assert by_label[experiment.ROWS["precond_lora_only"][0]][col] == "93 %"
+    assert by_label[experiment.ROWS["precond"][0]][col] == f"{100 * (0.0245 - 0.0096) / (0.0245 - 0.0090):.0f} %"
+    assert by_label[experiment.ROWS["supervised_long"][0]][col + 1] == ""
+
     first = _load_script("experiment_first_study")
     run = {"in": {"vrmse": 0.02, "nrmse": 7e-4, "pde_loss": 60.0, "constraint_error": 4e-4},
            "out": {"vrmse": 0.03}, "rollout": [0.02, 0.03, 0.04, 0.05, 0.06]}
