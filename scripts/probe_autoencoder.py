@@ -32,7 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from pretrain import ACTIVE, fine_tuning_frames, normalized_mse, reconstruct  # scripts/pretrain.py
+from pretrain import (  # scripts/pretrain.py
+    ACTIVE,
+    fine_tuning_frames,
+    init_from_autoencoder,
+    normalized_mse,
+    read_autoencoder,
+    reconstruct,
+)
 
 from burgers_jax import cli
 from burgers_jax.errors import UserError
@@ -65,6 +72,11 @@ def probe(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log", type=Path, default=Path("experiments/probe_autoencoder.jsonl"))
     ap.add_argument("--save", type=Path, default=None, help="folder of the resumable state (weights, optimizer)")
+    ap.add_argument("--through-norm", action="store_true",
+                    help="decode the tokens after the transformer's final RMSNorm (at its initial weight), the path "
+                         "the model's decoder sees: the autoencoder stage of a two-stage pretraining")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from the weights of another probe's --save folder (a warm start; new optimizer)")
     args = ap.parse_args(argv)
 
     config = ARCHITECTURES[args.arch]
@@ -73,6 +85,8 @@ def probe(argv=None) -> int:
             config.encoder, channels=tuple(int(c) for c in args.channels.split(","))))
     model = PDECausalModel(config, policy=Policy.named("float32"))
     params = init_params(config, jax.random.PRNGKey(args.seed))
+    if args.init is not None:
+        params = init_from_autoencoder(params, config, args.init, read_autoencoder(args.init))
     ae = {k: params[k] for k in ("encoder_2d", "decoder_2d")}
     frozen = {k: v for k, v in params.items() if k not in ae}
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, args.steps // 10), args.steps, args.lr / 100)
@@ -80,7 +94,7 @@ def probe(argv=None) -> int:
     opt = tx.init(ae)
 
     def loss_fn(p, x):
-        return normalized_mse(reconstruct(model, {**frozen, **p}, x), x)
+        return normalized_mse(reconstruct(model, {**frozen, **p}, x, args.through_norm), x)
 
     @jax.jit
     def step(p, o, x):
@@ -90,13 +104,16 @@ def probe(argv=None) -> int:
 
     @jax.jit
     def recon_vrmse(p, x):
-        return jnp.mean(metrics.vrmse(reconstruct(model, {**frozen, **p}, x)[..., :ACTIVE], x[..., :ACTIVE]))
+        return jnp.mean(metrics.vrmse(reconstruct(model, {**frozen, **p}, x, args.through_norm)[..., :ACTIVE],
+                                      x[..., :ACTIVE]))
 
     regime = fine_tuning_frames(args.seed, 16)
     held = np.concatenate([frames_batch(args.seed + 1000, s, 8) for s in range(2)])
     n_params = sum(int(np.size(v)) for v in jax.tree.leaves(ae))
     settings = {"arch": args.arch, "channels": list(config.encoder.channels), "hidden": config.transformer.hidden_size,
-                "autoencoder_params": n_params, "batch": args.batch, "lr": args.lr, "steps": args.steps}
+                "autoencoder_params": n_params, "batch": args.batch, "lr": args.lr, "steps": args.steps,
+                **({"through_norm": True} if args.through_norm else {}),
+                **({"init": str(args.init), "init_step": read_autoencoder(args.init)[1]} if args.init else {})}
     print(json.dumps(settings), flush=True)
     start = 0
     if args.save is not None:

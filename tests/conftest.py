@@ -25,6 +25,14 @@ def pytest_configure(config):
     from burgers_jax.io import compilation_cache
 
     compilation_cache.enable()
+    # Tests Ctrl-C the commands they start. A shell without job control starts `cmd &`
+    # with SIGINT ignored, and children inherit an ignored signal (Python then installs no
+    # KeyboardInterrupt handler): a suite run in the background would fail those tests.
+    # A handled signal is reset to its default in a child, as for a user at a terminal.
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -364,3 +364,29 @@ def test_the_dynamics_stage_starts_from_the_autoencoder_stage_and_keeps_it_froze
         line = _one_error_line(err, "pretrain")
         assert rc == 2 and words in line, line
         assert not (tmp_path / "refused").exists()
+
+
+def test_reconstruction_through_the_norm_is_the_model_with_silent_transformer_layers(pretrain):
+    """`reconstruct(..., through_norm=True)` (the path the autoencoder stage trains for a
+    two-stage pretraining) is what the whole model computes when every transformer layer
+    adds nothing (attention and MLP output projections zeroed): the decoder on the final
+    RMSNorm of the encoder's tokens. Without the norm it is another function."""
+    import jax
+    import numpy as np
+
+    from burgers_jax.model.config import ARCHITECTURES, Policy
+    from burgers_jax.model.network import PDECausalModel, init_params
+
+    config = ARCHITECTURES["tiny"]
+    model = PDECausalModel(config, policy=Policy.named("float32"))
+    params = init_params(config, jax.random.PRNGKey(3))
+    silent = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: np.zeros_like(leaf) if any(getattr(k, "key", None) in ("o_proj", "down_proj") for k in path)
+        else leaf, params)
+    silent["transformer"]["norm"]["weight"] = np.linspace(0.5, 1.5, config.transformer.hidden_size, dtype=np.float32)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(4), (1, 2, 128, 128, 6)), np.float32)
+    whole = np.asarray(model.apply({"params": silent}, x))
+    through = np.asarray(pretrain.reconstruct(model, silent, x, through_norm=True))
+    raw = np.asarray(pretrain.reconstruct(model, silent, x))
+    np.testing.assert_allclose(through, whole, rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(raw - whole)) > 1e-2
