@@ -104,6 +104,8 @@ def ceiling_of(row: str) -> str:
     closed against what supervision reaches with what that row may change."""
     lora_only = ROWS[row][1].get("model.trainable") == "adapters"
     return "supervised_lora_only" if lora_only else "supervised"
+
+
 EVAL_SETS = {  # name -> (label, EvalRequest fields)
     "test": ("test (nu in [0.1, 0.15], fresh trajectories)",
              dict(nu_min=0.1, nu_max=0.15, num_samples=8, seed=7, split="all")),

@@ -175,7 +175,7 @@ def normalized_mse(out, target):
 AUTOENCODER = ("encoder_2d", "decoder_2d")
 
 
-def read_autoencoder(directory: Path) -> tuple[dict, int, list[np.ndarray]]:
+def read_autoencoder(directory: Path, flag: str = "--init-autoencoder") -> tuple[dict, int, list[np.ndarray]]:
     """-> (settings, step, the weights' leaves) of an autoencoder stage saved by
     `scripts/probe_autoencoder.py --save DIR`: `state.npz` holds the leaves of its
     (autoencoder, optimizer) tree in order, so the autoencoder's come first. Checked
@@ -183,7 +183,7 @@ def read_autoencoder(directory: Path) -> tuple[dict, int, list[np.ndarray]]:
     settings_path, state_path = directory / "settings.json", directory / "state.npz"
     for path in (settings_path, state_path):
         if not path.is_file():
-            raise PretrainError(f"--init-autoencoder {directory}: no {path.name} there; give the folder of "
+            raise PretrainError(f"{flag} {directory}: no {path.name} there; give the folder of "
                                 "scripts/probe_autoencoder.py --save")
     settings = json.loads(settings_path.read_text())
     with np.load(state_path, allow_pickle=False) as z:
@@ -192,21 +192,22 @@ def read_autoencoder(directory: Path) -> tuple[dict, int, list[np.ndarray]]:
     return settings, step, leaves
 
 
-def init_from_autoencoder(params: dict, config, directory: Path, saved: tuple[dict, int, list]) -> dict:
+def init_from_autoencoder(params: dict, config, directory: Path, saved: tuple[dict, int, list],
+                          flag: str = "--init-autoencoder") -> dict:
     """`params` with encoder_2d and decoder_2d replaced by the saved autoencoder's; an
     autoencoder of another width is refused, naming both."""
     settings, _, leaves = saved
     ours = {"channels": list(config.encoder.channels), "hidden": config.transformer.hidden_size}
     theirs = {k: settings.get(k) for k in ours}
     if theirs != ours:
-        raise PretrainError(f"--init-autoencoder {directory} holds an autoencoder of {theirs}; this --arch has {ours}")
+        raise PretrainError(f"{flag} {directory} holds an autoencoder of {theirs}; this --arch has {ours}")
     template = {k: params[k] for k in AUTOENCODER}
     treedef = jax.tree.structure(template)
     want = jax.tree.leaves(template)
     got = leaves[:treedef.num_leaves]
     bad = [i for i, (a, b) in enumerate(zip(want, got)) if a.shape != b.shape or a.dtype != b.dtype]
     if len(got) < len(want) or bad:
-        raise PretrainError(f"--init-autoencoder {directory}: state.npz does not hold this model's autoencoder "
+        raise PretrainError(f"{flag} {directory}: state.npz does not hold this model's autoencoder "
                             f"(leaf {bad[0] if bad else len(got)} differs)")
     return {**params, **jax.tree.unflatten(treedef, [jnp.asarray(x) for x in got])}
 

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 from pretrain import (  # scripts/pretrain.py
     ACTIVE,
+    AUTOENCODER,
     fine_tuning_frames,
     init_from_autoencoder,
     normalized_mse,
@@ -85,9 +86,10 @@ def probe(argv=None) -> int:
             config.encoder, channels=tuple(int(c) for c in args.channels.split(","))))
     model = PDECausalModel(config, policy=Policy.named("float32"))
     params = init_params(config, jax.random.PRNGKey(args.seed))
-    if args.init is not None:
-        params = init_from_autoencoder(params, config, args.init, read_autoencoder(args.init))
-    ae = {k: params[k] for k in ("encoder_2d", "decoder_2d")}
+    warm_start = read_autoencoder(args.init, "--init") if args.init is not None else None
+    if warm_start is not None:
+        params = init_from_autoencoder(params, config, args.init, warm_start, "--init")
+    ae = {k: params[k] for k in AUTOENCODER}
     frozen = {k: v for k, v in params.items() if k not in ae}
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, args.steps // 10), args.steps, args.lr / 100)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
@@ -113,7 +115,7 @@ def probe(argv=None) -> int:
     settings = {"arch": args.arch, "channels": list(config.encoder.channels), "hidden": config.transformer.hidden_size,
                 "autoencoder_params": n_params, "batch": args.batch, "lr": args.lr, "steps": args.steps,
                 **({"through_norm": True} if args.through_norm else {}),
-                **({"init": str(args.init), "init_step": read_autoencoder(args.init)[1]} if args.init else {})}
+                **({"init": str(args.init), "init_step": warm_start[1]} if warm_start else {})}
     print(json.dumps(settings), flush=True)
     start = 0
     if args.save is not None:

@@ -335,7 +335,8 @@ def test_the_autoencoder_probe_resumes_its_own_state_and_refuses_another(tmp_pat
 def test_the_dynamics_stage_starts_from_the_autoencoder_stage_and_keeps_it_frozen(tmp_path):
     """Two-stage pretraining: `pretrain.py --init-autoencoder DIR --freeze-autoencoder` loads
     encoder and decoder from `probe_autoencoder.py --save DIR` and trains the transformer
-    only: the checkpointed encoder/decoder are the probe's weights bit for bit. The flags' misuse is refused before any work, naming the flag."""
+    only: the checkpointed encoder/decoder are the probe's weights bit for bit. The flags'
+    misuse is refused before any work, naming the flag."""
     import jax
     import numpy as np
     import orbax.checkpoint as ocp
