@@ -24,9 +24,11 @@ second-order time difference, at stride 10), `precond_long` (5x the steps), `sup
 against the true next frames, same parts, same steps: the ceiling) and
 `supervised_long` (5x the steps: a second ceiling); for the PyTorch recipe's own setting,
 LoRA alone: `precond_lora_only`, `supervised_lora_only` (its ceiling: a row's gap is
-closed against the supervised row of the same trained parts) and `window_lora_only` (the
-PyTorch recipe itself). PLANS say which row runs at which stride with how many seeds. Everything a run or an evaluation
-finished is kept: a rerun with the same settings picks up where the last one stopped. A run
+closed against the supervised row of the same trained parts), `supervised_lora_only_long`
+(5x the steps: where LoRA alone saturates) and `window_lora_only` (the PyTorch recipe
+itself). "÷ persistence" is the one-step VRMSE over persistence's (below 1: better than
+copying the last frame). PLANS say which row runs at which stride with how many seeds.
+Everything a run or an evaluation finished is kept: a rerun with the same settings picks up where the last one stopped. A run
 in the folder of other settings (another --steps, ...) is neither reported nor resumed as
 the one asked for: the rerun is refused before any work, naming it (choose another --out).
 
@@ -73,6 +75,9 @@ ROWS = {  # name -> (label, config overrides on top of `base_config`)
     # The PyTorch recipe's setting: LoRA alone (encoder and decoder frozen).
     "supervised_lora_only": ("supervised, LoRA only, same steps (ceiling of the LoRA-only rows)",
                              {"training.lambda_pde": 0.0, "training.lambda_data": 1.0, "model.trainable": "adapters"}),
+    "supervised_lora_only_long": ("supervised, LoRA only, 5x steps (converged ceiling of LoRA alone)",
+                                  {"training.lambda_pde": 0.0, "training.lambda_data": 1.0,
+                                   "model.trainable": "adapters", "STEPS": 5}),
     "window_lora_only": ("label-free: the reference residual, LoRA only (the PyTorch recipe)",
                          {"training.residual": "window", "model.trainable": "adapters"}),
 }
@@ -94,16 +99,18 @@ PLAN_LORA_ONLY = [
     ("precond", 1, "all"), ("precond", 10, "all"), ("supervised", 1, "first"), ("supervised", 10, "first"),
     ("supervised_long", 1, "first"), ("supervised_long", 10, "first"),
     ("precond_long", 1, "first"), ("precond_long", 10, "first"),
+    ("supervised_lora_only_long", 10, "first"), ("supervised_lora_only_long", 1, "first"),
 ]
 PLANS = {"recipe": PLAN, "lora_only": PLAN_LORA_ONLY}
 STANDINS = {"recipe": REPO / "assets" / "standin" / "best.pt", "lora_only": REPO / "assets" / "standin2" / "best.pt"}
 
 
-def ceiling_of(row: str) -> str:
-    """The supervised row of the same trained parts and steps: a label-free row's gap is
-    closed against what supervision reaches with what that row may change."""
+def ceiling_of(row: str, long: bool = False) -> str:
+    """The supervised row of the same trained parts and steps (`long`: 5x the steps, the
+    converged ceiling): a label-free row's gap is closed against what supervision reaches
+    with what that row may change."""
     lora_only = ROWS[row][1].get("model.trainable") == "adapters"
-    return "supervised_lora_only" if lora_only else "supervised"
+    return ("supervised_lora_only" if lora_only else "supervised") + ("_long" if long else "")
 
 
 EVAL_SETS = {  # name -> (label, EvalRequest fields)
@@ -290,13 +297,13 @@ def summarize(results: dict) -> str:
                 continue
             zs = statistics.mean(table["zero-shot"]["vrmse"])
             pers = table["persistence"]
-            ceilings = {k: statistics.mean(table[k]["vrmse"]) for k in ("supervised", "supervised_long",
-                                                                           "supervised_lora_only") if k in table}
+            ceilings = {k: statistics.mean(table[k]["vrmse"]) for k in table
+                        if k in ROWS and k in (ceiling_of(k), ceiling_of(k, long=True))}
             n = len(table["zero-shot"]["rollout"])  # shorter with --rollout
             hs = tuple(h for h in SHOW_H[(stride, set_name)] if h < n) + (n,)
             lines += [f"### Stride {stride} (dt = {stride}/999), {set_label}", "",
-                      "| row | seeds | one-step VRMSE (mean ± sd) | 95 % CI | closure vs S (same parts) | vs S long | "
-                      "vs persistence | " + " | ".join(f"rollout h={h}" for h in hs) + " | h* | ≤ zero-shot at every h |",
+                      "| row | seeds | one-step VRMSE (mean ± sd) | 95 % CI | closure vs S (same parts) | vs S long (same parts) | "
+                      "÷ persistence | " + " | ".join(f"rollout h={h}" for h in hs) + " | h* | ≤ zero-shot at every h |",
                       "|---|---|---|---|---|---|---|" + "---|" * len(hs) + "---|---|"]
             zs_roll = np.asarray(table["zero-shot"]["rollout"])
             for name, st in table.items():
@@ -307,11 +314,12 @@ def summarize(results: dict) -> str:
                 roll = np.asarray(st["rollout"])
                 h_star = ", ".join("none" if h is None else str(h) for h in st["h_star"])
                 label = results["labels"].get(name, name)
+                same, long = (ceiling_of(name), ceiling_of(name, long=True)) if name in ROWS else (None, None)
                 lines.append(
                     f"| {label} | {st['seeds']} | {_mean_sd(st['vrmse'])} | [{st['ci'][0]:.4f}, {st['ci'][1]:.4f}] | "
-                    f"{closure(ceilings.get(ceiling_of(name))) if name != 'zero-shot' else ''} | "
-                    f"{closure(ceilings.get('supervised_long')) if name not in ('zero-shot', 'supervised_long') else ''} | "
-                    f"{closure(pers['vrmse']) if name != 'zero-shot' else ''} | "
+                    f"{closure(ceilings.get(same)) if same else ''} | "
+                    f"{closure(ceilings.get(long)) if long and name != long else ''} | "
+                    f"{m / pers['vrmse']:.2f} | "
                     + " | ".join(f"{roll[h - 1]:.4f}" for h in hs)
                     + f" | {h_star} | {'yes' if np.all(roll <= zs_roll * (1 + 1e-6)) else 'no'} |")
             lines.append(f"| persistence | | {pers['vrmse']:.4f} | | | | | "

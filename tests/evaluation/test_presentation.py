@@ -115,6 +115,20 @@ def test_experiment_tables_render():
     assert by_label[experiment.ROWS["precond_lora_only"][0]][col] == "93 %"
     assert by_label[experiment.ROWS["precond"][0]][col] == f"{100 * (0.0245 - 0.0096) / (0.0245 - 0.0090):.0f} %"
     assert by_label[experiment.ROWS["supervised_long"][0]][col + 1] == ""
+    # ... and against the long ceiling of the same parts: (0.0245 - 0.0110) / (0.0245 - 0.0080).
+    assert by_label[experiment.ROWS["precond_lora_only"][0]][col + 1] == ""
+    table["supervised_lora_only_long"] = _stats(0.0080, n)
+    (t,) = assert_tables_render(experiment.summarize(results))
+    by_label = {r[0]: r for r in t.rows}
+    assert t.header[col + 1] == "vs S long (same parts)"
+    assert by_label[experiment.ROWS["precond_lora_only"][0]][col + 1] == "82 %"
+    assert by_label[experiment.ROWS["precond"][0]][col + 1] == f"{100 * (0.0245 - 0.0096) / (0.0245 - 0.0050):.0f} %"
+    assert by_label[experiment.ROWS["supervised_lora_only_long"][0]][col + 1] == ""
+    # Against persistence, a ratio (below 1 beats copying the frame), meaningful also when
+    # zero-shot already beats persistence (where a closure towards it would be negative).
+    ratio = t.header.index("÷ persistence")
+    assert by_label["zero-shot"][ratio] == f"{0.0245 / 0.0006:.2f}"
+    assert by_label[experiment.ROWS["precond_lora_only"][0]][ratio] == f"{0.0110 / 0.0006:.2f}"
 
     first = _load_script("experiment_first_study")
     run = {"in": {"vrmse": 0.02, "nrmse": 7e-4, "pde_loss": 60.0, "constraint_error": 4e-4},
