@@ -20,8 +20,10 @@ def test_demo_path_runs_end_to_end(tmp_path):
     assert (out / "pretrained" / "model_config.json").is_file()
     assert "verify ok" in proc.stdout
     config = json.loads((out / "train" / "config.json").read_text())
-    assert config["model"]["trainable"] == "adapters+decoder" and config["training"]["residual"] == "precond"
-    assert config["model"]["precision"] == "float32"
+    # The PyTorch recipe's setting (LoRA alone) on the second stand-in, at stride 10.
+    assert config["model"]["trainable"] == "adapters" and config["training"]["residual"] == "precond"
+    assert config["model"]["precision"] == "float32" and config["dataset"]["frame_stride"] == 10
+    assert "assets/standin2/best.pt" in proc.stdout and "--config configs/demo.py:lora_only" in proc.stdout
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert summary["steps"] == 2
     assert summary["nonfinite_total"] == 0
@@ -35,6 +37,7 @@ def test_demo_path_runs_end_to_end(tmp_path):
             m = json.loads((out / f"eval_{who}_{data}" / "metrics.json").read_text())
             assert set(m["one_step"]) == {"model", "persistence", "truth"} and len(m["rollout"]["horizons"]) == 30
             assert m["config"]["lora"] == (str(out / "train" / "best_adapters") if who == "finetuned" else None)
+            assert m["config"]["frame_stride"] == 10, "evaluated at the stride it was tuned at"
     assert "| zero-shot |" in proc.stdout and "| fine-tuned (label-free) |" in proc.stdout
     assert (out / "train" / "loss_curve.png").is_file(), "a loss curve in every run directory"
     comparison = out / "comparison"
