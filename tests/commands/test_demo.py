@@ -54,3 +54,9 @@ def test_demo_path_runs_end_to_end(tmp_path):
                 f"{'better' if tuned < held else 'worse'} (VRMSE {tuned:.4f} vs {held:.4f})")
     assert sentence in proc.stdout and sentence in table
     assert "still better one step ahead" not in proc.stdout, "no sentence the numbers did not write"
+    # The note on the plain PDE loss appears exactly when that loss rose while the VRMSE fell.
+    both = {(w, d): json.loads((out / f"eval_{w}_{d}" / "metrics.json").read_text())["one_step"]["model"]
+            for w in ("zero_shot", "finetuned") for d in ("test", "heldout")}
+    disagrees = any(both[("finetuned", d)]["pde_loss"] > both[("zero_shot", d)]["pde_loss"] and
+                    both[("finetuned", d)]["vrmse"] < both[("zero_shot", d)]["vrmse"] for d in ("test", "heldout"))
+    assert proc.stdout.count("The plain PDE loss (the mean square of the residual)") == int(disagrees)

@@ -83,9 +83,12 @@ def test_demo_table_renders(evaluations):
     demo = _load_script("demo")
     zero, tuned = (_metrics(evaluations[p]) for p in PRECISIONS)
     (t,) = assert_tables_render(demo.results_table(zero, tuned))
-    assert t.header == ["", "one step", f"rollout at {ROLLOUT} steps", "PDE loss (one step)"]
+    assert t.header == ["", "one step", f"rollout at {ROLLOUT} steps", "PDE loss, preconditioned (trained)",
+                        "PDE loss, plain"]
     assert [r[0] for r in t.rows] == ["zero-shot", "fine-tuned (label-free)", "persistence"]
     assert t.rows[2][1] == f"{zero['one_step']['persistence']['vrmse']:.4f}"
+    assert t.rows[1][3] == f"{tuned['one_step']['model']['precond_loss']:.3g}"
+    assert t.rows[1][4] == f"{tuned['one_step']['model']['pde_loss']:.3g}"
 
 
 def _stats(vrmse: float, n: int, seeds: int = 1) -> dict:
