@@ -105,7 +105,8 @@ FIELD_HELP = {
     "training.residual": "the residual that trains: window (the reference: [input frame 0, outputs]) | per_step "
                          "(each output against its own input frame) | precond (per_step in a preconditioned norm, "
                          "normalised by the input increments); docs/results.md",
-    "training.residual_scheme": "time discretisation of per_step and precond: euler | bdf2",
+    "training.residual_scheme": "time discretisation of per_step and precond: euler | bdf2 | auto (euler at "
+                                "frame stride 1, bdf2 at coarser strides; docs/results.md)",
     "training.pushforward_steps": "m > 0: sometimes train on the model's own m-step rollout",
     "training.pushforward_prob": "probability of a pushforward step (with pushforward_steps > 0)",
     "training.select_metric": "the validation metric that picks the best adapters (lower is better): loss (the "

@@ -18,7 +18,8 @@ The residual (`training.residual`):
 - `window` (the reference recipe): the PDE residual of the window [input frame 0,
   outputs]; only frame 0 anchors it, later frames difference two predictions;
 - `per_step`: each output p_k against the model's own input frame x_k,
-  r_k = (p_k - x_k)/dt + N(p_k) (`training.residual_scheme`: euler | bdf2);
+  r_k = (p_k - x_k)/dt + N(p_k) (`training.residual_scheme`: euler | bdf2 | auto, BDF2
+  from frame stride 2 on: `time_scheme`);
 - `precond`: the same residual in a preconditioned norm, dt (I - dt nu lap)^-1 r_k,
   normalised by the input increments, so persistence scores ~1 and the exact solution
   ~1e-5 (`physics.label_free.preconditioned_loss`). To first order its minimiser is the
@@ -109,7 +110,21 @@ def forward(model, params, batch, *, temporal_length: int, train: bool, rng=None
 
 
 RESIDUALS = ("window", "per_step", "precond")
-SCHEMES = ("euler", "bdf2")
+SCHEMES = ("euler", "bdf2", "auto")
+# `auto`: the second-order time difference from this frame stride on. At stride 1 the
+# implicit-Euler step is within VRMSE ~4e-6 of the truth, far below any model; the time
+# error grows with the step, and at stride 10 BDF2 gave the better rollouts over three
+# seeds (docs/results.md, "Coarse strides").
+BDF2_FROM_STRIDE = 2
+
+
+def time_scheme(cfg) -> str:
+    """The time difference of the per-step residuals: `training.residual_scheme`, with
+    `auto` resolved by `dataset.frame_stride` (BDF2_FROM_STRIDE)."""
+    scheme = cfg.training.residual_scheme
+    if scheme != "auto":
+        return scheme
+    return "bdf2" if cfg.dataset.frame_stride >= BDF2_FROM_STRIDE else "euler"
 
 
 def batch_boundaries(batch, frames: int) -> Boundaries:
@@ -118,14 +133,14 @@ def batch_boundaries(batch, frames: int) -> Boundaries:
     return Boundaries.from_mapping(batch).slice_time(frames)
 
 
-def objective_terms(pred, inputs, bounds: Boundaries, nu, dt, true, training) -> dict:
+def objective_terms(pred, inputs, bounds: Boundaries, nu, dt, true, training, scheme: str) -> dict:
     """The terms of the training objective per window [B], and the objective itself.
 
     pred: [B, T+1, H, W, 2] = [input frame 0 as the model saw it, outputs]; inputs: the
     model's input frames (u, v) [B, T, H, W, 2] in float32; bounds: the `Boundaries` of
     the T + 1 window frames; true: the true next frames [B, T, H, W, 2] (used only when
     `lambda_data > 0`: the supervised ceiling). Keys: `residual` (the residual
-    `training.residual` trains), `bc`, `data` (nRMSE), `loss` (their weighted sum), and
+    `training.residual` trains, with the time difference `scheme`: `time_scheme`), `bc`, `data` (nRMSE), `loss` (their weighted sum), and
     `pde_u`, `pde_v`: the mean squares of the window residual (`physics.pde_loss` of
     pred), what training logs as its PDE loss whatever it trains. Computed once: under
     `window` it is the residual itself; otherwise a separate quantity (which XLA drops
@@ -137,10 +152,10 @@ def objective_terms(pred, inputs, bounds: Boundaries, nu, dt, true, training) ->
     if training.residual == "window":
         residual = pde_u + pde_v
     elif training.residual == "per_step":
-        res_u, res_v = label_free.anchored_residual(out, inputs, bounds, nu, dt, training.residual_scheme)
+        res_u, res_v = label_free.anchored_residual(out, inputs, bounds, nu, dt, scheme)
         residual = per_window(res_u) + per_window(res_v)
     else:
-        residual = label_free.preconditioned_loss_per_sample(out, inputs, bounds, nu, dt, training.residual_scheme)
+        residual = label_free.preconditioned_loss_per_sample(out, inputs, bounds, nu, dt, scheme)
     bc = jax.vmap(lambda p, b: physics.boundary_loss(p[None], b.map(lambda x: x[None])))(pred, bounds)
     data = metrics.nrmse(out, true)
     loss = training.lambda_pde * residual
@@ -179,6 +194,7 @@ def make_train_step(model, tx, cfg) -> Callable:
     T = cfg.dataset.temporal_length
     training = cfg.training
     dt = window_dt(cfg)
+    scheme = time_scheme(cfg)
     schedule = lr_schedule(training)
     m = training.pushforward_steps
 
@@ -209,7 +225,7 @@ def make_train_step(model, tx, cfg) -> Callable:
         frames, bounds, true = pushforward(params, batch, k_pf)
         pred = forward(model, params, {"frames": frames}, temporal_length=T, train=True, rng=k_model)
         inputs = frames[:, :T, ..., :2].astype(jnp.float32)
-        terms = objective_terms(pred, inputs, bounds, batch["nu"], dt, true, training)
+        terms = objective_terms(pred, inputs, bounds, batch["nu"], dt, true, training, scheme)
         # The logged PDE loss: the window residual's mean squares over all windows (the
         # objective's own `pde_u`, `pde_v`, so it is computed once per step).
         loss_u, loss_v = jnp.mean(terms["pde_u"]), jnp.mean(terms["pde_v"])
@@ -263,6 +279,7 @@ def make_eval_step(model, cfg) -> Callable:
     never count) and the (u, v) prediction [B, T+1, H, W, 2] in float32."""
     T = cfg.dataset.temporal_length
     dt = window_dt(cfg)
+    scheme = time_scheme(cfg)
 
     def eval_step(trainable, frozen, batch):
         params = param_tree.merge(trainable, frozen)
@@ -271,7 +288,7 @@ def make_eval_step(model, cfg) -> Callable:
         bounds = batch_boundaries(batch, T + 1)
         inputs = true[:, :T].astype(jnp.float32)
         per_window = metrics.window_metrics(pred[:, 1:], true[:, 1:], pred[:, :1], bounds, batch["nu"], dt, inputs)
-        terms = objective_terms(pred, inputs, bounds, batch["nu"], dt, true[:, 1:], cfg.training)
+        terms = objective_terms(pred, inputs, bounds, batch["nu"], dt, true[:, 1:], cfg.training, scheme)
         return {
             **per_window,
             "loss": terms["loss"],  # the objective being trained, on validation windows

@@ -331,7 +331,8 @@ def train_and_evaluate(cfg, workdir) -> dict:
         n_trainable = param_tree.count(state.trainable)
         print(f"trainable parameters ({trainer.trainable_set}): {n_trainable:,}; "
               f"frozen: {param_tree.count(trainer.frozen):,}; "
-              f"devices: {jax.device_count()}; precision: {cfg.model.precision}; dt: {cfg.physics.dt:.9g}")
+              f"devices: {jax.device_count()}; precision: {cfg.model.precision}; dt: {cfg.physics.dt:.9g}"
+              + (f"; time difference: {steps.time_scheme(cfg)}" if cfg.training.residual != "window" else ""))
         writer = open_writer(trainer, workdir, primary)
         first_val = last_val = None
         if not resumed:

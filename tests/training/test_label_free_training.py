@@ -20,6 +20,7 @@ from burgers_jax.model import network as model_lib
 from burgers_jax.model import param_tree
 from burgers_jax.model.config import FLOAT32
 from burgers_jax.physics.residual import REFERENCE_DT
+from burgers_jax.training import steps
 from burgers_jax.training import trainer as train
 from burgers_jax.training.setup import TrainConfigError
 from porting import export_torch
@@ -148,6 +149,21 @@ def test_loss_options_and_pushforward_run_through_the_step(tiny_converted, tmp_p
             assert val["val/loss"] == pytest.approx(val["val/residual_loss"])
             assert val["val/residual_loss"] == pytest.approx(val["val/precond_loss"], rel=1e-5)
     assert len({round(v, 6) for v in losses.values()}) == len(losses), losses
+
+
+def test_the_auto_time_difference_is_euler_at_stride_1_and_bdf2_coarser(tiny_converted, tmp_path):
+    for stride, named in ((1, "euler"), (2, "bdf2"), (10, "bdf2")):
+        cfg = smoke(tiny_converted, tmp_path, training__residual="precond", training__residual_scheme="auto",
+                    dataset__frame_stride=stride)
+        assert steps.time_scheme(cfg) == named
+    # ... and the compiled step trains what it names: at stride 2, BDF2's loss, not Euler's.
+    losses = {}
+    for scheme in ("auto", "bdf2", "euler"):
+        tr = train.Trainer(smoke(tiny_converted, tmp_path / scheme, training__residual="precond",
+                                 training__residual_scheme=scheme, dataset__frame_stride=2))
+        _, m = tr.train_step(tr.initial_state(), tr.frozen, tr.shard_batch(tr.train_batch(0)))
+        losses[scheme] = float(m["loss"])
+    assert losses["auto"] == losses["bdf2"] and abs(losses["bdf2"] - losses["euler"]) > 1e-6 * losses["euler"], losses
 
 
 def test_loss_configs_are_checked_before_any_work(tiny_converted, tmp_path):
