@@ -129,6 +129,7 @@ def base_config(pretrained: Path, steps: int, stride: int, seed: int, temporal_l
     c = demo.get_config()  # the recommended recipe; every row changes only what it names
     c.model.pretrained_path = str(pretrained)
     c.model.lora.dropout = 0.0
+    c.training.residual_scheme = "euler"  # the protocol as measured; `precond_bdf2` names BDF2
     c.dataset.num_samples = 100  # the reference sample set: nu ~ U(0.1, 0.15), seed 42, 1000 frames
     c.dataset.temporal_length = temporal_length
     c.dataset.frame_stride = stride
