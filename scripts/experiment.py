@@ -28,8 +28,8 @@ closed against the supervised row of the same trained parts), `supervised_lora_o
 (5x the steps: where LoRA alone saturates) and `window_lora_only` (the PyTorch recipe
 itself). "÷ persistence" is the one-step VRMSE over persistence's (below 1: better than
 copying the last frame). PLANS say which row runs at which stride with how many seeds.
-Everything a run or an evaluation finished is kept: a rerun with the same settings picks up where the last one stopped. A run
-in the folder of other settings (another --steps, ...) is neither reported nor resumed as
+Everything a run or an evaluation finished is kept: a rerun with the same settings picks
+up where the last one stopped. A run in the folder of other settings (another --steps, ...) is neither reported nor resumed as
 the one asked for: the rerun is refused before any work, naming it (choose another --out).
 
 Out: results.json, results.md (the table), rollout_stride{S}.png, curves_stride{S}.png,
@@ -298,8 +298,6 @@ def summarize(results: dict) -> str:
                 continue
             zs = statistics.mean(table["zero-shot"]["vrmse"])
             pers = table["persistence"]
-            ceilings = {k: statistics.mean(table[k]["vrmse"]) for k in table
-                        if k in ROWS and k in (ceiling_of(k), ceiling_of(k, long=True))}
             n = len(table["zero-shot"]["rollout"])  # shorter with --rollout
             hs = tuple(h for h in SHOW_H[(stride, set_name)] if h < n) + (n,)
             lines += [f"### Stride {stride} (dt = {stride}/999), {set_label}", "",
@@ -307,19 +305,26 @@ def summarize(results: dict) -> str:
                       "÷ persistence | " + " | ".join(f"rollout h={h}" for h in hs) + " | h* | ≤ zero-shot at every h |",
                       "|---|---|---|---|---|---|---|" + "---|" * len(hs) + "---|---|"]
             zs_roll = np.asarray(table["zero-shot"]["rollout"])
+
+            def closure(m: float, ceiling: str | None) -> str:
+                """How much of zero-shot's gap to the `ceiling` row a row of mean `m` closes
+                (empty where the table has no such row)."""
+                if ceiling not in table:
+                    return ""
+                ref = statistics.mean(table[ceiling]["vrmse"])
+                return f"{100 * (zs - m) / (zs - ref):.0f} %" if zs != ref else ""
+
             for name, st in table.items():
                 if name == "persistence":
                     continue
                 m = statistics.mean(st["vrmse"])
-                closure = lambda ref: f"{100 * (zs - m) / (zs - ref):.0f} %" if ref is not None and zs != ref else ""  # noqa: E731
                 roll = np.asarray(st["rollout"])
                 h_star = ", ".join("none" if h is None else str(h) for h in st["h_star"])
                 label = results["labels"].get(name, name)
                 same, long = (ceiling_of(name), ceiling_of(name, long=True)) if name in ROWS else (None, None)
                 lines.append(
                     f"| {label} | {st['seeds']} | {_mean_sd(st['vrmse'])} | [{st['ci'][0]:.4f}, {st['ci'][1]:.4f}] | "
-                    f"{closure(ceilings.get(same)) if same else ''} | "
-                    f"{closure(ceilings.get(long)) if long and name != long else ''} | "
+                    f"{closure(m, same)} | {closure(m, long) if name != long else ''} | "
                     f"{m / pers['vrmse']:.2f} | "
                     + " | ".join(f"{roll[h - 1]:.4f}" for h in hs)
                     + f" | {h_star} | {'yes' if np.all(roll <= zs_roll * (1 + 1e-6)) else 'no'} |")

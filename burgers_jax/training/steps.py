@@ -114,7 +114,7 @@ SCHEMES = ("euler", "bdf2", "auto")
 # `auto`: the second-order time difference from this frame stride on. At stride 1 the
 # implicit-Euler step is within VRMSE ~4e-6 of the truth, far below any model; the time
 # error grows with the step, and at stride 10 BDF2 gave the better rollouts over three
-# seeds (docs/results.md, "Coarse strides").
+# seeds (docs/results.md, "The first stand-in at 5× the steps, and BDF2 at stride 10").
 BDF2_FROM_STRIDE = 2
 
 
@@ -140,8 +140,8 @@ def objective_terms(pred, inputs, bounds: Boundaries, nu, dt, true, training, sc
     model's input frames (u, v) [B, T, H, W, 2] in float32; bounds: the `Boundaries` of
     the T + 1 window frames; true: the true next frames [B, T, H, W, 2] (used only when
     `lambda_data > 0`: the supervised ceiling). Keys: `residual` (the residual
-    `training.residual` trains, with the time difference `scheme`: `time_scheme`), `bc`, `data` (nRMSE), `loss` (their weighted sum), and
-    `pde_u`, `pde_v`: the mean squares of the window residual (`physics.pde_loss` of
+    `training.residual` trains, with the time difference `scheme`: `time_scheme`), `bc`,
+    `data` (nRMSE), `loss` (their weighted sum), and `pde_u`, `pde_v`: the mean squares of the window residual (`physics.pde_loss` of
     pred), what training logs as its PDE loss whatever it trains. Computed once: under
     `window` it is the residual itself; otherwise a separate quantity (which XLA drops
     where no one uses it)."""
